@@ -1,0 +1,86 @@
+"""create_app(): the FastAPI application. Its lifespan builds the State every request uses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from service.batches.endpoints import router as batches_router
+from service.config import Settings, get_settings
+from service.deps import StateDep
+from service.jobs.endpoints import router as jobs_router
+from service.kit.errors import install_error_handlers
+from service.logging import configure_logging
+from service.state import build_state, close_state
+
+READY_TIMEOUT_S = 2.0
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.darkroom = await build_state(settings)
+        try:
+            yield
+        finally:
+            await close_state(app.state.darkroom)
+
+    app = FastAPI(
+        title="Darkroom",
+        version="0.1.0",
+        summary="Images in bulk for other software: batches in, signed webhooks out.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(batches_router)
+    app.include_router(jobs_router)
+
+    @app.middleware("http")
+    async def bind_request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = await call_next(request)
+        response.headers["x-request-id"] = request_id
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "Postgres or Redis does not answer"}},
+    )
+    async def readyz(state: StateDep) -> JSONResponse:
+        """Postgres and Redis both answer."""
+        checks = {"postgres": "ok", "redis": "ok"}
+        try:
+            async with state.engine.connect() as connection:
+                await asyncio.wait_for(connection.execute(text("SELECT 1")), READY_TIMEOUT_S)
+        except Exception as exc:
+            checks["postgres"] = f"unavailable: {type(exc).__name__}"
+        try:
+            await asyncio.wait_for(state.redis.ping(), READY_TIMEOUT_S)
+        except Exception as exc:
+            checks["redis"] = f"unavailable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    return app

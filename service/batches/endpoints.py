@@ -1,0 +1,188 @@
+"""/v1/batches: thin handlers; the work is in service.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError
+
+from service.batches import repository, service
+from service.batches.schemas import BatchCreate, BatchOut, BatchPage
+from service.deps import ApiKeyDep, SessionDep, StateDep
+from service.jobs.queue import enqueue_run_jobs
+from service.jobs.schemas import JobPage, JobStatusName
+from service.jobs.service import job_out
+from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
+from service.kit.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    bad_cursor,
+    decode_cursor,
+    encode_cursor,
+)
+from service.logging import get_logger
+from service.models import Batch, JobStatus
+from service.webhooks.tasks import enqueue_deliveries
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Repeat a submission safely: the same key and body return the same batch.",
+    ),
+]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@router.post(
+    "",
+    status_code=202,
+    responses={
+        200: {"model": BatchOut, "description": "Idempotent replay: the batch already exists"},
+        409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
+    },
+)
+async def submit_batch(
+    body: BatchCreate,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> BatchOut:
+    """Accept up to 10,000 jobs. They are durable when this returns."""
+    try:
+        submitted = await service.submit_batch(
+            session,
+            api_key=api_key,
+            body=body,
+            idempotency_key=idempotency_key,
+            registry=state.registry,
+            settings=state.settings,
+        )
+        await session.commit()
+    except IntegrityError:
+        # Two requests raced with one Idempotency-Key; the other one won.
+        await session.rollback()
+        existing = (
+            await repository.get_by_idempotency_key(session, api_key.id, idempotency_key)
+            if idempotency_key
+            else None
+        )
+        if existing is None:
+            raise
+        service.ensure_same_request(existing, body)
+        submitted = service.SubmittedBatch(existing, created=False, job_ids=[])
+    batch = submitted.batch
+    response.headers["Location"] = f"/v1/batches/{batch.id}"
+    if not submitted.created:
+        response.status_code = 200
+        return await service.present_batch(session, batch)
+    try:
+        await enqueue_run_jobs(
+            state.redis, [str(i) for i in submitted.job_ids], queue_name=state.settings.queue_name
+        )
+    except (RedisError, OSError) as exc:
+        # Stored is accepted: the reconciler enqueues these once Redis answers again.
+        log.warning("enqueue_deferred_to_reconciler", batch_id=str(batch.id), error=repr(exc))
+    return service.batch_out(
+        batch,
+        repository.BatchTotals({"queued": len(submitted.job_ids)}, cost_usd=Decimal(0)),
+    )
+
+
+@router.get("")
+async def list_batches(
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> BatchPage:
+    """The key's batches, newest first."""
+    after = None
+    if cursor is not None:
+        created, batch_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(created), uuid.UUID(batch_id))
+        except (TypeError, ValueError) as exc:
+            raise bad_cursor() from exc
+    batches = await repository.list_batches(session, api_key.id, limit=limit + 1, after=after)
+    page, more = batches[:limit], len(batches) > limit
+    totals = await repository.totals_for(session, [b.id for b in page])
+    next_cursor = (
+        encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
+    )
+    return BatchPage(
+        items=[service.batch_out(b, totals[b.id]) for b in page], next_cursor=next_cursor
+    )
+
+
+@router.get("/{batch_id}")
+async def get_batch(batch_id: uuid.UUID, session: SessionDep, api_key: ApiKeyDep) -> BatchOut:
+    batch = await _own_batch(session, batch_id, api_key.id)
+    return await service.present_batch(session, batch)
+
+
+@router.get("/{batch_id}/jobs")
+async def list_batch_jobs(
+    batch_id: uuid.UUID,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    status: JobStatusName | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+) -> JobPage:
+    """The batch's jobs in submission order."""
+    await _own_batch(session, batch_id, api_key.id)
+    after_index = None
+    if cursor is not None:
+        (after_index,) = decode_cursor(cursor, 1)
+        if not isinstance(after_index, int):
+            raise bad_cursor()
+    jobs = await repository.list_jobs(
+        session,
+        batch_id,
+        status=JobStatus(status) if status else None,
+        limit=limit + 1,
+        after_index=after_index,
+    )
+    page, more = jobs[:limit], len(jobs) > limit
+    return JobPage(
+        items=[job_out(job, state.settings.public_url) for job in page],
+        next_cursor=encode_cursor([page[-1].index]) if more else None,
+    )
+
+
+@router.post(
+    "/{batch_id}/cancel",
+    responses={409: {"model": ErrorResponse, "description": "The batch already finished"}},
+)
+async def cancel_batch(
+    batch_id: uuid.UUID, state: StateDep, session: SessionDep, api_key: ApiKeyDep
+) -> BatchOut:
+    """Queued jobs are cancelled at once; running ones finish, then the batch ends cancelled."""
+    batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
+    event_id = await service.cancel_batch(session, batch)
+    await session.commit()
+    if event_id is not None:
+        await enqueue_deliveries(state, [event_id])
+    return await service.present_batch(session, batch)
+
+
+async def _own_batch(
+    session: SessionDep, batch_id: uuid.UUID, api_key_id: uuid.UUID, *, for_update: bool = False
+) -> Batch:
+    batch = await repository.get_batch(session, batch_id, api_key_id, for_update=for_update)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id}")
+    return batch

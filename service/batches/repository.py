@@ -1,0 +1,169 @@
+"""Queries for batches and their jobs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.models import Batch, Job, JobStatus
+
+JOB_COPY_COLUMNS = (
+    "id",
+    "batch_id",
+    "index",
+    "status",
+    "prompt",
+    "model",
+    "params",
+    "metadata",
+    "attempts",
+    "cost_usd",
+    "created_at",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class BatchTotals:
+    counts: dict[str, int]
+    cost_usd: Decimal
+
+    @property
+    def active(self) -> int:
+        return self.counts.get("queued", 0) + self.counts.get("running", 0)
+
+
+async def copy_jobs(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert many jobs with one COPY, inside the session's transaction.
+
+    One INSERT per job costs a round trip each; COPY streams them all at once."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.copy_records_to_table("jobs", records=rows, columns=JOB_COPY_COLUMNS)
+
+
+def job_copy_row(
+    *,
+    job_id: uuid.UUID,
+    batch_id: uuid.UUID,
+    index: int,
+    prompt: str,
+    model: str,
+    params: dict[str, Any],
+    metadata: dict[str, Any],
+    now: datetime,
+) -> tuple[Any, ...]:
+    return (
+        job_id,
+        batch_id,
+        index,
+        JobStatus.queued.value,
+        prompt,
+        model,
+        json.dumps(params),
+        json.dumps(metadata),
+        0,
+        Decimal(0),
+        now,
+        now,
+    )
+
+
+async def get_batch(
+    session: AsyncSession, batch_id: uuid.UUID, api_key_id: uuid.UUID, *, for_update: bool = False
+) -> Batch | None:
+    query = select(Batch).where(Batch.id == batch_id, Batch.api_key_id == api_key_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def lock_batch(session: AsyncSession, batch_id: uuid.UUID) -> Batch:
+    """Serialises the transitions that decide whether a batch is complete."""
+    query = (
+        select(Batch)
+        .where(Batch.id == batch_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalar_one()
+
+
+async def get_by_idempotency_key(
+    session: AsyncSession, api_key_id: uuid.UUID, key: str
+) -> Batch | None:
+    query = select(Batch).where(Batch.api_key_id == api_key_id, Batch.idempotency_key == key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def totals_for(
+    session: AsyncSession, batch_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, BatchTotals]:
+    """Job counts by status and spend, for each batch: derived, never stored twice."""
+    query = (
+        select(Job.batch_id, Job.status, func.count(), func.coalesce(func.sum(Job.cost_usd), 0))
+        .where(Job.batch_id.in_(batch_ids))
+        .group_by(Job.batch_id, Job.status)
+    )
+    counts: dict[uuid.UUID, dict[str, int]] = {batch_id: {} for batch_id in batch_ids}
+    costs: dict[uuid.UUID, Decimal] = dict.fromkeys(batch_ids, Decimal(0))
+    for batch_id, status, count, cost in await session.execute(query):
+        counts[batch_id][JobStatus(status).value] = count
+        costs[batch_id] += Decimal(cost)
+    return {batch_id: BatchTotals(counts[batch_id], costs[batch_id]) for batch_id in batch_ids}
+
+
+async def list_batches(
+    session: AsyncSession,
+    api_key_id: uuid.UUID,
+    *,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[Batch]:
+    query = select(Batch).where(Batch.api_key_id == api_key_id)
+    if after is not None:
+        query = query.where(tuple_(Batch.created_at, Batch.id) < tuple_(*after))
+    query = query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def list_jobs(
+    session: AsyncSession,
+    batch_id: uuid.UUID,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    after_index: int | None,
+) -> list[Job]:
+    query = select(Job).where(Job.batch_id == batch_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after_index is not None:
+        query = query.where(Job.index > after_index)
+    query = query.order_by(Job.index).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def queued_job_ids(session: AsyncSession, batch_id: uuid.UUID) -> list[uuid.UUID]:
+    query = select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.queued)
+    return list((await session.execute(query)).scalars())
+
+
+async def cancel_queued_jobs(session: AsyncSession, batch_id: uuid.UUID, now: datetime) -> int:
+    result = await session.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.status == JobStatus.queued)
+        .values(status=JobStatus.cancelled, finished_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,227 @@
+"""Submitting, reading and cancelling batches. Never commits: the caller's scope does."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.batches import repository
+from service.batches.schemas import BatchCounts, BatchCreate, BatchOut, JobCreate, JobFields
+from service.config import Settings
+from service.kit.base import utcnow
+from service.kit.errors import Conflict, ErrorDetail, InvalidInput
+from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus
+from service.providers.registry import ProviderRegistry
+from service.storage.naming import output_file_name, safe_output_stem
+from service.webhooks.service import record_event
+
+
+@dataclass(frozen=True)
+class SubmittedBatch:
+    batch: Batch
+    created: bool
+    job_ids: list[uuid.UUID]
+
+
+def request_hash(body: BatchCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+async def submit_batch(
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    body: BatchCreate,
+    idempotency_key: str | None,
+    registry: ProviderRegistry,
+    settings: Settings,
+) -> SubmittedBatch:
+    """Store a batch and all its jobs in one transaction; the caller enqueues after commit."""
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = await repository.get_by_idempotency_key(session, api_key.id, idempotency_key)
+        if existing is not None:
+            ensure_same_request(existing, body)
+            return SubmittedBatch(existing, created=False, job_ids=[])
+
+    resolved = _resolve_jobs(body, registry, settings)
+    now = utcnow()
+    batch = Batch(
+        id=uuid.uuid4(),
+        api_key_id=api_key.id,
+        name=body.name,
+        status=BatchStatus.queued,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        metadata_=body.metadata or {},
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        job_count=len(resolved),
+        created_at=now,
+    )
+    session.add(batch)
+    await session.flush()
+    job_ids = [uuid.uuid4() for _ in resolved]
+    rows = [
+        repository.job_copy_row(job_id=job_id, batch_id=batch.id, index=index, now=now, **fields)
+        for index, (job_id, fields) in enumerate(zip(job_ids, resolved, strict=True))
+    ]
+    await repository.copy_jobs(session, rows)
+    return SubmittedBatch(batch, created=True, job_ids=job_ids)
+
+
+def ensure_same_request(batch: Batch, body: BatchCreate) -> None:
+    """An Idempotency-Key replay must carry the body it was first used with."""
+    if batch.request_hash != request_hash(body):
+        raise Conflict(
+            "Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+            details=[ErrorDetail(field="Idempotency-Key", message="used with another body")],
+        )
+
+
+def _resolve_jobs(
+    body: BatchCreate, registry: ProviderRegistry, settings: Settings
+) -> list[dict[str, Any]]:
+    """Apply job -> defaults -> settings fallbacks and check what the schema cannot:
+    that models exist and that no two jobs write the same file."""
+    defaults = body.defaults or JobFields()
+    errors: list[ErrorDetail] = []
+    resolved: list[dict[str, Any]] = []
+    taken: dict[str, int] = {}
+    for index, job in enumerate(body.jobs):
+        fields = _resolve_one(index, job, defaults, settings)
+        if registry.model(fields["model"]) is None:
+            errors.append(
+                ErrorDetail(
+                    field=f"jobs[{index}].model",
+                    message=f"unknown model {fields['model']!r}; known: {sorted(registry.models)}",
+                )
+            )
+        name = fields["params"]["output_name"]
+        if job.output_name is not None:
+            clash = taken.get(name.lower())
+            if clash is not None:
+                errors.append(
+                    ErrorDetail(
+                        field=f"jobs[{index}].output_name",
+                        message=f"writes the same file {name!r} as jobs[{clash}]",
+                    )
+                )
+            taken.setdefault(name.lower(), index)
+        resolved.append(fields)
+    _name_unnamed_jobs(body.jobs, resolved, taken)
+    if errors:
+        first = errors[0]
+        raise InvalidInput(f"{first.field}: {first.message}", details=errors[:100])
+    return resolved
+
+
+def _resolve_one(
+    index: int, job: JobCreate, defaults: JobFields, settings: Settings
+) -> dict[str, Any]:
+    fmt = job.format or defaults.format or settings.default_format
+    seed = job.seed if job.seed is not None else defaults.seed
+    stem = safe_output_stem(job.output_name) if job.output_name else ""
+    params = {
+        "width": job.width or defaults.width or settings.default_width,
+        "height": job.height or defaults.height or settings.default_height,
+        "format": fmt,
+        # An unseeded job gets a seed now, so what it made can be made again.
+        "seed": seed if seed is not None else secrets.randbelow(2**32),
+        "output_name": output_file_name(stem, fmt) if stem else "",
+    }
+    return {
+        "prompt": job.prompt,
+        "model": job.model or defaults.model or settings.default_model,
+        "params": params,
+        "metadata": {**(defaults.metadata or {}), **(job.metadata or {})},
+    }
+
+
+def _name_unnamed_jobs(
+    jobs: list[JobCreate], resolved: list[dict[str, Any]], taken: dict[str, int]
+) -> None:
+    for index, fields in enumerate(resolved):
+        params = fields["params"]
+        if params["output_name"]:
+            continue
+        name = output_file_name(f"{index:05d}", params["format"])
+        if name.lower() in taken:
+            name = output_file_name(f"{index:05d}-{secrets.token_hex(4)}", params["format"])
+        params["output_name"] = name
+        taken[name.lower()] = index
+
+
+def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
+    counts = totals.counts
+    return BatchOut(
+        id=batch.id,
+        name=batch.name,
+        status=batch.status.value,
+        counts=BatchCounts(
+            total=batch.job_count,
+            queued=counts.get("queued", 0),
+            running=counts.get("running", 0),
+            succeeded=counts.get("succeeded", 0),
+            failed=counts.get("failed", 0),
+            cancelled=counts.get("cancelled", 0),
+        ),
+        cost_usd=float(totals.cost_usd),
+        created_at=batch.created_at,
+        completed_at=batch.completed_at,
+        metadata=batch.metadata_,
+        callback_url=batch.callback_url,
+    )
+
+
+async def present_batch(session: AsyncSession, batch: Batch) -> BatchOut:
+    totals = await repository.totals_for(session, [batch.id])
+    return batch_out(batch, totals[batch.id])
+
+
+def final_status(batch: Batch, totals: repository.BatchTotals) -> BatchStatus:
+    if batch.cancel_requested_at is not None:
+        return BatchStatus.cancelled
+    succeeded = totals.counts.get("succeeded", 0)
+    failed = totals.counts.get("failed", 0)
+    if failed == 0:
+        return BatchStatus.succeeded
+    return BatchStatus.failed if succeeded == 0 else BatchStatus.partially_failed
+
+
+async def complete_batch(session: AsyncSession, batch: Batch) -> str | None:
+    """Give a batch with no active job left its final status and write batch.completed.
+
+    The caller holds the batch row lock (repository.lock_batch), so exactly one
+    transaction completes a batch. Returns the id of the event to deliver, if any."""
+    if batch.status in FINAL_BATCH_STATUSES:
+        return None
+    totals = (await repository.totals_for(session, [batch.id]))[batch.id]
+    if totals.active:
+        return None
+    batch.status = final_status(batch, totals)
+    batch.completed_at = utcnow()
+    await session.flush()
+    data = batch_out(batch, totals).model_dump(mode="json")
+    return await record_event(session, batch=batch, type="batch.completed", data=data)
+
+
+async def cancel_batch(session: AsyncSession, batch: Batch) -> str | None:
+    """Queued jobs become cancelled; running ones finish. The batch ends cancelled once
+    nothing runs. The caller holds the batch row lock."""
+    if batch.status in FINAL_BATCH_STATUSES:
+        if batch.status is BatchStatus.cancelled:
+            return None
+        raise Conflict(
+            f"batch already finished with status {batch.status.value}", code="batch_finished"
+        )
+    now = utcnow()
+    if batch.cancel_requested_at is None:
+        batch.cancel_requested_at = now
+    await repository.cancel_queued_jobs(session, batch.id, now)
+    return await complete_batch(session, batch)

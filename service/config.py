@@ -1,0 +1,83 @@
+"""All settings, from the environment (prefix DARKROOM_) or a .env file.
+
+Production refuses to start with a placeholder secret: a forgotten default there
+would let anyone forge the signatures that keys and cursors rely on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-insecure-change-me"
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DARKROOM_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.development
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/darkroom"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # When false, `darkroom up` and the tests do not try 127.0.0.1:5432/6379 and
+    # start embedded servers unless the URLs above answer.
+    local_defaults: bool = True
+    data_dir: Path = Path(".data")
+    storage_dir: Path = Path(".data/outputs")
+    public_url: str = "http://127.0.0.1:8000"
+    config: Path | None = None
+    secret_key: str = PLACEHOLDER_SECRET
+
+    log_level: str = "INFO"
+    default_model: str = "local/procedural"
+    default_width: int = 1024
+    default_height: int = 1024
+    default_format: str = "png"
+
+    # Worker
+    worker_concurrency: int = Field(default=8, ge=1)
+    job_max_attempts: int = Field(default=3, ge=1)
+    # Also how long a job held by a worker that died waits before another worker takes it.
+    job_timeout_s: int = Field(default=120, ge=1)
+    reconcile_interval_s: int = Field(default=15, ge=1)
+    # A queued or running job untouched this long is checked against Redis and re-enqueued if lost.
+    reconcile_stale_after_s: int = Field(default=30, ge=1)
+    queue_name: str = "darkroom:jobs"
+    webhook_queue_name: str = "darkroom:webhooks"
+
+    # Outbound webhooks
+    webhook_timeout_s: float = 10.0
+    # Retries back off exponentially (x3, capped at 4 h, jittered) and stop once an event
+    # is this old: a receiver that is down for a day still gets everything.
+    webhook_retry_window_s: float = 26 * 3600.0
+    webhook_backoff_base_s: float = 10.0
+    webhook_backoff_cap_s: float = 4 * 3600.0
+
+    @property
+    def is_production(self) -> bool:
+        return self.env is Environment.production
+
+    @model_validator(mode="after")
+    def _refuse_placeholders_in_production(self) -> Self:
+        if self.is_production and (
+            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
+        ):
+            raise ValueError(
+                "DARKROOM_SECRET_KEY must be set to a random value of at least 32 characters "
+                "in production"
+            )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOutput(BaseModel):
+    url: str
+    content_type: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    batch_id: uuid.UUID
+    index: int
+    status: JobStatusName
+    prompt: str
+    model: str
+    params: dict[str, Any]
+    metadata: dict[str, Any]
+    attempts: int
+    error: JobError | None
+    output: JobOutput | None
+    cost_usd: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class AttemptOut(BaseModel):
+    number: int
+    provider: str
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: str | None
+    http_status: int | None
+    latency_ms: int | None
+    error_code: str | None
+    error_message: str | None

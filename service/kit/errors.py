@@ -1,0 +1,161 @@
+"""The one error shape users see: {"error": {"code", "message", "details": [...]}}.
+
+Validation errors name the field as a path users can read ("jobs[3].prompt"), so a
+caller with 10,000 jobs knows which one to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    status_code = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Sequence[ErrorDetail] = (),
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = list(details)
+        self.headers = headers
+        if code is not None:
+            self.code = code
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ApiError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidInput(ApiError):
+    status_code = 422
+    code = "validation_error"
+
+
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """("body", "jobs", 3, "prompt") -> "jobs[3].prompt"."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _validation_details(errors: Sequence[Any]) -> tuple[str, list[ErrorDetail]]:
+    code = "validation_error"
+    details: list[ErrorDetail] = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            code = "invalid_json"
+            ctx = err.get("ctx") or {}
+            details.append(
+                ErrorDetail(field="body", message=f"malformed JSON: {ctx.get('error', 'invalid')}")
+            )
+            continue
+        loc = [
+            p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-"))
+        ]
+        # Union members and tagged types add noise segments like "str" or "int" to loc.
+        details.append(ErrorDetail(field=field_path(loc) or None, message=str(err.get("msg", ""))))
+    return code, details
+
+
+def error_json(
+    status_code: int, body: ErrorBody, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status_code, content=ErrorResponse(error=body).model_dump(), headers=headers
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_json(
+            exc.status_code,
+            ErrorBody(code=exc.code, message=exc.message, details=exc.details),
+            exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        code, details = _validation_details(exc.errors())
+        first = details[0] if details else None
+        message = f"{first.field}: {first.message}" if first and first.field else "invalid request"
+        if len(details) > 1:
+            message += f" (and {len(details) - 1} more)"
+        return error_json(422, ErrorBody(code=code, message=message, details=details[:100]))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
+        return error_json(
+            exc.status_code,
+            ErrorBody(code=codes.get(exc.status_code, "http_error"), message=str(exc.detail)),
+            getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", error=repr(exc))
+        return error_json(500, ErrorBody(code="internal_error", message="internal error"))
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    404: {"model": ErrorResponse, "description": "Not found (or another key's)"},
+    422: {"model": ErrorResponse, "description": "Invalid input; details name each field"},
+}

@@ -1,0 +1,29 @@
+"""Every model, imported here so Alembic's autogenerate sees every table."""
+
+from service.kit.base import Base
+from service.models.api_key import ApiKey
+from service.models.batch import FINAL_BATCH_STATUSES, Batch, BatchStatus
+from service.models.job import (
+    ACTIVE_JOB_STATUSES,
+    FINAL_JOB_STATUSES,
+    Job,
+    JobStatus,
+)
+from service.models.job_attempt import JobAttempt
+from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
+
+__all__ = [
+    "ACTIVE_JOB_STATUSES",
+    "FINAL_BATCH_STATUSES",
+    "FINAL_JOB_STATUSES",
+    "ApiKey",
+    "Base",
+    "Batch",
+    "BatchStatus",
+    "DeliveryStatus",
+    "Job",
+    "JobAttempt",
+    "JobStatus",
+    "WebhookAttempt",
+    "WebhookEvent",
+]

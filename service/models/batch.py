@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.kit.base import Base, IdMixin, TimestampMixin
+
+
+class BatchStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    partially_failed = "partially_failed"
+    cancelled = "cancelled"
+
+
+FINAL_BATCH_STATUSES = frozenset(
+    {BatchStatus.succeeded, BatchStatus.failed, BatchStatus.partially_failed, BatchStatus.cancelled}
+)
+
+
+class Batch(IdMixin, TimestampMixin, Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        UniqueConstraint("api_key_id", "idempotency_key"),
+        Index(None, "api_key_id", "created_at", "id"),
+    )
+
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[BatchStatus] = mapped_column(
+        Enum(BatchStatus, name="batch_status", native_enum=False, length=20),
+        default=BatchStatus.queued,
+    )
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    job_count: Mapped[int]
+    cancel_requested_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.kit.base import Base, IdMixin, TimestampMixin, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+FINAL_JOB_STATUSES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.queued, JobStatus.running})
+
+
+class Job(IdMixin, TimestampMixin, Base):
+    """One image to make. `params` holds the resolved width, height, format, seed and
+    output file name, so a job never depends on defaults that change later."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "index"),
+        Index(None, "batch_id", "status"),
+        # The reconciler's scan: active jobs nobody has touched for a while.
+        Index(
+            "ix_jobs_active_updated_at",
+            "updated_at",
+            postgresql_where="status IN ('queued', 'running')",
+        ),
+    )
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    index: Mapped[int]
+    status: Mapped[JobStatus] = mapped_column(
+        Enum(JobStatus, name="job_status", native_enum=False, length=20),
+        default=JobStatus.queued,
+    )
+    prompt: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    attempts: Mapped[int] = mapped_column(default=0)
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    output_key: Mapped[str | None] = mapped_column(String(1000))
+    output_content_type: Mapped[str | None] = mapped_column(String(100))
+    output_width: Mapped[int | None]
+    output_height: Mapped[int | None]
+    output_bytes: Mapped[int | None]
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
+    cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.kit.base import Base, IdMixin
+
+
+class JobAttempt(IdMixin, Base):
+    """One try at a job: which provider, how long, and how it ended."""
+
+    __tablename__ = "job_attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    provider: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    # succeeded | failed | retry | abandoned (worker died or job cancelled mid-attempt)
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    http_status: Mapped[int | None]
+    latency_ms: Mapped[int | None]
+    error_code: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(Text)

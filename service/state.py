@@ -1,0 +1,61 @@
+"""What the API process and the worker processes hold for their lifetime."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import httpx
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.config import Settings
+from service.db import create_engine, create_sessionmaker
+from service.providers.registry import ProviderRegistry, default_registry
+from service.storage.local import LocalStorage
+
+
+@dataclass
+class State:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    http: httpx.AsyncClient
+    registry: ProviderRegistry
+    storage: LocalStorage
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """Short connect timeout and few retries: a Redis that is down must surface as a
+    503 or a worker reconnect, not as a request hanging for minutes."""
+    return dataclasses.replace(
+        RedisSettings.from_dsn(settings.redis_url), conn_timeout=2, conn_retries=1
+    )
+
+
+async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
+    engine = create_engine(settings.database_url, pool_size=pool_size)
+    redis = await create_pool(
+        redis_settings(settings), default_queue_name=settings.queue_name, retry=0
+    )
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.webhook_timeout_s),
+        follow_redirects=False,
+        headers={"user-agent": "Darkroom-Webhooks/0.1"},
+    )
+    return State(
+        settings=settings,
+        engine=engine,
+        sessionmaker=create_sessionmaker(engine),
+        redis=redis,
+        http=http,
+        registry=default_registry(),
+        storage=LocalStorage(settings.storage_dir),
+    )
+
+
+async def close_state(state: State) -> None:
+    await state.http.aclose()
+    await state.redis.aclose()
+    await state.engine.dispose()

@@ -1,0 +1,127 @@
+"""Fixtures on a real Postgres and a real Redis, found or started like `darkroom up` does.
+
+Each run gets its own database (created, then migrated by Alembic) and its own Redis
+db number, so concurrent runs never collide; tables and keys are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as sync_redis
+from sqlalchemy import text
+
+from service.app import create_app
+from service.auth.service import create_key
+from service.config import Settings
+from service.db import session_scope
+from service.devenv import RunningServices, drop_database, ensure_services
+from service.migrate import upgrade_to_head
+from service.state import State, build_state, close_state
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = "webhook_attempts, webhook_events, job_attempts, jobs, batches, api_keys"
+
+
+@dataclass(frozen=True)
+class TestServices:
+    database_url: str
+    redis_url: str
+
+
+def _claim_redis_db(base_url: str, run_id: str) -> tuple[str, int]:
+    """Claim a Redis db number (1-15) for this run with SET NX in db 0."""
+    client = sync_redis.Redis.from_url(base_url)
+    try:
+        for number in range(1, 16):
+            if client.set(f"darkroom:test-claim:{number}", run_id, nx=True, ex=6 * 3600):
+                return base_url.rsplit("/", 1)[0] + f"/{number}", number
+    finally:
+        client.close()
+    raise RuntimeError("every Redis db 1-15 is claimed by another test run")
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[TestServices]:
+    settings = Settings()
+    run_id = uuid.uuid4().hex[:10]
+    running: RunningServices = ensure_services(
+        database_url=os.environ.get("DARKROOM_DATABASE_URL"),
+        redis_url=os.environ.get("DARKROOM_REDIS_URL"),
+        probe_local_defaults=settings.local_defaults,
+        data_dir=ROOT / ".data" / "test",
+        database_name=f"darkroom_test_{run_id}",
+    )
+    with running:
+        redis_url, number = _claim_redis_db(running.redis_url, run_id)
+        upgrade_to_head(running.database_url)
+        try:
+            yield TestServices(running.database_url, redis_url)
+        finally:
+            drop_database(running.database_url)
+            claim = sync_redis.Redis.from_url(running.redis_url)
+            claim.delete(f"darkroom:test-claim:{number}")
+            claim.close()
+
+
+@pytest.fixture
+def settings(services: TestServices, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=services.database_url,
+        redis_url=services.redis_url,
+        storage_dir=tmp_path / "outputs",
+        data_dir=tmp_path / "data",
+        public_url="http://testserver",
+        reconcile_stale_after_s=30,
+        webhook_backoff_base_s=0.05,
+    )
+
+
+@pytest.fixture
+async def state(settings: Settings) -> AsyncIterator[State]:
+    state = await build_state(settings)
+    await state.redis.flushdb()
+    try:
+        yield state
+    finally:
+        async with state.engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        await state.redis.flushdb()
+        await close_state(state)
+
+
+@pytest.fixture
+async def client(state: State) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(state.settings)
+    app.state.darkroom = state  # the lifespan is bypassed: tests share the fixture's state
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: str
+    webhook_secret: str
+    api_key_id: uuid.UUID
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.key}"}
+
+
+async def make_caller(state: State, name: str = "tests") -> Caller:
+    async with session_scope(state.sessionmaker) as session:
+        created = await create_key(session, name)
+    return Caller(created.key, created.webhook_secret, created.api_key.id)
+
+
+@pytest.fixture
+async def caller(state: State) -> Caller:
+    return await make_caller(state)

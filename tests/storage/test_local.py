@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from service.storage.base import Storage, StoredObject
+from service.storage.local import LocalStorage
+
+KEY = "b_01HZX/cover-1.png"
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage(tmp_path / "outputs")
+
+
+def test_satisfies_the_storage_protocol(storage: LocalStorage) -> None:
+    protocol_view: Storage = storage
+    assert protocol_view is storage
+
+
+async def test_put_then_get_round_trips(storage: LocalStorage) -> None:
+    data = os.urandom(10_000)
+
+    stored = await storage.put(KEY, data, "image/png")
+
+    assert stored == StoredObject(key=KEY, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    assert await storage.get(KEY) == data
+    assert storage.path_for(KEY).read_bytes() == data
+    assert storage.path_for(KEY) == storage.root / "b_01HZX" / "cover-1.png"
+
+
+async def test_put_creates_folders_and_leaves_no_temp_files(storage: LocalStorage) -> None:
+    await storage.put(KEY, b"first", "image/png")
+    await storage.put(KEY, b"second", "image/png")
+    await storage.put("b_01HZX/other.webp", b"third", "image/webp")
+
+    files = sorted(p.relative_to(storage.root).as_posix() for p in storage.root.rglob("*"))
+    assert files == ["b_01HZX", "b_01HZX/cover-1.png", "b_01HZX/other.webp"]
+    assert await storage.get(KEY) == b"second"
+
+
+async def test_failed_write_leaves_no_temp_file_and_keeps_old_content(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await storage.put(KEY, b"old", "image/png")
+
+    def failing_replace(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        await storage.put(KEY, b"new", "image/png")
+
+    assert list(storage.path_for(KEY).parent.iterdir()) == [storage.path_for(KEY)]
+    assert await storage.get(KEY) == b"old"
+
+
+async def test_stored_file_is_readable_by_others(storage: LocalStorage) -> None:
+    await storage.put(KEY, b"x", "image/png")
+    assert storage.path_for(KEY).stat().st_mode & 0o444 == 0o444
+
+
+async def test_exists(storage: LocalStorage) -> None:
+    assert not await storage.exists(KEY)
+    await storage.put(KEY, b"x", "image/png")
+    assert await storage.exists(KEY)
+    assert not await storage.exists("b_01HZX")  # a folder is not an object
+
+
+async def test_get_missing_raises_file_not_found(storage: LocalStorage) -> None:
+    with pytest.raises(FileNotFoundError):
+        await storage.get("b_missing/nothing.png")
+
+
+UNSAFE_KEYS = [
+    "",
+    "/etc/passwd",
+    "../escape.png",
+    "batch/../../escape.png",
+    "batch/..",
+    "batch/./x.png",
+    "batch/.hidden",
+    ".tmp-abc.part",
+    "batch//x.png",
+    "batch/x.png/",
+    "batch\\..\\x.png",
+    "C:/x.png",
+    "batch/x y.png",
+    "batch/x\x00.png",
+    "batch/" + "a" * 256,
+]
+
+
+@pytest.mark.parametrize("key", UNSAFE_KEYS)
+async def test_unsafe_keys_are_refused(storage: LocalStorage, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid storage key"):
+        storage.path_for(key)
+    with pytest.raises(ValueError, match="invalid storage key"):
+        await storage.put(key, b"x", "image/png")
+    with pytest.raises(ValueError, match="invalid storage key"):
+        await storage.get(key)
+    with pytest.raises(ValueError, match="invalid storage key"):
+        await storage.exists(key)
+    assert not storage.root.exists()
+
+
+async def test_symlink_out_of_root_is_refused(storage: LocalStorage, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    storage.root.mkdir()
+    (storage.root / "batch").symlink_to(outside)
+
+    with pytest.raises(ValueError, match="outside the storage root"):
+        await storage.put("batch/x.png", b"x", "image/png")
+    assert list(outside.iterdir()) == []
