@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from typing import Any
 
 from arq import cron
@@ -38,7 +39,7 @@ def job_functions() -> list[Function]:
     return [func(run_job, name="run_job", max_tries=ARQ_MAX_TRIES)]
 
 
-def build_workers(state: State, *, burst: bool = False) -> list[Worker]:
+def build_workers(state: State) -> list[Worker]:
     settings = state.settings
     ctx: dict[str, Any] = {"state": state}
     every = settings.reconcile_interval_s
@@ -56,7 +57,6 @@ def build_workers(state: State, *, burst: bool = False) -> list[Worker]:
             )
         ],
         ctx=ctx,
-        burst=burst,
         handle_signals=False,
         max_jobs=settings.worker_concurrency,
         job_timeout=settings.job_timeout_s,
@@ -69,7 +69,6 @@ def build_workers(state: State, *, burst: bool = False) -> list[Worker]:
         queue_name=settings.webhook_queue_name,
         redis_pool=state.redis,
         ctx=ctx,
-        burst=burst,
         handle_signals=False,
         max_jobs=50,
         job_timeout=int(settings.webhook_timeout_s) + 30,
@@ -80,10 +79,25 @@ def build_workers(state: State, *, burst: bool = False) -> list[Worker]:
     return [jobs, webhooks]
 
 
-async def run_burst(state: State) -> None:
-    """Run every queued job and delivery, then return (tests and `submit --wait`)."""
-    for worker in build_workers(state, burst=True):
-        await worker.main()
+async def run_until_idle(state: State, *, poll_s: float = 0.05) -> None:
+    """Run the workers until no job is due or running, then return (tests, `submit --wait`).
+
+    arq's own burst mode also waits for deferred jobs (a webhook retry an hour away);
+    this stops as soon as nothing is due now. A running job stays in arq's queue until
+    it finishes, so "nothing due" also means "nothing running"."""
+    for worker in build_workers(state):
+        main = asyncio.create_task(worker.main())
+        try:
+            while not main.done():
+                await asyncio.sleep(poll_s)
+                now_ms = int(time.time() * 1000)
+                if await state.redis.zcount(worker.queue_name, "-inf", now_ms) == 0:
+                    break
+        finally:
+            main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await main
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
 
 
 async def run_workers(settings: Settings) -> None:

@@ -32,14 +32,23 @@ async def test_submit_returns_202_with_location_and_stores_every_job(
     assert response.headers["location"] == f"/v1/batches/{batch['id']}"
     assert batch["status"] == "queued"
     assert batch["counts"] == {
-        "total": 2, "queued": 2, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0,
+        "total": 2,
+        "queued": 2,
+        "running": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 0,
     }
     assert batch["metadata"] == {"team": "blog"}
 
     jobs = (await client.get(f"/v1/batches/{batch['id']}/jobs", headers=caller.headers)).json()
     first, second = jobs["items"]
     assert first["params"] == {
-        "width": 512, "height": 256, "format": "webp", "seed": 3, "output_name": "bike.webp",
+        "width": 512,
+        "height": 256,
+        "format": "webp",
+        "seed": 3,
+        "output_name": "bike.webp",
     }
     assert second["params"]["format"] == "jpeg"
     assert second["params"]["output_name"] == "00001.jpg"
@@ -109,8 +118,9 @@ async def test_job_listing_filters_by_status_and_pages(
     page = (await client.get(url, params={"limit": 3}, headers=caller.headers)).json()
     assert [j["index"] for j in page["items"]] == [0, 1, 2]
     rest = (
-        await client.get(url, params={"limit": 10, "cursor": page["next_cursor"]},
-                         headers=caller.headers)
+        await client.get(
+            url, params={"limit": 10, "cursor": page["next_cursor"]}, headers=caller.headers
+        )
     ).json()
     assert [j["index"] for j in rest["items"]] == [3, 4, 5, 6]
     assert rest["next_cursor"] is None

@@ -1,0 +1,270 @@
+"""Jobs run end to end on a real burst arq worker, and through the inner task function."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+from PIL import Image
+
+from service.jobs.tasks import _run_job
+from service.providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    ProviderPermanentError,
+    ProviderRetryableError,
+)
+from service.providers.registry import ModelSpec
+from service.state import State
+from service.worker import run_until_idle
+from tests.conftest import Caller
+
+
+@dataclass
+class ScriptedProvider:
+    """A provider whose answers a test writes in advance: errors, then a real image."""
+
+    name: str = "scripted"
+    errors: list[Exception] = field(default_factory=list)
+    calls: int = 0
+
+    async def generate(self, request: GenerationRequest) -> GeneratedImage:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        buffer = io.BytesIO()
+        Image.new("RGB", (request.width, request.height), "teal").save(buffer, "PNG")
+        return GeneratedImage(buffer.getvalue(), "png", request.width, request.height)
+
+
+def install(state: State, provider: ScriptedProvider) -> None:
+    state.registry.providers[provider.name] = provider
+    state.registry.models["test/scripted"] = ModelSpec("test/scripted", provider.name, "x")
+
+
+async def submit(client: httpx.AsyncClient, caller: Caller, body: dict[str, object]) -> str:
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def jobs_of(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> list[dict]:  # type: ignore[type-arg]
+    response = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
+    return list(response.json()["items"])
+
+
+async def test_batch_runs_to_success_and_serves_outputs(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    body = {
+        "defaults": {"width": 256, "height": 128},
+        "jobs": [
+            {"prompt": "a lighthouse", "output_name": "../../etc/Light House.gif", "seed": 1},
+            {"prompt": "a fox", "format": "jpeg", "seed": 2},
+            {"prompt": "a boat", "format": "webp", "width": 64, "height": 64, "seed": 3},
+        ],
+    }
+    batch_id = await submit(client, caller, body)
+    await run_until_idle(state)
+
+    batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
+    assert batch["status"] == "succeeded"
+    assert batch["counts"]["succeeded"] == 3
+    assert batch["completed_at"] is not None
+    jobs = await jobs_of(client, caller, batch_id)
+    expected = [("PNG", 256, 128, "Light-House.png"), ("JPEG", 256, 128, "00001.jpg"),
+                ("WEBP", 64, 64, "00002.webp")]  # fmt: skip
+    for job, (fmt, width, height, name) in zip(jobs, expected, strict=True):
+        assert job["status"] == "succeeded"
+        assert job["attempts"] == 1
+        assert job["error"] is None
+        assert job["started_at"] is not None
+        assert job["finished_at"] is not None
+        output = job["output"]
+        assert output["url"] == f"http://testserver/v1/jobs/{job['id']}/output"
+        assert (output["width"], output["height"]) == (width, height)
+        served = await client.get(f"/v1/jobs/{job['id']}/output", headers=caller.headers)
+        assert served.status_code == 200
+        assert served.headers["content-type"] == output["content_type"]
+        assert hashlib.sha256(served.content).hexdigest() == output["sha256"]
+        assert len(served.content) == output["bytes"]
+        image = Image.open(io.BytesIO(served.content))
+        assert (image.format, image.size) == (fmt, (width, height))
+        on_disk = state.settings.storage_dir / batch_id / name
+        assert on_disk.read_bytes() == served.content
+
+    attempts = await client.get(f"/v1/jobs/{jobs[0]['id']}/attempts", headers=caller.headers)
+    [attempt] = attempts.json()
+    assert attempt["provider"] == "local"
+    assert attempt["outcome"] == "succeeded"
+    assert attempt["latency_ms"] is not None
+
+
+async def test_same_prompt_and_seed_give_the_same_bytes(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    job = {"prompt": "a quiet harbour", "seed": 99, "width": 128, "height": 128}
+    first = await submit(client, caller, {"jobs": [job]})
+    second = await submit(client, caller, {"jobs": [job, {**job, "seed": 100}]})
+    await run_until_idle(state)
+    a = (await jobs_of(client, caller, first))[0]["output"]["sha256"]
+    b, c = [j["output"]["sha256"] for j in await jobs_of(client, caller, second)]
+    assert a == b
+    assert b != c
+
+
+async def test_permanent_failure_fails_one_job_and_the_rest_go_on(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    provider = ScriptedProvider(errors=[ProviderPermanentError("content_policy", "refused")])
+    install(state, provider)
+    body = {
+        "jobs": [
+            {"prompt": "x", "model": "test/scripted"},
+            {"prompt": "y", "width": 64, "height": 64},
+        ]
+    }
+    batch_id = await submit(client, caller, body)
+    await run_until_idle(state)
+    failed, succeeded = await jobs_of(client, caller, batch_id)
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "content_policy", "message": "refused"}
+    assert failed["output"] is None
+    assert failed["attempts"] == 1
+    assert succeeded["status"] == "succeeded"
+    batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
+    assert batch["status"] == "partially_failed"
+    no_output = await client.get(f"/v1/jobs/{failed['id']}/output", headers=caller.headers)
+    assert no_output.status_code == 404
+
+
+async def test_retryable_errors_are_retried_then_succeed(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    provider = ScriptedProvider(errors=[ProviderRetryableError("upstream_503", "busy")])
+    install(state, provider)
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
+                                                       "width": 64, "height": 64}]})  # fmt: skip
+    job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
+    retry_in = await _run_job(state, job_id)
+    assert retry_in is not None
+    job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
+    assert job["status"] == "queued"
+    assert job["error"] == {"code": "upstream_503", "message": "busy"}
+    assert await _run_job(state, job_id) is None
+    job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
+    assert job["status"] == "succeeded"
+    assert job["attempts"] == 2
+    assert job["error"] is None
+    attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
+    assert [a["outcome"] for a in attempts] == ["retry", "succeeded"]
+    assert attempts[0]["error_code"] == "upstream_503"
+
+
+async def test_retryable_errors_fail_the_job_after_max_attempts(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    errors: list[Exception] = [ProviderRetryableError("timeout", "no answer") for _ in range(5)]
+    install(state, ScriptedProvider(errors=errors))
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted"}]})
+    job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
+    for _ in range(state.settings.job_max_attempts):
+        await _run_job(state, job_id)
+    job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
+    assert job["status"] == "failed"
+    assert job["attempts"] == state.settings.job_max_attempts
+    assert job["error"]["code"] == "timeout"
+    batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
+    assert batch["status"] == "failed"
+
+
+async def test_a_job_runs_only_once_when_its_task_runs_twice(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    provider = ScriptedProvider()
+    install(state, provider)
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
+                                                       "width": 64, "height": 64}]})  # fmt: skip
+    job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
+    await _run_job(state, job_id)
+    await _run_job(state, job_id)
+    assert provider.calls == 1
+
+
+async def test_an_attempt_abandoned_by_a_dead_worker_is_closed_and_counted(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    from service.db import session_scope
+    from service.jobs import service
+
+    install(state, ScriptedProvider())
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
+                                                       "width": 64, "height": 64}]})  # fmt: skip
+    job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
+    async with session_scope(state.sessionmaker) as session:  # a worker starts, then dies
+        await service.start_attempt(
+            session, job_id, provider="scripted", max_attempts=3, public_url="http://x"
+        )
+    await _run_job(state, job_id)
+    attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
+    assert [(a["outcome"], a["error_code"]) for a in attempts] == [
+        ("abandoned", "worker_lost"), ("succeeded", None),
+    ]  # fmt: skip
+
+
+async def test_cancel_stops_queued_jobs(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": f"p{n}"} for n in range(4)]})
+    response = await client.post(f"/v1/batches/{batch_id}/cancel", headers=caller.headers)
+    assert response.status_code == 200
+    batch = response.json()
+    assert batch["status"] == "cancelled"
+    assert batch["counts"]["cancelled"] == 4
+    await run_until_idle(state)  # the queued arq jobs find nothing to do
+    jobs = await jobs_of(client, caller, batch_id)
+    assert {j["status"] for j in jobs} == {"cancelled"}
+    assert all(j["attempts"] == 0 for j in jobs)
+    assert not list((state.settings.storage_dir).glob("*/*"))
+    again = await client.post(f"/v1/batches/{batch_id}/cancel", headers=caller.headers)
+    assert again.status_code == 200
+
+
+async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    from service.db import session_scope
+    from service.jobs import service
+
+    batch_id = await submit(client, caller, {"jobs": [{"prompt": "a", "width": 64, "height": 64},
+                                                      {"prompt": "b"}]})  # fmt: skip
+    running_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
+    async with session_scope(state.sessionmaker) as session:
+        started = await service.start_attempt(
+            session, running_id, provider="local", max_attempts=3, public_url="http://x"
+        )
+    assert isinstance(started, service.StartedJob)
+    batch = (await client.post(f"/v1/batches/{batch_id}/cancel", headers=caller.headers)).json()
+    assert batch["status"] == "running"
+    assert batch["counts"]["running"] == 1
+    assert batch["counts"]["cancelled"] == 1
+    from service.jobs.tasks import _generate_and_store
+
+    spec = state.registry.model("local/procedural")
+    image, stored = await _generate_and_store(state, spec, started)
+    async with session_scope(state.sessionmaker) as session:
+        await service.record_success(
+            session, started, image, stored, latency_ms=1, public_url="http://x"
+        )
+    batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
+    assert batch["status"] == "cancelled"
+    assert batch["counts"]["succeeded"] == 1
+
+    done_id = await submit(client, caller, {"jobs": [{"prompt": "c", "width": 64, "height": 64}]})
+    await run_until_idle(state)
+    refused = await client.post(f"/v1/batches/{done_id}/cancel", headers=caller.headers)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "batch_finished"
