@@ -100,6 +100,8 @@ def up(
     workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
 ) -> None:
     """Development: find or start Postgres and Redis, migrate, make a dev key, run API + workers."""
+    from sqlalchemy.engine import make_url
+
     from service.dev_key import ensure_dev_key
     from service.devenv import ensure_services
     from service.migrate import upgrade_to_head
@@ -110,7 +112,7 @@ def up(
         redis_url=os.environ.get("DARKROOM_REDIS_URL"),
         probe_local_defaults=settings.local_defaults,
         data_dir=settings.data_dir,
-        database_name="darkroom",
+        database_name=make_url(settings.database_url).database or "darkroom",
     ) as services:
         upgrade_to_head(services.database_url)
         dev_key = asyncio.run(ensure_dev_key(services.database_url, settings.data_dir))

@@ -30,7 +30,7 @@ TABLES = "webhook_attempts, webhook_events, job_attempts, jobs, batches, api_key
 
 
 @dataclass(frozen=True)
-class TestServices:
+class ServiceUrls:
     database_url: str
     redis_url: str
 
@@ -48,7 +48,7 @@ def _claim_redis_db(base_url: str, run_id: str) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="session")
-def services() -> Iterator[TestServices]:
+def services() -> Iterator[ServiceUrls]:
     settings = Settings()
     run_id = uuid.uuid4().hex[:10]
     running: RunningServices = ensure_services(
@@ -62,7 +62,7 @@ def services() -> Iterator[TestServices]:
         redis_url, number = _claim_redis_db(running.redis_url, run_id)
         upgrade_to_head(running.database_url)
         try:
-            yield TestServices(running.database_url, redis_url)
+            yield ServiceUrls(running.database_url, redis_url)
         finally:
             drop_database(running.database_url)
             claim = sync_redis.Redis.from_url(running.redis_url)
@@ -71,7 +71,7 @@ def services() -> Iterator[TestServices]:
 
 
 @pytest.fixture
-def settings(services: TestServices, tmp_path: Path) -> Settings:
+def settings(services: ServiceUrls, tmp_path: Path) -> Settings:
     return Settings(
         database_url=services.database_url,
         redis_url=services.redis_url,
