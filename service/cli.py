@@ -57,7 +57,8 @@ def keys_create(
     """Create an API key. The key and its webhook signing secret are shown once."""
     from service.dev_key import create_key_now
 
-    created = asyncio.run(create_key_now(get_settings().database_url, name))
+    settings = get_settings()
+    created = asyncio.run(create_key_now(settings.database_url, name, pepper=settings.secret_key))
     if as_json:
         typer.echo(json.dumps(created))
     else:
@@ -115,7 +116,9 @@ def up(
         database_name=make_url(settings.database_url).database or "darkroom",
     ) as services:
         upgrade_to_head(services.database_url)
-        dev_key = asyncio.run(ensure_dev_key(services.database_url, settings.data_dir))
+        dev_key = asyncio.run(
+            ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
+        )
         env = {
             **os.environ,
             "DARKROOM_DATABASE_URL": services.database_url,

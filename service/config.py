@@ -1,7 +1,7 @@
 """All settings, from the environment (prefix DARKROOM_) or a .env file.
 
-Production refuses to start with a placeholder secret: a forgotten default there
-would let anyone forge the signatures that keys and cursors rely on.
+Production refuses to start with a placeholder secret key or database password: a
+default forgotten there is a default every reader of this repository knows.
 """
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
+PLACEHOLDER_PASSWORDS = frozenset({"postgres", "password", "changeme", "secret", "darkroom"})
 
 
 class Environment(StrEnum):
@@ -35,6 +37,8 @@ class Settings(BaseSettings):
     storage_dir: Path = Path(".data/outputs")
     public_url: str = "http://127.0.0.1:8000"
     config: Path | None = None
+    # Peppers the stored hashes of API keys: a leaked database alone cannot check guesses.
+    # Changing it invalidates every key.
     secret_key: str = PLACEHOLDER_SECRET
 
     log_level: str = "INFO"
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
 
     # Outbound webhooks
     webhook_timeout_s: float = 10.0
+    # May callback_urls resolve to loopback/private/link-local addresses? Default: yes in
+    # development (local receivers), no in production (no probing the internal network).
+    webhook_allow_private_networks: bool | None = None
     # Retries back off exponentially (x3, capped at 4 h, jittered) and stop once an event
     # is this old: a receiver that is down for a day still gets everything.
     webhook_retry_window_s: float = 26 * 3600.0
@@ -66,14 +73,25 @@ class Settings(BaseSettings):
     def is_production(self) -> bool:
         return self.env is Environment.production
 
+    @property
+    def webhooks_may_reach_private_networks(self) -> bool:
+        if self.webhook_allow_private_networks is not None:
+            return self.webhook_allow_private_networks
+        return not self.is_production
+
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Self:
-        if self.is_production and (
-            self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32
-        ):
+        if not self.is_production:
+            return self
+        if self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32:
             raise ValueError(
                 "DARKROOM_SECRET_KEY must be set to a random value of at least 32 characters "
                 "in production"
+            )
+        password = urlsplit(self.database_url).password
+        if password is not None and password.lower() in PLACEHOLDER_PASSWORDS:
+            raise ValueError(
+                "DARKROOM_DATABASE_URL uses a placeholder password; set a real one in production"
             )
         return self
 

@@ -35,13 +35,14 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
 async def get_api_key(
+    state: StateDep,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiKey:
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("missing API key: send Authorization: Bearer dk_...", headers=challenge)
-    api_key = await find_key(session, credentials.credentials)
+    api_key = await find_key(session, credentials.credentials, pepper=state.settings.secret_key)
     if api_key is None:
         raise Unauthorized("invalid or revoked API key", headers=challenge)
     return api_key

@@ -118,7 +118,7 @@ class Caller:
 
 async def make_caller(state: State, name: str = "tests") -> Caller:
     async with session_scope(state.sessionmaker) as session:
-        created = await create_key(session, name)
+        created = await create_key(session, name, pepper=state.settings.secret_key)
     return Caller(created.key, created.webhook_secret, created.api_key.id)
 
 

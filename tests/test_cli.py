@@ -76,8 +76,12 @@ def processes(*commands: list[str], env: dict[str, str]) -> Iterator[list[subpro
 def test_keys_create_json_prints_key_and_secret_once(cli_env: dict[str, str]) -> None:
     out = subprocess.run(
         [*DARKROOM, "keys", "create", "--name", "ci", "--json"],
-        env=cli_env, cwd=ROOT, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env=cli_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     created = json.loads(out.stdout)
     assert created["key"].startswith("dk_")
     assert created["webhook_secret"].startswith("whsec_")
@@ -95,15 +99,19 @@ def test_serve_worker_and_submit_wait(cli_env: dict[str, str], tmp_path: Path) -
             capture_output=True,
             text=True,
             check=True,
-        ).stdout  # fmt: skip
+        ).stdout
     )["key"]
     serve = [*DARKROOM, "serve", "--port", str(port)]
     with processes(serve, [*DARKROOM, "worker"], env=env) as (api, worker):
         wait_ready(url)
         submitted = subprocess.run(
             [*DARKROOM, "submit", "examples/batch.json", "--wait", "--url", url, "--key", key],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert submitted.returncode == 0, submitted.stderr
         batch = json.loads(submitted.stdout)
         assert batch["status"] == "succeeded"
@@ -134,8 +142,12 @@ def test_up_starts_embedded_servers_when_nothing_answers_and_ctrl_c_stops_all(
     }
     up = subprocess.Popen(
         [*DARKROOM, "up", "--port", str(port), "--workers", "1"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout_s=120)
         key = json.loads((tmp_path / "data" / "dev-key.json").read_text())["key"]
@@ -149,9 +161,10 @@ def test_up_starts_embedded_servers_when_nothing_answers_and_ctrl_c_stops_all(
             batch = api.get(f"/v1/batches/{batch['id']}").json()
         assert batch["status"] == "succeeded"
         records = {
-            p.stem: json.loads(p.read_text()) for p in (tmp_path / "data").glob("*.json")
+            p.stem: json.loads(p.read_text())
+            for p in (tmp_path / "data").glob("*.json")
             if p.name != "dev-key.json"
-        }  # fmt: skip
+        }
         embedded_ports = [r["port"] for r in records.values()]
         assert len(embedded_ports) == 2
         assert all(port_open(p) for p in embedded_ports)

@@ -21,12 +21,12 @@ class NewKey:
         return self.api_key.webhook_secret
 
 
-async def create_key(session: AsyncSession, name: str) -> NewKey:
+async def create_key(session: AsyncSession, name: str, *, pepper: str) -> NewKey:
     key = new_api_key()
     api_key = ApiKey(
         name=name,
         prefix=key[:10],
-        key_hash=hash_api_key(key),
+        key_hash=hash_api_key(key, pepper),
         webhook_secret=new_webhook_secret(),
     )
     session.add(api_key)
@@ -34,6 +34,8 @@ async def create_key(session: AsyncSession, name: str) -> NewKey:
     return NewKey(api_key, key)
 
 
-async def find_key(session: AsyncSession, key: str) -> ApiKey | None:
-    query = select(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+async def find_key(session: AsyncSession, key: str, *, pepper: str) -> ApiKey | None:
+    query = select(ApiKey).where(
+        ApiKey.key_hash == hash_api_key(key, pepper), ApiKey.revoked_at.is_(None)
+    )
     return (await session.execute(query)).scalar_one_or_none()

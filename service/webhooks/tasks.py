@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ from service.models import DeliveryStatus, WebhookAttempt
 from service.state import State
 from service.webhooks import repository
 from service.webhooks.service import retry_delay_s
+from service.webhooks.ssrf import blocked_reason
 
 log = get_logger(__name__)
 
@@ -60,6 +61,11 @@ async def _deliver_webhook(state: State, event_id: str) -> None:
     if found is None or found[0].status is not DeliveryStatus.pending:
         return
     event, secret = found
+    if not state.settings.webhooks_may_reach_private_networks:
+        reason = await blocked_reason(event.url)
+        if reason is not None:
+            await _record_attempt(state, event_id, utcnow(), 0, None, reason, final=True)
+            return
     body = json.dumps(event.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
@@ -86,11 +92,14 @@ async def _deliver_webhook(state: State, event_id: str) -> None:
 async def _record_attempt(
     state: State,
     event_id: str,
-    started_at: Any,
+    started_at: datetime,
     duration_ms: int,
     status_code: int | None,
     error: str | None,
+    *,
+    final: bool = False,
 ) -> None:
+    """Record one attempt; on failure, reschedule it unless `final` or past the window."""
     settings = state.settings
     retry_job: tuple[str, float] | None = None
     async with session_scope(state.sessionmaker) as session:
@@ -121,7 +130,7 @@ async def _record_attempt(
             cap_s=settings.webhook_backoff_cap_s,
         )
         give_up_at = event.created_at + timedelta(seconds=settings.webhook_retry_window_s)
-        if now + timedelta(seconds=delay) > give_up_at:
+        if final or now + timedelta(seconds=delay) > give_up_at:
             event.status = DeliveryStatus.failed
             log.warning("webhook_given_up", attempts=event.attempts, error=error)
             return

@@ -75,8 +75,11 @@ async def test_batch_runs_to_success_and_serves_outputs(
     assert batch["counts"]["succeeded"] == 3
     assert batch["completed_at"] is not None
     jobs = await jobs_of(client, caller, batch_id)
-    expected = [("PNG", 256, 128, "Light-House.png"), ("JPEG", 256, 128, "00001.jpg"),
-                ("WEBP", 64, 64, "00002.webp")]  # fmt: skip
+    expected = [
+        ("PNG", 256, 128, "Light-House.png"),
+        ("JPEG", 256, 128, "00001.jpg"),
+        ("WEBP", 64, 64, "00002.webp"),
+    ]
     for job, (fmt, width, height, name) in zip(jobs, expected, strict=True):
         assert job["status"] == "succeeded"
         assert job["attempts"] == 1
@@ -146,8 +149,11 @@ async def test_retryable_errors_are_retried_then_succeed(
 ) -> None:
     provider = ScriptedProvider(errors=[ProviderRetryableError("upstream_503", "busy")])
     install(state, provider)
-    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
-                                                       "width": 64, "height": 64}]})  # fmt: skip
+    batch_id = await submit(
+        client,
+        caller,
+        {"jobs": [{"prompt": "x", "model": "test/scripted", "width": 64, "height": 64}]},
+    )
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     retry_in = await _run_job(state, job_id)
     assert retry_in is not None
@@ -186,8 +192,11 @@ async def test_a_job_runs_only_once_when_its_task_runs_twice(
 ) -> None:
     provider = ScriptedProvider()
     install(state, provider)
-    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
-                                                       "width": 64, "height": 64}]})  # fmt: skip
+    batch_id = await submit(
+        client,
+        caller,
+        {"jobs": [{"prompt": "x", "model": "test/scripted", "width": 64, "height": 64}]},
+    )
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     await _run_job(state, job_id)
     await _run_job(state, job_id)
@@ -201,8 +210,11 @@ async def test_an_attempt_abandoned_by_a_dead_worker_is_closed_and_counted(
     from service.jobs import service
 
     install(state, ScriptedProvider())
-    batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted",
-                                                       "width": 64, "height": 64}]})  # fmt: skip
+    batch_id = await submit(
+        client,
+        caller,
+        {"jobs": [{"prompt": "x", "model": "test/scripted", "width": 64, "height": 64}]},
+    )
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     async with session_scope(state.sessionmaker) as session:  # a worker starts, then dies
         await service.start_attempt(
@@ -211,8 +223,9 @@ async def test_an_attempt_abandoned_by_a_dead_worker_is_closed_and_counted(
     await _run_job(state, job_id)
     attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
     assert [(a["outcome"], a["error_code"]) for a in attempts] == [
-        ("abandoned", "worker_lost"), ("succeeded", None),
-    ]  # fmt: skip
+        ("abandoned", "worker_lost"),
+        ("succeeded", None),
+    ]
 
 
 async def test_cancel_stops_queued_jobs(
@@ -239,8 +252,9 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
     from service.db import session_scope
     from service.jobs import service
 
-    batch_id = await submit(client, caller, {"jobs": [{"prompt": "a", "width": 64, "height": 64},
-                                                      {"prompt": "b"}]})  # fmt: skip
+    batch_id = await submit(
+        client, caller, {"jobs": [{"prompt": "a", "width": 64, "height": 64}, {"prompt": "b"}]}
+    )
     running_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     async with session_scope(state.sessionmaker) as session:
         started = await service.start_attempt(

@@ -95,8 +95,7 @@ async def test_failed_job_sends_job_failed(
             {"callback_url": receiver.url, "jobs": [{"prompt": "a", "model": "test/scripted"}]},
         )
         await run_until_idle(state)
-    payloads = [Webhook(caller.webhook_secret).verify(r.body, r.headers)
-                for r in receiver.received]  # fmt: skip
+    payloads = [Webhook(caller.webhook_secret).verify(r.body, r.headers) for r in receiver.received]
     by_type = {p["type"]: p for p in payloads}
     assert set(by_type) == {"job.failed", "batch.completed"}
     assert by_type["job.failed"]["data"]["error"] == {"code": "content_policy", "message": "no"}
@@ -167,3 +166,29 @@ async def test_no_callback_url_means_no_events(
     await submit(client, caller, {"jobs": [{"prompt": "a", "width": 64, "height": 64}]})
     await run_until_idle(state)
     assert await events(state) == []
+
+
+async def test_private_addresses_are_refused_when_not_allowed(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    state.settings.webhook_allow_private_networks = False
+    async with running_receiver() as receiver:
+        await submit(
+            client,
+            caller,
+            {"callback_url": receiver.url, "jobs": [{"prompt": "a", "width": 64, "height": 64}]},
+        )
+        await run_until_idle(state)
+    assert receiver.received == []
+    for event in await events(state):
+        assert event.status is DeliveryStatus.failed
+        assert "non-public address 127.0.0.1" in (event.last_error or "")
+
+
+async def test_public_hosts_pass_the_guard() -> None:
+    from service.webhooks.ssrf import blocked_reason
+
+    assert await blocked_reason("https://8.8.8.8/hook") is None
+    assert await blocked_reason("http://[::ffff:10.0.0.1]/x") is not None
+    assert await blocked_reason("http://169.254.169.254/latest/meta-data") is not None
+    assert await blocked_reason("http://localhost:9/x") is not None
