@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from service.batches import repository, service
-from service.batches.schemas import BatchCreate, BatchOut, BatchPage
+from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.queue import enqueue_run_jobs
 from service.jobs.schemas import JobPage, JobStatusName
@@ -113,7 +113,7 @@ async def list_batches(
         created, batch_id = decode_cursor(cursor, 2)
         try:
             after = (datetime.fromisoformat(created), uuid.UUID(batch_id))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise bad_cursor() from exc
     batches = await repository.list_batches(session, api_key.id, limit=limit + 1, after=after)
     page, more = batches[:limit], len(batches) > limit
@@ -147,7 +147,7 @@ async def list_batch_jobs(
     after_index = None
     if cursor is not None:
         (after_index,) = decode_cursor(cursor, 1)
-        if not isinstance(after_index, int):
+        if not isinstance(after_index, int) or not 0 <= after_index < MAX_JOBS:
             raise bad_cursor()
     jobs = await repository.list_jobs(
         session,

@@ -165,3 +165,23 @@ async def test_missing_or_wrong_key_is_401(client: httpx.AsyncClient, caller: Ca
     assert wrong.status_code == 401
     basic = await client.get("/v1/batches", headers={"authorization": "Basic Zm9vOmJhcg=="})
     assert basic.status_code == 401
+
+
+async def test_forged_cursors_are_422_not_500(client: httpx.AsyncClient, caller: Caller) -> None:
+    from service.kit.pagination import encode_cursor
+
+    batch_id = (
+        await client.post("/v1/batches", json=one_job_batch(), headers=caller.headers)
+    ).json()["id"]
+    forged = [
+        ("/v1/batches", encode_cursor(["2026-01-01T00:00:00", 5])),
+        ("/v1/batches", encode_cursor([1, 2])),
+        ("/v1/batches", encode_cursor(["x"])),
+        (f"/v1/batches/{batch_id}/jobs", encode_cursor([2**40])),
+        (f"/v1/batches/{batch_id}/jobs", encode_cursor(["3"])),
+        (f"/v1/batches/{batch_id}/jobs", "%%%"),
+    ]
+    for path, cursor in forged:
+        response = await client.get(path, params={"cursor": cursor}, headers=caller.headers)
+        assert response.status_code == 422, (path, cursor, response.text)
+        assert response.json()["error"]["details"][0]["field"] == "cursor"
