@@ -9,9 +9,11 @@ tests count up from 1), and queue names carry the run id.
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,19 +100,28 @@ class BenchEnv:
             "DARKROOM_DATA_DIR": str(s.data_dir),
             "DARKROOM_PUBLIC_URL": s.public_url,
             "DARKROOM_LOCAL_DEFAULTS": "false",
+            "DARKROOM_SECRET_KEY": s.secret_key,
             "DARKROOM_WORKER_CONCURRENCY": str(s.worker_concurrency),
         }
 
     def redis(self) -> sync_redis.Redis:
         return sync_redis.Redis.from_url(self.settings.redis_url)
 
-    def spawn(self, *args: str, name: str, extra_env: dict[str, str] | None = None
-              ) -> subprocess.Popen[bytes]:
+    def spawn(
+        self,
+        *args: str,
+        name: str,
+        extra_env: dict[str, str] | None = None,
+        module: str = "service.cli",
+    ) -> subprocess.Popen[bytes]:
         """`python -m service.cli <args>`; its stderr goes to <workdir>/<name>.log."""
         logfile = (self.workdir / f"{name}.log").open("ab")
+        env = {**self.env, **(extra_env or {})}
+        if module.startswith("bench."):  # the checkout's bench/ is not installed
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         child = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", *args],
-            env={**self.env, **(extra_env or {})},
+            [sys.executable, "-m", module, *args],
+            env=env,
             cwd=self.workdir,  # no stray .env from the checkout is read
             stdout=logfile,
             stderr=subprocess.STDOUT,
@@ -144,7 +155,9 @@ class BenchEnv:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if child.poll() is not None:
-                raise RuntimeError(f"API exited with {child.returncode}; see {self.workdir}/api.log")
+                raise RuntimeError(
+                    f"API exited with {child.returncode}; see {self.workdir}/api.log"
+                )
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     return base
@@ -157,10 +170,17 @@ class BenchEnv:
         engine = create_engine(self.settings.database_url, pool_size=1)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                created = await create_key(session, name)
+                created = await create_key(session, name, **pepper_for(create_key, self.settings))
             return created.key
         finally:
             await engine.dispose()
+
+
+def pepper_for(function: Callable[..., object], settings: Settings) -> dict[str, str]:
+    """create_key/find_key gained a `pepper` (the secret key) argument; pass it when taken."""
+    if "pepper" in inspect.signature(function).parameters:
+        return {"pepper": settings.secret_key}
+    return {}
 
 
 @contextmanager
@@ -177,7 +197,7 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
         create_database_if_missing(database_url_str)
         upgrade_to_head(database_url_str)
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             database_url=database_url_str,
             redis_url=REDIS_SERVER.rsplit("/", 1)[0] + f"/{redis_db}",
             queue_name=f"bench:{run_id}:jobs",
@@ -186,6 +206,7 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
             data_dir=workdir / "data",
             public_url="http://127.0.0.1:1",
             worker_concurrency=worker_concurrency,
+            secret_key=secrets.token_hex(32),
         )
         env = BenchEnv(run_id, settings, redis_db, workdir)
         client = env.redis()
@@ -205,6 +226,49 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
         log("cleaned up database, redis db and workdir")
 
 
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all cores busy over the next `seconds` (0..1), whoever uses them."""
+    busy0, total0 = _cpu_times()
+    time.sleep(seconds)
+    busy1, total1 = _cpu_times()
+    return round((busy1 - busy0) / max(1, total1 - total0), 3)
+
+
+def wait_for_quiet(max_wait_s: float = 120.0, threshold: float = 0.15) -> dict[str, object]:
+    """Wait (up to max_wait_s) until the machine is nearly idle, so other work (a test run
+    in the same tree) does not end up in the figures; report what was seen."""
+    began = time.monotonic()
+    busy = cpu_busy()
+    while busy > threshold and time.monotonic() - began < max_wait_s:
+        log(f"machine busy ({busy:.0%} of all cores), waiting")
+        busy = cpu_busy(2.0)
+    return {
+        "cpu_busy_before_start": busy,
+        "quiet": busy <= threshold,
+        "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
+    }
+
+
+class BusyMeter:
+    """Share of all cores busy between start() and stop(): the bench's own processes,
+    Postgres, Redis and anyone else."""
+
+    def start(self) -> None:
+        self._begin = _cpu_times()
+
+    def stop(self) -> float:
+        busy1, total1 = _cpu_times()
+        busy0, total0 = self._begin
+        return round((busy1 - busy0) / max(1, total1 - total0), 3)
+
+
 def machine() -> dict[str, object]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as info:
@@ -212,7 +276,8 @@ def machine() -> dict[str, object]:
         if match:
             cpu = match.group(1).strip()
     with open("/proc/meminfo") as info:
-        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", info.read()).group(1))  # type: ignore[union-attr]
+        match = re.search(r"MemTotal:\s+(\d+)", info.read())
+        mem_kb = int(match.group(1)) if match else 0
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,

@@ -6,20 +6,42 @@ import random
 from typing import Any
 
 _SUBJECTS = [
-    "a lighthouse on a basalt cliff", "a fox crossing a frozen river", "an espresso cup on marble",
-    "a paper boat drifting down a rainy street", "a greenhouse full of ferns", "a night market",
-    "an old tram climbing a hill", "a heron standing in reeds", "a stack of library books",
-    "a mountain hut under the milky way", "a bicycle leaning on a blue door", "a harbour crane",
+    "a lighthouse on a basalt cliff",
+    "a fox crossing a frozen river",
+    "an espresso cup on marble",
+    "a paper boat drifting down a rainy street",
+    "a greenhouse full of ferns",
+    "a night market",
+    "an old tram climbing a hill",
+    "a heron standing in reeds",
+    "a stack of library books",
+    "a mountain hut under the milky way",
+    "a bicycle leaning on a blue door",
+    "a harbour crane",
 ]
 _STYLES = [
-    "oil painting, thick impasto", "soft watercolour wash", "35mm film photograph, grain",
-    "isometric illustration", "linocut print, two colours", "studio product shot",
-    "gouache poster, flat shapes", "cinematic still, anamorphic flare",
+    "oil painting, thick impasto",
+    "soft watercolour wash",
+    "35mm film photograph, grain",
+    "isometric illustration",
+    "linocut print, two colours",
+    "studio product shot",
+    "gouache poster, flat shapes",
+    "cinematic still, anamorphic flare",
 ]
 _DETAILS = [
-    "golden hour light", "overcast and moody", "shallow depth of field", "wide angle",
-    "muted palette", "high contrast", "morning fog", "long shadows", "rim lighting",
-    "seen from above", "symmetrical composition", "warm tungsten glow",
+    "golden hour light",
+    "overcast and moody",
+    "shallow depth of field",
+    "wide angle",
+    "muted palette",
+    "high contrast",
+    "morning fog",
+    "long shadows",
+    "rim lighting",
+    "seen from above",
+    "symmetrical composition",
+    "warm tungsten glow",
 ]
 
 

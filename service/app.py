@@ -6,21 +6,29 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import structlog
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.batches.endpoints import router as batches_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.jobs.endpoints import router as jobs_router
+from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
 from service.logging import configure_logging
-from service.state import build_state, close_state
+from service.state import State, build_state, close_state
 
 READY_TIMEOUT_S = 2.0
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(batches_router)
     app.include_router(jobs_router)
 
@@ -63,24 +72,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/readyz",
         tags=["health"],
-        responses={503: {"description": "Postgres or Redis does not answer"}},
+        responses={
+            200: {"model": Readiness, "description": "Postgres and Redis answer"},
+            503: {"model": Readiness, "description": "Postgres or Redis does not answer"},
+        },
     )
     async def readyz(state: StateDep) -> JSONResponse:
         """Postgres and Redis both answer."""
-        checks = {"postgres": "ok", "redis": "ok"}
-        try:
-            async with state.engine.connect() as connection:
-                await asyncio.wait_for(connection.execute(text("SELECT 1")), READY_TIMEOUT_S)
-        except Exception as exc:
-            checks["postgres"] = f"unavailable: {type(exc).__name__}"
-        try:
-            await asyncio.wait_for(state.redis.ping(), READY_TIMEOUT_S)
-        except Exception as exc:
-            checks["redis"] = f"unavailable: {type(exc).__name__}"
+        checks = {
+            "postgres": await _check(_ping_postgres(state)),
+            "redis": await _check(state.redis.ping()),
+        }
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks},
-            status_code=200 if ok else 503,
-        )
+        body = Readiness(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     return app
+
+
+async def _ping_postgres(state: State) -> None:
+    async with state.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+async def _check(probe: Awaitable[object]) -> str:
+    """ "ok", or why not; a server that hangs counts as down after READY_TIMEOUT_S."""
+    try:
+        await asyncio.wait_for(probe, READY_TIMEOUT_S)
+    except Exception as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     secret_key: str = PLACEHOLDER_SECRET
 
     log_level: str = "INFO"
+    # 10,000 jobs with long prompts fit; past this a request gets 413 before it is parsed.
+    max_request_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     default_model: str = "local/procedural"
     default_width: int = 1024
     default_height: int = 1024

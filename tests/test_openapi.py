@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
 
+import httpx
 import hypothesis
 import requests
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, Phase
+from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -42,8 +46,14 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-MAX_EXAMPLES = 40
-UNAUTHENTICATED_EXAMPLES = 10
+# Per operation and mode; DARKROOM_FUZZ_EXAMPLES=500 for a deeper run by hand.
+MAX_EXAMPLES = int(os.environ.get("DARKROOM_FUZZ_EXAMPLES", "40"))
+UNAUTHENTICATED_EXAMPLES = max(MAX_EXAMPLES // 4, 5)
+UNAUTHENTICATED = {
+    "no key": {},
+    "unknown key": {"authorization": "Bearer dk_not_a_key"},
+    "not a bearer key": {"authorization": "Basic Zm9vOmJhcg=="},
+}
 
 
 def test_openapi_json_is_what_the_app_serves(settings: Settings) -> None:
@@ -51,6 +61,22 @@ def test_openapi_json_is_what_the_app_serves(settings: Settings) -> None:
     assert SCHEMA_PATH.read_text() == served, (
         "openapi/openapi.json is out of date: run `darkroom openapi` and commit the result"
     )
+
+
+async def test_errors_outside_the_document_use_the_envelope(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """Wrong methods and unknown paths cannot be documented per operation; they still
+    answer in the one error shape."""
+    for response, status, code in [
+        (await client.delete("/v1/batches", headers=caller.headers), 405, "method_not_allowed"),
+        (await client.get("/v1/nothing-here", headers=caller.headers), 404, "not_found"),
+    ]:
+        assert response.status_code == status
+        error = response.json()["error"]
+        assert set(error) == {"code", "message", "details"}
+        assert (error["code"], error["details"]) == (code, [])
+        assert error["message"]
 
 
 @contextmanager
@@ -106,15 +132,10 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         assert response.status_code == 202, response.text
         batches.append(response.json()["id"])
     queued, finished = batches
-    job_ids = {
-        batch_id: [
-            job["id"]
-            for job in http.get(f"{base_url}/v1/batches/{batch_id}/jobs", timeout=10).json()[
-                "items"
-            ]
-        ]
-        for batch_id in batches
-    }
+    job_ids = {}
+    for batch_id in batches:
+        page = http.get(f"{base_url}/v1/batches/{batch_id}/jobs", timeout=10).json()
+        job_ids[batch_id] = [job["id"] for job in page["items"]]
     asyncio.run(run_jobs(settings, job_ids[finished]))
     for job_id in job_ids[finished]:
         job = http.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json()
@@ -122,86 +143,92 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     return {"batch_id": batches, "job_id": job_ids[queued] + job_ids[finished]}
 
 
-def fuzz_operation(
-    operation: Any,
-    *,
-    base_url: str,
-    headers: dict[str, str],
-    mode: schemathesis.GenerationMode,
-    max_examples: int,
-    path_parameters: dict[str, str] | None = None,
-) -> str | None:
-    """Fuzz one operation; the failure report, or None when every check passed."""
-    http = requests.Session()
-    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+@dataclass
+class Fuzzer:
+    """Runs schemathesis against one live server; collects failures and what answered."""
 
-    @hypothesis.settings(
-        max_examples=max_examples,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.filter_too_much,
-            HealthCheck.data_too_large,
-        ],
+    base_url: str
+    failures: list[str] = field(default_factory=list)
+    answered: Counter[tuple[str, int]] = field(default_factory=Counter)
+
+    def fuzz(
+        self,
+        operation: APIOperation,
+        *,
+        who: str,
+        headers: dict[str, str],
+        mode: GenerationMode = GenerationMode.POSITIVE,
+        max_examples: int = MAX_EXAMPLES,
+        path_parameters: dict[str, str] | None = None,
+    ) -> None:
+        http = requests.Session()
+        strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+
+        @hypothesis.settings(
+            max_examples=max_examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=[
+                HealthCheck.too_slow,
+                HealthCheck.filter_too_much,
+                HealthCheck.data_too_large,
+            ],
+        )
+        @hypothesis.given(case=strategy)
+        def run(case: schemathesis.Case) -> None:
+            response = case.call(base_url=self.base_url, session=http, headers=headers, timeout=30)
+            self.answered[operation.label, response.status_code] += 1
+            case.validate_response(response, checks=CHECKS, headers=headers)
+
+        try:
+            run()
+        except (Exception, BaseExceptionGroup) as exc:  # FailureGroup is a BaseExceptionGroup
+            self.failures.append(f"{operation.label} ({mode.value}, {who}):\n{exc}")
+        finally:
+            http.close()
+
+
+def modes_for(operation: APIOperation) -> list[GenerationMode]:
+    """Negative cases need something to break: an operation without inputs has none."""
+    containers = (operation.path_parameters, operation.query, operation.body)
+    has_inputs = any(len(container) for container in containers) or any(
+        p.name.lower() != "authorization" for p in operation.headers
     )
-    @hypothesis.given(case=strategy)
-    def run(case: schemathesis.Case) -> None:
-        response = case.call(base_url=base_url, session=http, headers=headers, timeout=30)
-        case.validate_response(response, checks=CHECKS, headers=headers)
-
-    try:
-        run()
-    except Exception as exc:
-        return f"{operation.label} ({mode.value}, {'key' if headers else 'no key'}):\n{exc}"
-    finally:
-        http.close()
-    return None
+    return (
+        [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+        if has_inputs
+        else [GenerationMode.POSITIVE]
+    )
 
 
 def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
     schema = schemathesis.openapi.from_path(SCHEMA_PATH)
     operations = [result.ok() for result in schema.get_all_operations()]
-    failures: list[str] = []
     with live_server(state.settings) as base_url:
         known = seed(base_url, caller, state.settings)
+        fuzzer = Fuzzer(base_url)
         for operation in operations:
-            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-                failures.append(
-                    fuzz_operation(
-                        operation,
-                        base_url=base_url,
-                        headers=caller.headers,
-                        mode=mode,
-                        max_examples=MAX_EXAMPLES,
-                    )
+            for mode in modes_for(operation):
+                fuzzer.fuzz(operation, who="valid key", headers=caller.headers, mode=mode)
+            for who, headers in UNAUTHENTICATED.items():
+                fuzzer.fuzz(
+                    operation, who=who, headers=headers, max_examples=UNAUTHENTICATED_EXAMPLES
                 )
-            for headers in ({}, {"authorization": "Bearer dk_not_a_key"}):
-                failures.append(
-                    fuzz_operation(
-                        operation,
-                        base_url=base_url,
-                        headers=headers,
-                        mode=schemathesis.GenerationMode.POSITIVE,
-                        max_examples=UNAUTHENTICATED_EXAMPLES,
-                    )
-                )
-        # Last, on real ids (cancel runs after every read of them).
+        # Then on real ids, so reads find something; cancel goes last.
         for operation in sorted(operations, key=lambda op: op.path.endswith("/cancel")):
-            names = {p.name for p in operation.path_parameters}
-            if not names:
-                continue
-            for value in known[next(iter(names))]:
-                failures.append(
-                    fuzz_operation(
+            for parameter in operation.path_parameters:
+                for value in known[parameter.name]:
+                    fuzzer.fuzz(
                         operation,
-                        base_url=base_url,
+                        who="valid key, real id",
                         headers=caller.headers,
-                        mode=schemathesis.GenerationMode.POSITIVE,
                         max_examples=MAX_EXAMPLES // 4,
-                        path_parameters={next(iter(names)): value},
+                        path_parameters={parameter.name: value},
                     )
-                )
-    found = [failure for failure in failures if failure is not None]
-    assert not found, "\n\n".join(found)
+    assert not fuzzer.failures, "\n\n".join(fuzzer.failures)
+    # The fuzzer got past validation and authentication everywhere, or it proved little.
+    succeeded = {label for label, status in fuzzer.answered if status < 300}
+    assert succeeded == {operation.label for operation in operations}, fuzzer.answered
+    unauthorized = {label for label, status in fuzzer.answered if status == 401}
+    assert unauthorized == {op.label for op in operations if op.path.startswith("/v1/")}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -49,6 +49,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
     responses={
         200: {"model": BatchOut, "description": "Idempotent replay: the batch already exists"},
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
+        413: {"model": ErrorResponse, "description": "Body over DARKROOM_MAX_REQUEST_BYTES"},
     },
 )
 async def submit_batch(
@@ -112,8 +113,9 @@ async def list_batches(
     if cursor is not None:
         created, batch_id = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(created), uuid.UUID(batch_id))
-        except (TypeError, ValueError, AttributeError) as exc:
+            # In UTC: asyncpg overflows on a year-1 or year-9999 time with an offset.
+            after = (datetime.fromisoformat(created).astimezone(UTC), uuid.UUID(batch_id))
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise bad_cursor() from exc
     batches = await repository.list_batches(session, api_key.id, limit=limit + 1, after=after)
     page, more = batches[:limit], len(batches) > limit
@@ -147,7 +149,8 @@ async def list_batch_jobs(
     after_index = None
     if cursor is not None:
         (after_index,) = decode_cursor(cursor, 1)
-        if not isinstance(after_index, int) or not 0 <= after_index < MAX_JOBS:
+        # bool is an int to Python, not to SQL.
+        if type(after_index) is not int or not 0 <= after_index < MAX_JOBS:
             raise bad_cursor()
     jobs = await repository.list_jobs(
         session,

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyUrl, BaseModel, ConfigDict, Field, UrlConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    UrlConstraints,
+    field_validator,
+)
 
 ImageFormatName = Literal["png", "jpeg", "webp"]
 Dimension = Annotated[int, Field(ge=64, le=4096, multiple_of=8)]
@@ -16,6 +25,42 @@ CallbackUrl = Annotated[
 ]
 MAX_JOBS = 10_000
 MAX_PROMPT = 4_000
+MAX_METADATA_DEPTH = 16
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text and jsonb cannot hold U+0000: refuse it here rather than fail the insert.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return value
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata goes into jsonb as given: no NUL in keys or strings, no NaN or
+    Infinity (Python's JSON parser accepts them, jsonb does not), bounded nesting."""
+
+    def check(item: object, path: str, depth: int) -> None:
+        if depth > MAX_METADATA_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels at {path}")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError(f"{path} must not contain NUL characters (\\u0000)")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{path} must be a finite number, not {item}")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    raise ValueError(f"a key in {path} contains a NUL character (\\u0000)")
+                check(child, f"{path}.{key}", depth + 1)
+        elif isinstance(item, list):
+            for index, child in enumerate(item):
+                check(child, f"{path}[{index}]", depth + 1)
+
+    check(value, "metadata", 0)
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+Metadata = Annotated[dict[str, Any], AfterValidator(_storable_json)]
 
 
 class JobFields(BaseModel):
@@ -23,17 +68,17 @@ class JobFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
     width: Dimension | None = None
     height: Dimension | None = None
     format: ImageFormatName | None = None
     seed: Seed | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
 
 class JobCreate(JobFields):
-    prompt: Annotated[str, Field(max_length=MAX_PROMPT)]
-    output_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    prompt: Annotated[Text, Field(max_length=MAX_PROMPT)]
+    output_name: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
 
     @field_validator("prompt")
     @classmethod
@@ -46,9 +91,9 @@ class JobCreate(JobFields):
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(max_length=200)] | None = None
+    name: Annotated[Text, Field(max_length=200)] | None = None
     callback_url: CallbackUrl | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
     defaults: JobFields | None = None
     jobs: Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_JOBS)]
 

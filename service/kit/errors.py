@@ -75,6 +75,11 @@ class InvalidInput(ApiError):
     code = "validation_error"
 
 
+class PayloadTooLarge(ApiError):
+    status_code = 413
+    code = "payload_too_large"
+
+
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "unavailable"
@@ -108,8 +113,9 @@ def _validation_details(errors: Sequence[Any]) -> tuple[str, list[ErrorDetail]]:
         loc = [
             p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-"))
         ]
-        # Union members and tagged types add noise segments like "str" or "int" to loc.
-        details.append(ErrorDetail(field=field_path(loc) or None, message=str(err.get("msg", ""))))
+        # A loc of just ("body",) is the body as a whole: not an object, or missing.
+        field = field_path(loc) or (str(loc[0]) if loc else None)
+        details.append(ErrorDetail(field=field, message=str(err.get("msg", ""))))
     return code, details
 
 
@@ -140,7 +146,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_json(422, ErrorBody(code=code, message=message, details=details[:100]))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.__cause__, ApiError):
+            # Raised while FastAPI read the body (e.g. the size limit), which wraps it in a 400.
+            return await _api_error(request, exc.__cause__)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+            # FastAPI answers 400 when a JSON body is not UTF-8 or nests too deep for its
+            # parser; to a caller that is malformed JSON like any other.
+            detail = ErrorDetail(field="body", message=f"malformed JSON: {exc.__cause__}")
+            return error_json(
+                422,
+                ErrorBody(code="invalid_json", message=f"body: {detail.message}", details=[detail]),
+            )
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         return error_json(
             exc.status_code,

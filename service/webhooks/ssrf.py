@@ -29,9 +29,7 @@ async def blocked_reason(url: str) -> str | None:
         return "callback_url has no host"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         return None
     for *_, sockaddr in infos:

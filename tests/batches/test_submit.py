@@ -185,3 +185,34 @@ async def test_forged_cursors_are_422_not_500(client: httpx.AsyncClient, caller:
         response = await client.get(path, params={"cursor": cursor}, headers=caller.headers)
         assert response.status_code == 422, (path, cursor, response.text)
         assert response.json()["error"]["details"][0]["field"] == "cursor"
+
+
+async def test_oversized_bodies_are_413(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    state.settings.max_request_bytes = 2048
+    from service.app import create_app
+
+    app = create_app(state.settings)
+    app.state.darkroom = state
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as small:
+        body = {"jobs": [{"prompt": "x" * 1000} for _ in range(3)]}
+        declared = await small.post("/v1/batches", json=body, headers=caller.headers)
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "payload_too_large"
+
+        async def chunks():  # type: ignore[no-untyped-def]
+            yield b'{"jobs": ['
+            for _ in range(10):
+                yield b'{"prompt": "' + b"y" * 500 + b'"},'
+            yield b'{"prompt": "z"}]}'
+
+        streamed = await small.post(
+            "/v1/batches",
+            content=chunks(),
+            headers={**caller.headers, "content-type": "application/json"},
+        )
+        assert streamed.status_code == 413
+    async with state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Batch)) == 0
