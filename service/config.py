@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # Worker
     worker_concurrency: int = Field(default=8, ge=1)
+    # arq refills free slots once per poll, so a worker runs at most
+    # concurrency / poll_delay jobs per second: 0.05 s leaves the CPU as the limit.
+    worker_poll_delay_s: float = Field(default=0.05, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
     # Also how long a job held by a worker that died waits before another worker takes it.
     job_timeout_s: int = Field(default=120, ge=1)

@@ -62,7 +62,7 @@ def build_workers(state: State) -> list[Worker]:
         job_timeout=settings.job_timeout_s,
         keep_result=0,
         max_tries=ARQ_MAX_TRIES,
-        poll_delay=0.2,
+        poll_delay=settings.worker_poll_delay_s,
     )
     webhooks = Worker(
         functions=[func(deliver_webhook, name="deliver_webhook", max_tries=ARQ_MAX_TRIES)],

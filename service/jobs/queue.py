@@ -2,8 +2,8 @@
 
 arq's own `enqueue_job` costs several round trips per job (WATCH, EXISTS, MULTI/EXEC);
 a 10,000-job batch would spend seconds there. This module writes the same keys arq
-reads (job hash under `arq:job:<id>`, member of the queue's sorted set) through one
-Lua script per job, pipelined, with arq's rule kept: a job id that is queued, running
+reads (job hash under `arq:job:<id>`, member of the queue's sorted set) with one Lua
+script call per thousand jobs, with arq's rule kept: a job id that is queued, running
 or has a stored result is not enqueued again, so enqueueing is idempotent and the
 reconciler may call it as often as it likes.
 """
@@ -20,17 +20,23 @@ from arq.jobs import serialize_job
 RUN_JOB = "run_job"
 DELIVER_WEBHOOK = "deliver_webhook"
 
-# KEYS: job key, result key, queue. ARGV: expiry ms, serialized job, score, job id.
+# One call per chunk of jobs. KEYS[1]: the queue. ARGV: job key prefix, result key prefix,
+# expiry ms, score, then (job id, serialized job) pairs. Returns how many were added.
 _ENQUEUE_IF_ABSENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
-  return 0
+local added = 0
+for i = 5, #ARGV, 2 do
+  local id = ARGV[i]
+  local job_key = ARGV[1] .. id
+  if redis.call('EXISTS', job_key, ARGV[2] .. id) == 0 then
+    redis.call('PSETEX', job_key, ARGV[3], ARGV[i + 1])
+    redis.call('ZADD', KEYS[1], ARGV[4], id)
+    added = added + 1
+  end
 end
-redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-return 1
+return added
 """
 
-CHUNK = 2_000
+CHUNK = 1_000
 
 
 async def enqueue_run_jobs(
@@ -39,42 +45,24 @@ async def enqueue_run_jobs(
     """Enqueue `run_job(job_id)` for each id (arq job id = our job id). Returns how many
     were newly enqueued; ids already queued or running are left alone."""
     script = redis.register_script(_ENQUEUE_IF_ABSENT)
-    added = 0
     now = int(time.time() * 1000)
-    score = now + defer_ms
-    expires = defer_ms + expires_extra_ms
-    chunk: list[str] = []
-    for job_id in job_ids:
-        chunk.append(job_id)
-        if len(chunk) >= CHUNK:
-            added += await _enqueue_chunk(redis, script, chunk, queue_name, now, score, expires)
-            chunk = []
-    if chunk:
-        added += await _enqueue_chunk(redis, script, chunk, queue_name, now, score, expires)
-    return added
-
-
-async def _enqueue_chunk(
-    redis: ArqRedis,
-    script: object,
-    job_ids: Sequence[str],
-    queue_name: str,
-    now: int,
-    score: int,
-    expires: int,
-) -> int:
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
+    head: list[str | int | bytes] = [
+        job_key_prefix,
+        result_key_prefix,
+        defer_ms + expires_extra_ms,
+        now + defer_ms,
+    ]
+    ids = list(job_ids)
+    added = 0
+    for start in range(0, len(ids), CHUNK):
+        args: list[str | int | bytes] = list(head)
+        for job_id in ids[start : start + CHUNK]:
             payload = serialize_job(
                 RUN_JOB, (job_id,), {}, None, now, serializer=redis.job_serializer
             )
-            await script(  # type: ignore[operator]
-                keys=[job_key_prefix + job_id, result_key_prefix + job_id, queue_name],
-                args=[expires, payload, score, job_id],
-                client=pipe,
-            )
-        results = await pipe.execute()
-    return sum(int(r) for r in results)
+            args += [job_id, payload]
+        added += int(await script(keys=[queue_name], args=args))
+    return added
 
 
 async def missing_from_queue(redis: ArqRedis, arq_job_ids: Sequence[str]) -> list[str]:
