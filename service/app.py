@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,10 +21,11 @@ from service.deps import StateDep
 from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
-from service.logging import configure_logging
+from service.logging import configure_logging, get_logger
 from service.state import State, build_state, close_state
 
 READY_TIMEOUT_S = 2.0
+access_log = get_logger("darkroom.access")
 
 
 class Readiness(BaseModel):
@@ -59,8 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        began = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             response = await call_next(request)
+            access_log.info(
+                "request",
+                method=request.method,
+                path=request.url.path,
+                status=response.status_code,
+                duration_ms=round((time.perf_counter() - began) * 1000, 1),
+            )
         response.headers["x-request-id"] = request_id
         return response
 

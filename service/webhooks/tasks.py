@@ -79,8 +79,9 @@ async def _deliver_webhook(state: State, event_id: str) -> None:
     status_code: int | None = None
     error: str | None = None
     try:
-        response = await state.http.post(event.url, content=body, headers=headers)
-        status_code = response.status_code
+        # Streamed and never read: a receiver's answer is its status, not its body.
+        async with state.http.stream("POST", event.url, content=body, headers=headers) as response:
+            status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"receiver answered HTTP {status_code}"
     except httpx.HTTPError as exc:
