@@ -9,10 +9,7 @@ tests count up from 1), and queue names carry the run id.
 
 from __future__ import annotations
 
-import inspect
 import os
-import platform
-import re
 import secrets
 import shutil
 import signal
@@ -22,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +34,6 @@ from service.devenv import create_database_if_missing, drop_database
 from service.devenv.probes import asyncpg_url
 from service.migrate import upgrade_to_head
 
-ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_SERVER = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -102,7 +98,13 @@ class BenchEnv:
             "DARKROOM_LOCAL_DEFAULTS": "false",
             "DARKROOM_SECRET_KEY": s.secret_key,
             "DARKROOM_WORKER_CONCURRENCY": str(s.worker_concurrency),
+            "DARKROOM_WORKER_POLL_DELAY_S": str(s.worker_poll_delay_s),
         }
+
+    @property
+    def pg_dsn(self) -> str:
+        """The database URL as asyncpg.connect takes it."""
+        return self.settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
 
     def redis(self) -> sync_redis.Redis:
         return sync_redis.Redis.from_url(self.settings.redis_url)
@@ -112,16 +114,12 @@ class BenchEnv:
         *args: str,
         name: str,
         extra_env: dict[str, str] | None = None,
-        module: str = "service.cli",
     ) -> subprocess.Popen[bytes]:
         """`python -m service.cli <args>`; its stderr goes to <workdir>/<name>.log."""
         logfile = (self.workdir / f"{name}.log").open("ab")
-        env = {**self.env, **(extra_env or {})}
-        if module.startswith("bench."):  # the checkout's bench/ is not installed
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         child = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            env=env,
+            [sys.executable, "-m", "service.cli", *args],
+            env={**self.env, **(extra_env or {})},
             cwd=self.workdir,  # no stray .env from the checkout is read
             stdout=logfile,
             stderr=subprocess.STDOUT,
@@ -170,17 +168,10 @@ class BenchEnv:
         engine = create_engine(self.settings.database_url, pool_size=1)
         try:
             async with session_scope(create_sessionmaker(engine)) as session:
-                created = await create_key(session, name, **pepper_for(create_key, self.settings))
+                created = await create_key(session, name, pepper=self.settings.secret_key)
             return created.key
         finally:
             await engine.dispose()
-
-
-def pepper_for(function: Callable[..., object], settings: Settings) -> dict[str, str]:
-    """create_key/find_key gained a `pepper` (the secret key) argument; pass it when taken."""
-    if "pepper" in inspect.signature(function).parameters:
-        return {"pepper": settings.secret_key}
-    return {}
 
 
 @contextmanager
@@ -224,63 +215,3 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
         _release_redis_db(REDIS_SERVER, redis_db, run_id)
         shutil.rmtree(workdir, ignore_errors=True)
         log("cleaned up database, redis db and workdir")
-
-
-def _cpu_times() -> tuple[int, int]:
-    with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
-
-
-def cpu_busy(seconds: float = 1.0) -> float:
-    """Share of all cores busy over the next `seconds` (0..1), whoever uses them."""
-    busy0, total0 = _cpu_times()
-    time.sleep(seconds)
-    busy1, total1 = _cpu_times()
-    return round((busy1 - busy0) / max(1, total1 - total0), 3)
-
-
-def wait_for_quiet(max_wait_s: float = 120.0, threshold: float = 0.15) -> dict[str, object]:
-    """Wait (up to max_wait_s) until the machine is nearly idle, so other work (a test run
-    in the same tree) does not end up in the figures; report what was seen."""
-    began = time.monotonic()
-    busy = cpu_busy()
-    while busy > threshold and time.monotonic() - began < max_wait_s:
-        log(f"machine busy ({busy:.0%} of all cores), waiting")
-        busy = cpu_busy(2.0)
-    return {
-        "cpu_busy_before_start": busy,
-        "quiet": busy <= threshold,
-        "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
-    }
-
-
-class BusyMeter:
-    """Share of all cores busy between start() and stop(): the bench's own processes,
-    Postgres, Redis and anyone else."""
-
-    def start(self) -> None:
-        self._begin = _cpu_times()
-
-    def stop(self) -> float:
-        busy1, total1 = _cpu_times()
-        busy0, total0 = self._begin
-        return round((busy1 - busy0) / max(1, total1 - total0), 3)
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as info:
-        match = re.search(r"^model name\s*:\s*(.+)$", info.read(), re.M)
-        if match:
-            cpu = match.group(1).strip()
-    with open("/proc/meminfo") as info:
-        match = re.search(r"MemTotal:\s+(\d+)", info.read())
-        mem_kb = int(match.group(1)) if match else 0
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "ram_gib": round(mem_kb / 1024**2, 1),
-        "python": platform.python_version(),
-    }

@@ -12,6 +12,7 @@ the worker's start-up) and steady (first job started -> last job finished, from 
 jobs' own timestamps).
 
     .venv/bin/python -m bench.render_throughput [--jobs 1000] [--concurrency 4 8 16]
+        [--poll-delay S]   # DARKROOM_WORKER_POLL_DELAY_S for the worker; default: the setting
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from bench._harness import BenchEnv, BusyMeter, bench_env, log, machine, pepper_for, wait_for_quiet
+from bench._harness import BenchEnv, bench_env, log
+from bench._machine import BusyMeter, machine, wait_for_quiet
 from bench._payload import batch_body
 from service.auth.service import find_key
 from service.batches import service
@@ -42,7 +44,7 @@ async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
     state = await build_state(env.settings)
     try:
         async with session_scope(state.sessionmaker) as session:
-            api_key = await find_key(session, key, **pepper_for(find_key, env.settings))
+            api_key = await find_key(session, key, pepper=env.settings.secret_key)
             assert api_key is not None
             submitted = await service.submit_batch(
                 session,
@@ -62,24 +64,19 @@ async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
 
 
 async def _run_once(
-    env: BenchEnv, key: str, jobs: int, concurrency: int, seed: int, poll_delay: float | None
+    env: BenchEnv, key: str, jobs: int, concurrency: int, seed: int, poll_delay: float
 ) -> dict[str, Any]:
     batch_id = await _submit(env, key, jobs, seed)
-    pg = await asyncpg.connect(env.settings.database_url.replace("+asyncpg", ""))
+    pg = await asyncpg.connect(env.pg_dsn)
     meter = BusyMeter()
     try:
         meter.start()
         began = time.perf_counter()
-        extra = {"DARKROOM_WORKER_CONCURRENCY": str(concurrency)}
-        if poll_delay is None:
-            worker = env.spawn("worker", name=f"worker-c{concurrency}", extra_env=extra)
-        else:  # what-if: the same worker with arq's poll_delay overridden (bench/ only)
-            extra["BENCH_POLL_DELAY_S"] = str(poll_delay)
-            worker = env.spawn(
-                name=f"worker-c{concurrency}-p{poll_delay}",
-                extra_env=extra,
-                module="bench._worker_what_if",
-            )
+        extra = {
+            "DARKROOM_WORKER_CONCURRENCY": str(concurrency),
+            "DARKROOM_WORKER_POLL_DELAY_S": str(poll_delay),
+        }
+        worker = env.spawn("worker", name=f"worker-c{concurrency}-p{poll_delay}", extra_env=extra)
         status = "queued"
         deadline = began + 600
         while status not in FINAL:
@@ -110,7 +107,7 @@ async def _run_once(
     steady = float(row["steady_s"])
     result = {
         "concurrency": concurrency,
-        "poll_delay_s": poll_delay if poll_delay is not None else "service default (0.2)",
+        "poll_delay_s": poll_delay,
         "end_to_end_s": round(elapsed, 3),
         "jobs_per_s_end_to_end": round(jobs / elapsed, 1),
         "steady_s": round(steady, 3),
@@ -126,8 +123,9 @@ async def _run_once(
 
 async def _measure(env: BenchEnv, args: argparse.Namespace) -> list[dict[str, Any]]:
     key = await env.create_api_key()
+    poll_delay = args.poll_delay or env.settings.worker_poll_delay_s
     return [
-        await _run_once(env, key, args.jobs, concurrency, seed, args.poll_delay)
+        await _run_once(env, key, args.jobs, concurrency, seed, poll_delay)
         for seed, concurrency in enumerate(args.concurrency)
     ]
 
@@ -140,7 +138,7 @@ def main() -> None:
     parser.add_argument(
         "--poll-delay",
         type=float,
-        help="what-if: run the worker with this arq poll_delay (service/worker.py uses 0.2)",
+        help="DARKROOM_WORKER_POLL_DELAY_S for the worker (default: the setting's default)",
     )
     args = parser.parse_args()
     quiet = {} if args.no_wait_for_quiet else wait_for_quiet()
