@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -134,19 +135,27 @@ def up(
         typer.echo(
             "  Try: darkroom submit examples/batch.json --wait   (Ctrl-C stops everything)\n"
         )
-        command = [sys.executable, "-m", "service.cli"]
-        children = [subprocess.Popen([*command, "serve", "--port", str(port)], env=env)]
-        children += [subprocess.Popen([*command, "worker"], env=env) for _ in range(workers)]
-        try:
-            while all(child.poll() is None for child in children):
-                try:
-                    children[0].wait(timeout=1)
-                except subprocess.TimeoutExpired:
-                    continue
-        except KeyboardInterrupt:
-            pass
-        finally:
-            _stop_children(children)
+        _supervise(port=port, workers=workers, env=env)
+
+
+def _supervise(*, port: int, workers: int, env: dict[str, str]) -> None:
+    """Run the API and the workers until Ctrl-C. A worker that crashes is started again
+    (its jobs resume: they are in Postgres); the API exiting ends the session."""
+    command = [sys.executable, "-m", "service.cli"]
+    api = subprocess.Popen([*command, "serve", "--port", str(port)], env=env)
+    pool = [subprocess.Popen([*command, "worker"], env=env) for _ in range(workers)]
+    try:
+        while api.poll() is None:
+            time.sleep(1)
+            for slot, worker_process in enumerate(pool):
+                # A clean exit is a worker told to stop (Ctrl-C reaches it first): not a crash.
+                if worker_process.poll() not in (None, 0):
+                    typer.echo(f"worker exited with {worker_process.returncode}; restarting it")
+                    pool[slot] = subprocess.Popen([*command, "worker"], env=env)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_children([api, *pool])
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:

@@ -55,8 +55,8 @@ class Settings(BaseSettings):
     # concurrency / poll_delay jobs per second: 0.05 s leaves the CPU as the limit.
     worker_poll_delay_s: float = Field(default=0.05, gt=0)
     job_max_attempts: int = Field(default=3, ge=1)
-    # Also how long a job held by a worker that died waits before another worker takes it.
-    job_timeout_s: int = Field(default=120, ge=1)
+    # Plus 10 s, also how long a job held by a worker that died waits for another worker.
+    job_timeout_s: int = Field(default=60, ge=1)
     reconcile_interval_s: int = Field(default=15, ge=1)
     # A queued or running job untouched this long is checked against Redis and re-enqueued if lost.
     reconcile_stale_after_s: int = Field(default=30, ge=1)

@@ -53,7 +53,7 @@ def build_workers(state: State) -> list[Worker]:
                 second=set(range(0, 60, every)) if every < 60 else {0},
                 run_at_startup=True,
                 unique=True,
-                timeout=120,
+                timeout=settings.job_timeout_s,
             )
         ],
         ctx=ctx,
