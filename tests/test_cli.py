@@ -34,6 +34,13 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+def worker_children(parent: int) -> list[int]:
+    found = subprocess.run(
+        ["pgrep", "-P", str(parent), "-f", "service.cli worker"], capture_output=True, text=True
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
 def wait_ready(url: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -168,6 +175,15 @@ def test_up_starts_embedded_servers_when_nothing_answers_and_ctrl_c_stops_all(
         embedded_ports = [r["port"] for r in records.values()]
         assert len(embedded_ports) == 2
         assert all(port_open(p) for p in embedded_ports)
+
+        # A worker that crashes is started again.
+        [crashed] = worker_children(up.pid)
+        os.kill(crashed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while worker_children(up.pid) in ([], [crashed]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(worker_children(up.pid)) == 1
+        assert crashed not in worker_children(up.pid)
     finally:
         up.send_signal(signal.SIGINT)
         output, _ = up.communicate(timeout=60)
