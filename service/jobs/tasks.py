@@ -59,6 +59,7 @@ async def _run_job(state: State, job_id: uuid.UUID) -> float | None:
         job = await repository.get_job(session, job_id)
         if job is None:
             return None
+        structlog.contextvars.bind_contextvars(batch_id=str(job.batch_id))
         spec = state.registry.model(job.model)
         provider_name = spec.provider if spec else "unknown"
         started = await service.start_attempt(

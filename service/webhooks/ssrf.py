@@ -30,7 +30,7 @@ async def blocked_reason(url: str) -> str | None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError):
         return None
     for *_, sockaddr in infos:
         address = str(sockaddr[0])

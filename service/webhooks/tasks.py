@@ -84,6 +84,10 @@ async def _deliver_webhook(state: State, event_id: str) -> None:
             status_code = response.status_code
         if not 200 <= status_code < 300:
             error = f"receiver answered HTTP {status_code}"
+    except httpx.InvalidURL as exc:  # no retry can fix the address itself
+        error = f"callback_url cannot be used: {exc}"
+        await _record_attempt(state, event_id, started_at, 0, None, error, final=True)
+        return
     except httpx.HTTPError as exc:
         error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     duration_ms = int((time.perf_counter() - began) * 1000)
