@@ -125,3 +125,10 @@ async def make_caller(state: State, name: str = "tests") -> Caller:
 @pytest.fixture
 async def caller(state: State) -> Caller:
     return await make_caller(state)
+
+
+async def submit(client: httpx.AsyncClient, caller: Caller, body: dict[str, object]) -> str:
+    """POST a batch that must be accepted; returns its id."""
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])

@@ -20,7 +20,7 @@ from service.providers.base import (
 from service.providers.registry import ModelSpec
 from service.state import State
 from service.worker import run_until_idle
-from tests.conftest import Caller
+from tests.conftest import Caller, submit
 
 
 @dataclass
@@ -43,12 +43,6 @@ class ScriptedProvider:
 def install(state: State, provider: ScriptedProvider) -> None:
     state.registry.providers[provider.name] = provider
     state.registry.models["test/scripted"] = ModelSpec("test/scripted", provider.name, "x")
-
-
-async def submit(client: httpx.AsyncClient, caller: Caller, body: dict[str, object]) -> str:
-    response = await client.post("/v1/batches", json=body, headers=caller.headers)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 async def jobs_of(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> list[dict]:  # type: ignore[type-arg]

@@ -15,14 +15,8 @@ from service.models import DeliveryStatus, WebhookAttempt, WebhookEvent
 from service.state import State
 from service.webhooks.tasks import _deliver_webhook
 from service.worker import run_until_idle
-from tests.conftest import Caller
+from tests.conftest import Caller, submit
 from tests.webhooks.receiver import closed_port_url, running_receiver
-
-
-async def submit(client: httpx.AsyncClient, caller: Caller, body: dict[str, object]) -> str:
-    response = await client.post("/v1/batches", json=body, headers=caller.headers)
-    assert response.status_code == 202, response.text
-    return str(response.json()["id"])
 
 
 async def events(state: State) -> list[WebhookEvent]:
