@@ -32,6 +32,7 @@ from service.config import Settings
 from service.db import create_engine, create_sessionmaker, session_scope
 from service.devenv import create_database_if_missing, drop_database
 from service.devenv.probes import asyncpg_url
+from service.devenv.redis_dbs import claim_redis_db, release_redis_db, with_db
 from service.migrate import upgrade_to_head
 
 POSTGRES_SERVER = os.environ.get(
@@ -53,26 +54,6 @@ def free_port() -> int:
     if port in (8000, 5432, 6379):
         return free_port()
     return port
-
-
-def _claim_redis_db(base_url: str, run_id: str) -> int:
-    client = sync_redis.Redis.from_url(base_url)
-    try:
-        for number in range(15, 0, -1):
-            if client.set(f"darkroom:test-claim:{number}", f"bench-{run_id}", nx=True, ex=3600):
-                return number
-    finally:
-        client.close()
-    raise RuntimeError("every Redis db 1-15 is claimed")
-
-
-def _release_redis_db(base_url: str, number: int, run_id: str) -> None:
-    client = sync_redis.Redis.from_url(base_url)
-    try:
-        if client.get(f"darkroom:test-claim:{number}") == f"bench-{run_id}".encode():
-            client.delete(f"darkroom:test-claim:{number}")
-    finally:
-        client.close()
 
 
 @dataclass
@@ -181,7 +162,7 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
     database_url = asyncpg_url(POSTGRES_SERVER, database=f"darkroom_bench_{run_id}")
     database_url_str = database_url.render_as_string(hide_password=False)
     workdir = Path(tempfile.mkdtemp(prefix=f"darkroom-bench-{run_id}-"))
-    redis_db = _claim_redis_db(REDIS_SERVER, run_id)
+    redis_db = claim_redis_db(REDIS_SERVER, f"bench-{run_id}")
     env: BenchEnv | None = None
     try:
         log(f"database darkroom_bench_{run_id}, redis db {redis_db}, workdir {workdir}")
@@ -190,7 +171,7 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
         settings = Settings(
             _env_file=None,
             database_url=database_url_str,
-            redis_url=REDIS_SERVER.rsplit("/", 1)[0] + f"/{redis_db}",
+            redis_url=with_db(REDIS_SERVER, redis_db),
             queue_name=f"bench:{run_id}:jobs",
             webhook_queue_name=f"bench:{run_id}:webhooks",
             storage_dir=workdir / "outputs",
@@ -212,6 +193,6 @@ def bench_env(*, worker_concurrency: int = 8) -> Iterator[BenchEnv]:
             client.flushdb()
             client.close()
         drop_database(database_url_str)
-        _release_redis_db(REDIS_SERVER, redis_db, run_id)
+        release_redis_db(REDIS_SERVER, redis_db, f"bench-{run_id}")
         shutil.rmtree(workdir, ignore_errors=True)
         log("cleaned up database, redis db and workdir")

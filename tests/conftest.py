@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis as sync_redis
 from sqlalchemy import text
 
 from service.app import create_app
@@ -22,6 +21,7 @@ from service.auth.service import create_key
 from service.config import Settings
 from service.db import session_scope
 from service.devenv import RunningServices, drop_database, ensure_services
+from service.devenv.redis_dbs import claim_redis_db, release_redis_db, with_db
 from service.migrate import upgrade_to_head
 from service.state import State, build_state, close_state
 
@@ -33,18 +33,6 @@ TABLES = "webhook_attempts, webhook_events, job_attempts, jobs, batches, api_key
 class ServiceUrls:
     database_url: str
     redis_url: str
-
-
-def _claim_redis_db(base_url: str, run_id: str) -> tuple[str, int]:
-    """Claim a Redis db number (1-15) for this run with SET NX in db 0."""
-    client = sync_redis.Redis.from_url(base_url)
-    try:
-        for number in range(1, 16):
-            if client.set(f"darkroom:test-claim:{number}", run_id, nx=True, ex=6 * 3600):
-                return base_url.rsplit("/", 1)[0] + f"/{number}", number
-    finally:
-        client.close()
-    raise RuntimeError("every Redis db 1-15 is claimed by another test run")
 
 
 @pytest.fixture(scope="session")
@@ -59,15 +47,13 @@ def services() -> Iterator[ServiceUrls]:
         database_name=f"darkroom_test_{run_id}",
     )
     with running:
-        redis_url, number = _claim_redis_db(running.redis_url, run_id)
+        number = claim_redis_db(running.redis_url, run_id)
         upgrade_to_head(running.database_url)
         try:
-            yield ServiceUrls(running.database_url, redis_url)
+            yield ServiceUrls(running.database_url, with_db(running.redis_url, number))
         finally:
             drop_database(running.database_url)
-            claim = sync_redis.Redis.from_url(running.redis_url)
-            claim.delete(f"darkroom:test-claim:{number}")
-            claim.close()
+            release_redis_db(running.redis_url, number, run_id)
 
 
 @pytest.fixture
