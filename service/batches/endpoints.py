@@ -8,15 +8,13 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from redis.exceptions import RedisError
-from sqlalchemy.exc import IntegrityError
 
 from service.batches import repository, service
 from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.jobs.queue import enqueue_run_jobs
 from service.jobs.schemas import JobPage, JobStatusName
 from service.jobs.service import job_out
+from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -61,40 +59,21 @@ async def submit_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> BatchOut:
     """Accept up to 10,000 jobs. They are durable when this returns."""
-    try:
-        submitted = await service.submit_batch(
-            session,
-            api_key=api_key,
-            body=body,
-            idempotency_key=idempotency_key,
-            registry=state.registry,
-            settings=state.settings,
-        )
-        await session.commit()
-    except IntegrityError:
-        # Two requests raced with one Idempotency-Key; the other one won.
-        await session.rollback()
-        existing = (
-            await repository.get_by_idempotency_key(session, api_key.id, idempotency_key)
-            if idempotency_key
-            else None
-        )
-        if existing is None:
-            raise
-        service.ensure_same_request(existing, body)
-        submitted = service.SubmittedBatch(existing, created=False, job_ids=[])
+    submitted = await service.submit_batch(
+        session,
+        api_key=api_key,
+        body=body,
+        idempotency_key=idempotency_key,
+        registry=state.registry,
+        settings=state.settings,
+    )
+    await session.commit()
     batch = submitted.batch
     response.headers["Location"] = f"/v1/batches/{batch.id}"
     if not submitted.created:
         response.status_code = 200
         return await service.present_batch(session, batch)
-    try:
-        await enqueue_run_jobs(
-            state.redis, [str(i) for i in submitted.job_ids], queue_name=state.settings.queue_name
-        )
-    except (RedisError, OSError) as exc:
-        # Stored is accepted: the reconciler enqueues these once Redis answers again.
-        log.warning("enqueue_deferred_to_reconciler", batch_id=str(batch.id), error=repr(exc))
+    await enqueue_jobs(state, submitted.job_ids)
     return service.batch_out(
         batch,
         repository.BatchTotals({"queued": len(submitted.job_ids)}, cost_usd=Decimal(0)),

@@ -154,11 +154,6 @@ async def list_jobs(
     return list((await session.execute(query)).scalars())
 
 
-async def queued_job_ids(session: AsyncSession, batch_id: uuid.UUID) -> list[uuid.UUID]:
-    query = select(Job.id).where(Job.batch_id == batch_id, Job.status == JobStatus.queued)
-    return list((await session.execute(query)).scalars())
-
-
 async def cancel_queued_jobs(session: AsyncSession, batch_id: uuid.UUID, now: datetime) -> int:
     result = await session.execute(
         update(Job)

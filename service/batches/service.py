@@ -8,6 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository
@@ -44,10 +45,9 @@ async def submit_batch(
     """Store a batch and all its jobs in one transaction; the caller enqueues after commit."""
     digest = request_hash(body)
     if idempotency_key is not None:
-        existing = await repository.get_by_idempotency_key(session, api_key.id, idempotency_key)
-        if existing is not None:
-            ensure_same_request(existing, body)
-            return SubmittedBatch(existing, created=False, job_ids=[])
+        replay = await _replay(session, api_key.id, idempotency_key, body)
+        if replay is not None:
+            return replay
 
     resolved = _resolve_jobs(body, registry, settings)
     now = utcnow()
@@ -63,8 +63,18 @@ async def submit_batch(
         job_count=len(resolved),
         created_at=now,
     )
-    session.add(batch)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(batch)
+    except IntegrityError:
+        # A concurrent request with this Idempotency-Key committed first: the unique
+        # constraint waited for it, so its batch is visible now.
+        replay = (
+            await _replay(session, api_key.id, idempotency_key, body) if idempotency_key else None
+        )
+        if replay is None:
+            raise
+        return replay
     job_ids = [uuid.uuid4() for _ in resolved]
     rows = [
         repository.job_copy_row(job_id=job_id, batch_id=batch.id, index=index, now=now, **fields)
@@ -72,6 +82,16 @@ async def submit_batch(
     ]
     await repository.copy_jobs(session, rows)
     return SubmittedBatch(batch, created=True, job_ids=job_ids)
+
+
+async def _replay(
+    session: AsyncSession, api_key_id: uuid.UUID, idempotency_key: str, body: BatchCreate
+) -> SubmittedBatch | None:
+    existing = await repository.get_by_idempotency_key(session, api_key_id, idempotency_key)
+    if existing is None:
+        return None
+    ensure_same_request(existing, body)
+    return SubmittedBatch(existing, created=False, job_ids=[])
 
 
 def ensure_same_request(batch: Batch, body: BatchCreate) -> None:

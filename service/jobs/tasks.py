@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from arq import Retry
+from redis.exceptions import RedisError
 
 from service.db import session_scope
 from service.jobs import repository, service
@@ -42,6 +44,17 @@ RETRY_CAP_S = 120.0
 def retry_delay_s(attempt: int) -> float:
     """Exponential backoff with full jitter."""
     return random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt))
+
+
+async def enqueue_jobs(state: State, job_ids: Sequence[uuid.UUID]) -> None:
+    """Best effort, after commit: what is stored is accepted, and the reconciler enqueues
+    whatever a Redis failure here leaves behind."""
+    try:
+        await enqueue_run_jobs(
+            state.redis, [str(i) for i in job_ids], queue_name=state.settings.queue_name
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("enqueue_deferred_to_reconciler", jobs=len(job_ids), error=repr(exc))
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> None:

@@ -80,11 +80,6 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
-class ServiceUnavailable(ApiError):
-    status_code = 503
-    code = "unavailable"
-
-
 def field_path(loc: Sequence[str | int]) -> str:
     """("body", "jobs", 3, "prompt") -> "jobs[3].prompt"."""
     parts = list(loc)

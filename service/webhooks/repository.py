@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import ApiKey, DeliveryStatus, WebhookAttempt, WebhookEvent
+from service.models import ApiKey, DeliveryStatus, WebhookEvent
 
 
 async def get_event_with_secret(
@@ -40,12 +40,3 @@ async def overdue_pending_events(
         .limit(limit)
     )
     return [(row[0], row[1]) for row in await session.execute(query)]
-
-
-async def list_attempts(session: AsyncSession, event_id: str) -> list[WebhookAttempt]:
-    query = (
-        select(WebhookAttempt)
-        .where(WebhookAttempt.event_id == event_id)
-        .order_by(WebhookAttempt.number)
-    )
-    return list((await session.execute(query)).scalars())

@@ -216,3 +216,20 @@ async def test_oversized_bodies_are_413(
         assert streamed.status_code == 413
     async with state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Batch)) == 0
+
+
+async def test_concurrent_requests_with_one_idempotency_key_make_one_batch(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    import asyncio
+
+    headers = {**caller.headers, "idempotency-key": "raced"}
+    body = {"jobs": [{"prompt": f"p{n}"} for n in range(200)]}
+    responses = await asyncio.gather(
+        *(client.post("/v1/batches", json=body, headers=headers) for _ in range(4))
+    )
+    assert sorted(r.status_code for r in responses) == [200, 200, 200, 202]
+    assert len({r.json()["id"] for r in responses}) == 1
+    async with state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Batch)) == 1
+        assert await session.scalar(select(func.count()).select_from(Job)) == 200
