@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.batches.endpoints import router as batches_router
+from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.jobs.endpoints import router as jobs_router
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(batches_router)
     app.include_router(jobs_router)
+    app.include_router(callbacks_router)
 
     @app.middleware("http")
     async def bind_request_id(

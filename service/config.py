@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     storage_dir: Path = Path(".data/outputs")
     public_url: str = "http://127.0.0.1:8000"
+    # Ask asynchronous providers to call back to public_url + /v1/callbacks/<kind> when a
+    # generation finishes. Default: only when DARKROOM_PUBLIC_URL was set explicitly (the
+    # built-in default is not reachable from a provider); polling works either way.
+    provider_callbacks: bool | None = None
     config: Path | None = None
     # Peppers the stored hashes of API keys: a leaked database alone cannot check guesses.
     # Changing it invalidates every key.
@@ -50,7 +54,9 @@ class Settings(BaseSettings):
     default_format: str = "png"
 
     # Worker
-    worker_concurrency: int = Field(default=8, ge=1)
+    # Provider requests in flight per worker process (a synchronous generation holds one
+    # for its whole duration; an asynchronous submission only while it is sent).
+    worker_concurrency: int = Field(default=16, ge=1)
     # arq refills free slots once per poll, so a worker runs at most
     # concurrency / poll_delay jobs per second: 0.05 s leaves the CPU as the limit.
     worker_poll_delay_s: float = Field(default=0.05, gt=0)
@@ -77,6 +83,13 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.env is Environment.production
+
+    @property
+    def provider_callback_base(self) -> str | None:
+        wanted = self.provider_callbacks
+        if wanted is None:
+            wanted = "public_url" in self.model_fields_set
+        return self.public_url.rstrip("/") if wanted else None
 
     @property
     def webhooks_may_reach_private_networks(self) -> bool:

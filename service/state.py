@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.config import Settings
 from service.db import create_engine, create_sessionmaker
-from service.providers.registry import ProviderRegistry, default_registry
+from service.dispatch.accounts import Dispatch
+from service.providers.config import load_config
+from service.providers.registry import ProviderRegistry, build_registry
 from service.storage.local import LocalStorage
 
 
@@ -24,6 +26,7 @@ class State:
     http: httpx.AsyncClient
     registry: ProviderRegistry
     storage: LocalStorage
+    dispatch: Dispatch
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -44,18 +47,21 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
         follow_redirects=False,
         headers={"user-agent": "Darkroom-Webhooks/0.1"},
     )
+    registry = build_registry(load_config(settings.config))
     return State(
         settings=settings,
         engine=engine,
         sessionmaker=create_sessionmaker(engine),
         redis=redis,
         http=http,
-        registry=default_registry(),
+        registry=registry,
         storage=LocalStorage(settings.storage_dir),
+        dispatch=Dispatch(redis, registry),
     )
 
 
 async def close_state(state: State) -> None:
+    await state.registry.aclose()
     await state.http.aclose()
     await state.redis.aclose()
     await state.engine.dispose()

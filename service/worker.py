@@ -1,8 +1,11 @@
-"""The worker process: one arq Worker for image jobs (plus the reconciler cron) and one
-for webhook deliveries, sharing a State, in one event loop.
+"""The worker process, in one event loop sharing a State:
+- the dispatcher, which sends granted jobs to their providers (service.dispatch);
+- an arq Worker for what waits (polls, callback completions, cancellations at the
+  provider) plus the reconciler cron;
+- an arq Worker for webhook deliveries.
 
-arq's Worker exits when Redis goes away; `run_workers` builds new ones and carries on,
-so `darkroom worker` outlives a Redis restart.
+arq's Worker exits when Redis goes away; `run_workers` builds everything again and
+carries on, so `darkroom worker` outlives a Redis restart.
 """
 
 from __future__ import annotations
@@ -17,7 +20,17 @@ from arq import cron
 from arq.worker import Function, Worker, func
 
 from service.config import Settings
-from service.jobs.tasks import reconcile_jobs, run_job
+from service.dispatch.dispatcher import Dispatcher
+from service.jobs.runner import run_granted
+from service.jobs.tasks import (
+    CANCEL_REMOTE_JOBS,
+    FINISH_REMOTE_JOB,
+    POLL_JOB,
+    cancel_remote_jobs,
+    finish_remote_job,
+    poll_job,
+    reconcile_jobs,
+)
 from service.logging import get_logger
 from service.state import State, build_state, close_state
 from service.webhooks.tasks import deliver_webhook, reconcile_webhooks
@@ -35,8 +48,22 @@ async def reconcile(ctx: dict[str, Any]) -> None:
     await reconcile_webhooks(state)
 
 
+# A poll or a completion is one short request (plus a download); a cancellation walks a
+# batch. A task held by a worker that died runs again once this (+10 s) has passed.
+POLL_TIMEOUT_S = 60
+CANCEL_TIMEOUT_S = 600
+
+
 def job_functions() -> list[Function]:
-    return [func(run_job, name="run_job", max_tries=ARQ_MAX_TRIES)]
+    return [
+        func(poll_job, name=POLL_JOB, max_tries=ARQ_MAX_TRIES, timeout=POLL_TIMEOUT_S),
+        func(finish_remote_job, name=FINISH_REMOTE_JOB, max_tries=3, timeout=POLL_TIMEOUT_S),
+        func(cancel_remote_jobs, name=CANCEL_REMOTE_JOBS, max_tries=3, timeout=CANCEL_TIMEOUT_S),
+    ]
+
+
+def build_dispatcher(state: State) -> Dispatcher:
+    return Dispatcher(state, run_granted, concurrency=state.settings.worker_concurrency)
 
 
 def build_workers(state: State) -> list[Worker]:
@@ -79,25 +106,50 @@ def build_workers(state: State) -> list[Worker]:
     return [jobs, webhooks]
 
 
-async def run_until_idle(state: State, *, poll_s: float = 0.05) -> None:
-    """Run the workers until no job is due or running, then return (tests, `submit --wait`).
+async def run_until_idle(
+    state: State, *, wait_for_deferred: bool = False, poll_s: float = 0.05
+) -> None:
+    """Run the dispatcher and workers until nothing is due or running, then return
+    (tests, `submit --wait`).
 
-    arq's own burst mode also waits for deferred jobs (a webhook retry an hour away);
-    this stops as soon as nothing is due now. A running job stays in arq's queue until
-    it finishes, so "nothing due" also means "nothing running"."""
-    for worker in build_workers(state):
-        main = asyncio.create_task(worker.main())
-        try:
-            while not main.done():
-                await asyncio.sleep(poll_s)
-                now_ms = int(time.time() * 1000)
-                if await state.redis.zcount(worker.queue_name, "-inf", now_ms) == 0:
-                    break
-        finally:
+    With `wait_for_deferred`, also until no poll or backed-off job is waiting for later
+    (webhook retries, hours away, never count). A running arq job stays in its queue
+    until it finishes, so "nothing due" also means "nothing running"."""
+    workers = build_workers(state)
+    dispatcher = build_dispatcher(state)
+    mains = [asyncio.create_task(worker.main()) for worker in workers]
+    dispatcher.start()
+    try:
+        quiet = 0
+        while quiet < 3 and not any(main.done() for main in mains):
+            await asyncio.sleep(poll_s)
+            idle = not dispatcher.busy and await _nothing_due(state, workers, wait_for_deferred)
+            quiet = quiet + 1 if idle else 0
+    finally:
+        await dispatcher.stop(grace_s=5)
+        for main in mains:
             main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await main
+        await asyncio.gather(*mains, return_exceptions=True)
+        for worker in workers:
             await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
+async def _nothing_due(state: State, workers: list[Worker], wait_for_deferred: bool) -> bool:
+    now_ms = int(time.time() * 1000)
+    jobs_until = "+inf" if wait_for_deferred else now_ms
+    for account in state.dispatch.accounts():
+        queue = state.dispatch.queue(account)
+        keys = queue.keys
+        queued = await queue.backlog()
+        delayed_due = await state.redis.zcount(keys.delayed, "-inf", jobs_until)
+        delayed = await state.redis.zcard(keys.delayed)
+        if queued - delayed + delayed_due > 0:
+            return False
+    for worker in workers:
+        until = jobs_until if worker.queue_name == state.settings.queue_name else now_ms
+        if await state.redis.zcount(worker.queue_name, "-inf", until) > 0:
+            return False
+    return True
 
 
 async def run_workers(settings: Settings) -> None:
@@ -111,10 +163,13 @@ async def run_workers(settings: Settings) -> None:
         started = loop.time()
         state = await build_state(settings, pool_size=settings.worker_concurrency + 4)
         workers = build_workers(state)
+        dispatcher = build_dispatcher(state)
         mains = [asyncio.create_task(worker.main()) for worker in workers]
+        dispatcher.start()
         stopper = asyncio.create_task(stop.wait())
         log.info("worker_started", queues=[w.queue_name for w in workers])
         done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
+        await dispatcher.stop(grace_s=30 if stop.is_set() else 10)
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.close()

@@ -10,20 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
 import hypothesis
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -35,9 +29,10 @@ from schemathesis.specs.openapi.checks import (
 
 from service.app import create_app
 from service.config import Settings
-from service.jobs.tasks import _run_job
 from service.state import State, build_state, close_state
 from tests.conftest import ROOT, Caller
+from tests.jobs.scripted import run_attempt
+from tests.live import live_server
 
 SCHEMA_PATH = ROOT / "openapi" / "openapi.json"
 CHECKS = [
@@ -79,36 +74,12 @@ async def test_errors_outside_the_document_use_the_envelope(
         assert error["message"]
 
 
-@contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
-    """The app under uvicorn in a thread, on a port the OS picked."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the live server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
-
-
 async def run_jobs(settings: Settings, job_ids: list[str]) -> None:
     """Run jobs to the end on a State of this loop's own (the fixture's belongs to another)."""
     state = await build_state(settings, pool_size=2)
     try:
         for job_id in job_ids:
-            await _run_job(state, uuid.UUID(job_id))
+            await run_attempt(state, uuid.UUID(job_id))
     finally:
         await close_state(state)
 
@@ -228,7 +199,10 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
                     )
     assert not fuzzer.failures, "\n\n".join(fuzzer.failures)
     # The fuzzer got past validation and authentication everywhere, or it proved little.
+    # Two operations cannot succeed from random input, and have tests of their own: a
+    # callback needs a provider's signature, a retry needs a batch with failed jobs.
+    out_of_reach = {"POST /v1/callbacks/replicate", "POST /v1/batches/{batch_id}/retry"}
     succeeded = {label for label, status in fuzzer.answered if status < 300}
-    assert succeeded == {operation.label for operation in operations}, fuzzer.answered
+    assert succeeded == {op.label for op in operations} - out_of_reach, fuzzer.answered
     unauthorized = {label for label, status in fuzzer.answered if status == 401}
     assert unauthorized == {op.label for op in operations if op.path.startswith("/v1/")}

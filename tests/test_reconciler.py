@@ -11,12 +11,13 @@ from sqlalchemy import select
 from service.batches.schemas import BatchCreate
 from service.batches.service import submit_batch
 from service.db import session_scope
-from service.jobs.tasks import _run_job, reconcile_jobs
+from service.jobs.tasks import reconcile_jobs
 from service.models import ApiKey, DeliveryStatus, WebhookEvent
 from service.state import State
 from service.webhooks.tasks import reconcile_webhooks
 from service.worker import run_until_idle
 from tests.conftest import Caller
+from tests.jobs.scripted import run_attempt
 from tests.webhooks.receiver import running_receiver
 
 
@@ -41,7 +42,7 @@ async def test_jobs_committed_but_never_enqueued_are_recovered(
 ) -> None:
     body = {"jobs": [{"prompt": f"p{n}", "width": 64, "height": 64} for n in range(5)]}
     batch_id = await commit_without_enqueue(state, caller, body)
-    assert await state.redis.zcard(state.settings.queue_name) == 0
+    assert await state.dispatch.queue("local").backlog() == 0
 
     await run_until_idle(state)  # a worker alone finds nothing: the work is only in Postgres
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
@@ -68,14 +69,14 @@ async def test_redis_losing_everything_loses_nothing(
         }
         response = await client.post("/v1/batches", json=body, headers=caller.headers)
         batch_id = response.json()["id"]
-        assert await state.redis.zcard(state.settings.queue_name) == 3
+        assert await state.dispatch.queue("local").backlog() == 3
         await state.redis.flushdb()  # Redis forgets the queue
         assert await reconcile_jobs(state) == 3
 
         # Run the jobs (their deliveries get enqueued), then Redis forgets again.
         jobs = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
         for job in jobs.json()["items"]:
-            await _run_job(state, uuid.UUID(job["id"]))
+            await run_attempt(state, uuid.UUID(job["id"]))
         await state.redis.flushdb()
         async with state.sessionmaker() as session:
             pending = list((await session.execute(select(WebhookEvent))).scalars())

@@ -14,7 +14,7 @@ from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.schemas import JobPage, JobStatusName
 from service.jobs.service import job_out
-from service.jobs.tasks import enqueue_jobs
+from service.jobs.tasks import enqueue_cancel, enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -73,10 +73,10 @@ async def submit_batch(
     if not submitted.created:
         response.status_code = 200
         return await service.present_batch(session, batch)
-    await enqueue_jobs(state, submitted.job_ids)
+    await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
     return service.batch_out(
         batch,
-        repository.BatchTotals({"queued": len(submitted.job_ids)}, cost_usd=Decimal(0)),
+        repository.BatchTotals({"queued": len(submitted.jobs)}, cost_usd=Decimal(0)),
     )
 
 
@@ -152,12 +152,33 @@ async def list_batch_jobs(
 async def cancel_batch(
     batch_id: uuid.UUID, state: StateDep, session: SessionDep, api_key: ApiKeyDep
 ) -> BatchOut:
-    """Queued jobs are cancelled at once; running ones finish, then the batch ends cancelled."""
+    """Queued jobs are cancelled at once, generations running at a provider are cancelled
+    there; jobs in the middle of a synchronous request finish. Then the batch ends
+    cancelled."""
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
     event_id = await service.cancel_batch(session, batch)
     await session.commit()
     if event_id is not None:
         await enqueue_deliveries(state, [event_id])
+    await enqueue_cancel(state, batch.id)
+    return await service.present_batch(session, batch)
+
+
+@router.post(
+    "/{batch_id}/retry",
+    status_code=202,
+    responses={
+        409: {"model": ErrorResponse, "description": "No failed jobs, or the batch was cancelled"}
+    },
+)
+async def retry_batch(
+    batch_id: uuid.UUID, state: StateDep, session: SessionDep, api_key: ApiKeyDep
+) -> BatchOut:
+    """Put the batch's failed jobs back in line, each with a fresh set of attempts."""
+    batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
+    jobs = await service.retry_batch(session, batch)
+    await session.commit()
+    await enqueue_jobs(state, batch.id, batch.priority, jobs)
     return await service.present_batch(session, batch)
 
 

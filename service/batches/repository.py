@@ -162,3 +162,27 @@ async def cancel_queued_jobs(session: AsyncSession, batch_id: uuid.UUID, now: da
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def requeue_failed_jobs(
+    session: AsyncSession, batch_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    """Failed jobs become queued with their attempt count reset (their attempt rows stay)."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.batch_id == batch_id, Job.status == JobStatus.failed)
+        .values(
+            status=JobStatus.queued,
+            attempts=0,
+            current_attempt=None,
+            remote_id=None,
+            submitted_at=None,
+            error_code=None,
+            error_message=None,
+            finished_at=None,
+            updated_at=func.now(),
+        )
+        .returning(Job.id, Job.model)
+        .execution_options(synchronize_session=False)
+    )
+    return [(job_id, model) for job_id, model in result]

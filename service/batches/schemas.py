@@ -88,10 +88,23 @@ class JobCreate(JobFields):
         return value
 
 
+PriorityName = Literal["realtime", "bulk"]
+Budget = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+
+
 class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[Text, Field(max_length=200)] | None = None
+    priority: PriorityName = Field(
+        default="bulk",
+        description="realtime work is dispatched before bulk work at every provider",
+    )
+    budget_usd: Budget | None = Field(
+        default=None,
+        description="Stop dispatching before the estimated spend would pass this; the jobs "
+        "left fail with code budget_exceeded",
+    )
     callback_url: CallbackUrl | None = None
     metadata: Metadata | None = None
     defaults: JobFields | None = None
@@ -116,8 +129,10 @@ class BatchOut(BaseModel):
     id: uuid.UUID
     name: str | None
     status: BatchStatusName
+    priority: PriorityName
     counts: BatchCounts
     cost_usd: float
+    budget_usd: float | None
     created_at: datetime
     completed_at: datetime | None
     metadata: dict[str, Any]

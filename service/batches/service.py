@@ -6,6 +6,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -16,7 +17,7 @@ from service.batches.schemas import BatchCounts, BatchCreate, BatchOut, JobCreat
 from service.config import Settings
 from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
-from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus
+from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
 from service.providers.registry import ProviderRegistry
 from service.storage.naming import output_file_name, safe_output_stem
 from service.webhooks.service import record_event
@@ -26,7 +27,8 @@ from service.webhooks.service import record_event
 class SubmittedBatch:
     batch: Batch
     created: bool
-    job_ids: list[uuid.UUID]
+    # (job id, model) of every job created, to put in line after commit.
+    jobs: list[tuple[uuid.UUID, str]]
 
 
 def request_hash(body: BatchCreate) -> str:
@@ -61,6 +63,9 @@ async def submit_batch(
         idempotency_key=idempotency_key,
         request_hash=digest,
         job_count=len(resolved),
+        priority=Priority(body.priority),
+        budget_usd=Decimal(str(body.budget_usd)) if body.budget_usd is not None else None,
+        reserved_usd=Decimal(0),
         created_at=now,
     )
     try:
@@ -81,7 +86,8 @@ async def submit_batch(
         for index, (job_id, fields) in enumerate(zip(job_ids, resolved, strict=True))
     ]
     await repository.copy_jobs(session, rows)
-    return SubmittedBatch(batch, created=True, job_ids=job_ids)
+    models = [fields["model"] for fields in resolved]
+    return SubmittedBatch(batch, created=True, jobs=list(zip(job_ids, models, strict=True)))
 
 
 async def _replay(
@@ -91,7 +97,7 @@ async def _replay(
     if existing is None:
         return None
     ensure_same_request(existing, body)
-    return SubmittedBatch(existing, created=False, job_ids=[])
+    return SubmittedBatch(existing, created=False, jobs=[])
 
 
 def ensure_same_request(batch: Batch, body: BatchCreate) -> None:
@@ -183,6 +189,7 @@ def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
         id=batch.id,
         name=batch.name,
         status=batch.status.value,
+        priority=batch.priority.value,
         counts=BatchCounts(
             total=batch.job_count,
             queued=counts.get("queued", 0),
@@ -192,6 +199,7 @@ def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
             cancelled=counts.get("cancelled", 0),
         ),
         cost_usd=float(totals.cost_usd),
+        budget_usd=float(batch.budget_usd) if batch.budget_usd is not None else None,
         created_at=batch.created_at,
         completed_at=batch.completed_at,
         metadata=batch.metadata_,
@@ -232,8 +240,9 @@ async def complete_batch(session: AsyncSession, batch: Batch) -> str | None:
 
 
 async def cancel_batch(session: AsyncSession, batch: Batch) -> str | None:
-    """Queued jobs become cancelled; running ones finish. The batch ends cancelled once
-    nothing runs. The caller holds the batch row lock."""
+    """Queued jobs become cancelled. Running ones are cancelled at their provider after
+    commit (jobs.tasks.enqueue_cancel) or finish; the batch ends cancelled once nothing
+    runs. The caller holds the batch row lock."""
     if batch.status in FINAL_BATCH_STATUSES:
         if batch.status is BatchStatus.cancelled:
             return None
@@ -245,3 +254,16 @@ async def cancel_batch(session: AsyncSession, batch: Batch) -> str | None:
         batch.cancel_requested_at = now
     await repository.cancel_queued_jobs(session, batch.id, now)
     return await complete_batch(session, batch)
+
+
+async def retry_batch(session: AsyncSession, batch: Batch) -> list[tuple[uuid.UUID, str]]:
+    """Put the batch's failed jobs back in line with fresh attempts; returns (job id,
+    model) of each, to enqueue after commit. The caller holds the batch row lock."""
+    if batch.cancel_requested_at is not None:
+        raise Conflict("a cancelled batch cannot be retried", code="batch_cancelled")
+    jobs = await repository.requeue_failed_jobs(session, batch.id)
+    if not jobs:
+        raise Conflict("the batch has no failed jobs to retry", code="nothing_to_retry")
+    batch.status = BatchStatus.running
+    batch.completed_at = None
+    return jobs

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import ACTIVE_JOB_STATUSES, Batch, BatchStatus, Job, JobAttempt
+from service.models import (
+    ACTIVE_JOB_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobAttempt,
+    JobStatus,
+    Priority,
+)
 
 
 async def get_job_for_key(
@@ -62,16 +71,45 @@ async def batch_has_active_jobs(session: AsyncSession, batch_id: uuid.UUID) -> b
     return bool((await session.execute(query)).scalar())
 
 
-async def stale_active_job_ids(
+@dataclass(frozen=True)
+class ActiveJob:
+    """What the reconciler needs to put an active job back where it belongs."""
+
+    id: uuid.UUID
+    batch_id: uuid.UUID
+    model: str
+    status: JobStatus
+    remote_id: str | None
+    priority: Priority
+
+
+async def stale_active_jobs(
     session: AsyncSession, *, older_than: datetime, after_id: uuid.UUID | None, limit: int
-) -> list[uuid.UUID]:
+) -> list[ActiveJob]:
     """Active jobs untouched since `older_than`, in id order for keyset paging."""
-    query = select(Job.id).where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.updated_at < older_than)
+    query = (
+        select(Job.id, Job.batch_id, Job.model, Job.status, Job.remote_id, Batch.priority)
+        .join(Batch, Batch.id == Job.batch_id)
+        .where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.updated_at < older_than)
+    )
     if after_id is not None:
         query = query.where(Job.id > after_id)
     query = query.order_by(Job.id).limit(limit)
+    return [ActiveJob(*row) for row in await session.execute(query)]
+
+
+async def remote_job_ids(session: AsyncSession, batch_id: uuid.UUID) -> list[uuid.UUID]:
+    """The batch's jobs waiting at their providers."""
+    query = select(Job.id).where(
+        Job.batch_id == batch_id, Job.status == JobStatus.running, Job.remote_id.is_not(None)
+    )
     return list((await session.execute(query)).scalars())
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return await session.get(Job, job_id)
+
+
+async def job_by_remote_id(session: AsyncSession, remote_id: str) -> Job | None:
+    query = select(Job).where(Job.remote_id == remote_id)
+    return (await session.execute(query)).scalars().first()

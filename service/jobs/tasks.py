@@ -1,16 +1,18 @@
-"""arq tasks for jobs. Thin: open sessions, call the service, enqueue what follows.
+"""arq tasks and queue plumbing for jobs. Thin: open sessions, call the service, enqueue
+what follows.
 
-arq runs a task at least once, so every step here is safe to repeat: a finished job
-is skipped, an abandoned attempt is closed and counted, and an output is written to a
-fixed key (a rerun overwrites it with the same bytes).
+Submissions do not go through arq: the dispatcher (service.dispatch.dispatcher) hands
+granted jobs to service.jobs.runner. arq carries what waits: polls of generations that
+run at a provider, completions reported by provider callbacks, cancellations at the
+provider. arq runs a task at least once, so each is safe to repeat: a job that is no
+longer waiting at its provider makes every one of them a no-op.
 """
 
 from __future__ import annotations
 
-import random
-import time
 import uuid
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,145 +21,245 @@ from arq import Retry
 from redis.exceptions import RedisError
 
 from service.db import session_scope
-from service.jobs import repository, service
-from service.jobs.queue import enqueue_run_jobs, missing_from_queue
+from service.jobs import repository, runner, service
+from service.jobs.queue import missing_from_queue
 from service.kit.base import utcnow
 from service.logging import get_logger
+from service.models import JobStatus, Priority
 from service.providers.base import (
-    GeneratedImage,
-    GenerationRequest,
     ProviderError,
-    ProviderPermanentError,
+    ProviderRateLimited,
     ProviderRetryableError,
+    RemoteJob,
 )
-from service.providers.registry import ModelSpec
 from service.state import State
-from service.storage.base import StoredObject
 from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
 
-RETRY_BASE_S = 2.0
-RETRY_CAP_S = 120.0
+POLL_JOB = "poll_job"
+FINISH_REMOTE_JOB = "finish_remote_job"
+CANCEL_REMOTE_JOBS = "cancel_remote_jobs"
 
 
-def retry_delay_s(attempt: int) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt))
+def poll_job_id(job_id: uuid.UUID | str) -> str:
+    return f"poll:{job_id}"
 
 
-async def enqueue_jobs(state: State, job_ids: Sequence[uuid.UUID]) -> None:
-    """Best effort, after commit: what is stored is accepted, and the reconciler enqueues
-    whatever a Redis failure here leaves behind."""
+async def enqueue_jobs(
+    state: State, batch_id: uuid.UUID, priority: Priority, jobs: Sequence[tuple[uuid.UUID, str]]
+) -> None:
+    """Put (job id, model) pairs in line at their provider accounts. Best effort, after
+    commit: what is stored is accepted, and the reconciler enqueues whatever a Redis
+    failure here leaves behind."""
+    by_account: dict[str, list[str]] = defaultdict(list)
+    for job_id, model in jobs:
+        spec = state.registry.model(model)
+        if spec is not None:
+            by_account[spec.provider].append(str(job_id))
     try:
-        await enqueue_run_jobs(
-            state.redis, [str(i) for i in job_ids], queue_name=state.settings.queue_name
+        for account, ids in by_account.items():
+            await state.dispatch.queue(account).enqueue(str(batch_id), ids, priority)
+    except (RedisError, OSError) as exc:
+        log.warning("enqueue_deferred_to_reconciler", jobs=len(jobs), error=repr(exc))
+
+
+async def enqueue_poll(state: State, job_id: uuid.UUID, *, delay_s: float) -> None:
+    try:
+        await state.redis.enqueue_job(
+            POLL_JOB,
+            str(job_id),
+            _job_id=poll_job_id(job_id),
+            _defer_by=timedelta(seconds=delay_s),
+            _queue_name=state.settings.queue_name,
         )
     except (RedisError, OSError) as exc:
-        log.warning("enqueue_deferred_to_reconciler", jobs=len(job_ids), error=repr(exc))
+        log.warning("poll_deferred_to_reconciler", job_id=str(job_id), error=repr(exc))
 
 
-async def run_job(ctx: dict[str, Any], job_id: str) -> None:
+async def poll_job(ctx: dict[str, Any], job_id: str) -> None:
     state: State = ctx["state"]
     with structlog.contextvars.bound_contextvars(job_id=job_id):
-        retry_in = await _run_job(state, uuid.UUID(job_id))
-    if retry_in is not None:
-        raise Retry(defer=timedelta(seconds=retry_in))
+        again_in = await _poll_job(state, uuid.UUID(job_id), polls=int(ctx.get("job_try", 1)))
+    if again_in is not None:
+        raise Retry(defer=timedelta(seconds=again_in))
 
 
-async def _run_job(state: State, job_id: uuid.UUID) -> float | None:
-    """Run one attempt. Returns seconds to wait before the next, if one is due."""
-    settings = state.settings
-    async with session_scope(state.sessionmaker) as session:
-        job = await repository.get_job(session, job_id)
-        if job is None:
-            return None
-        structlog.contextvars.bind_contextvars(batch_id=str(job.batch_id))
-        spec = state.registry.model(job.model)
-        provider_name = spec.provider if spec else "unknown"
-        started = await service.start_attempt(
-            session,
-            job_id,
-            provider=provider_name,
-            max_attempts=settings.job_max_attempts,
-            public_url=settings.public_url,
-        )
-    if started is None:
+async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | None:
+    """Ask the provider how the generation is doing. Returns seconds until the next poll."""
+    async with state.sessionmaker() as session:
+        started = await service.resume_remote(session, job_id)
+    if started is None or started.remote_id is None:
         return None
-    if isinstance(started, service.Transition):
-        await enqueue_deliveries(state, started.event_ids)
+    spec = state.registry.model(started.model)
+    provider = state.registry.providers.get(started.account)
+    if spec is None or provider is None:
         return None
-
-    began = time.perf_counter()
-    failure: ProviderError | None = None
+    callbacks = state.settings.provider_callback_base is not None
+    waited = (utcnow() - (started.submitted_at or utcnow())).total_seconds()
+    if waited > spec.deadline_s:
+        await _give_up(state, started, provider_cancel=True, waited_s=waited)
+        return None
+    await state.dispatch.limiter(started.account).renew(str(job_id), runner.REMOTE_LEASE_S)
     try:
-        image, stored = await _generate_and_store(state, spec, started)
+        remote = await provider.poll(started.remote_id)
+    except ProviderRateLimited as error:
+        return max(error.retry_after_s or 0.0, runner.next_poll_delay_s(polls, callbacks=False))
+    except ProviderRetryableError as error:
+        log.warning("poll_failed", code=error.code, error=error.message)
+        return runner.next_poll_delay_s(polls, callbacks=False)
     except ProviderError as error:
-        failure = error
-    except Exception as exc:  # a bug or a full disk must not leave the job running
-        log.exception("job_attempt_crashed")
-        failure = ProviderRetryableError("internal_error", f"{type(exc).__name__}: {exc}")
-    latency_ms = int((time.perf_counter() - began) * 1000)
-    async with session_scope(state.sessionmaker) as session:
-        if failure is None:
-            transition = await service.record_success(
-                session,
-                started,
-                image,
-                stored,
-                latency_ms=latency_ms,
-                public_url=settings.public_url,
-            )
-        else:
-            log.warning("job_attempt_failed", code=failure.code, error=failure.message)
-            transition = await service.record_failure(
-                session,
-                started,
-                failure,
-                latency_ms=latency_ms,
-                max_attempts=settings.job_max_attempts,
-                retry_in_s=retry_delay_s(started.attempt),
-                public_url=settings.public_url,
-            )
-    await enqueue_deliveries(state, transition.event_ids)
-    return transition.retry_in_s
+        # The provider no longer knows the generation (404) or us (401): this attempt
+        # is over; another may still succeed.
+        lost = ProviderRetryableError(error.code, error.message, http_status=error.http_status)
+        remote = RemoteJob(started.remote_id, "failed", error=lost)
+    if not remote.finished:
+        return runner.next_poll_delay_s(polls, callbacks=callbacks)
+    return await runner.complete_remote(state, spec, started, remote)
 
 
-async def _generate_and_store(
-    state: State, spec: ModelSpec | None, started: service.StartedJob
-) -> tuple[GeneratedImage, StoredObject]:
-    if spec is None:
-        raise ProviderPermanentError("unknown_model", f"model {started.model!r} is not configured")
-    image = await state.registry.provider_for(spec).generate(
-        GenerationRequest(
-            prompt=started.prompt,
-            model_ref=spec.ref,
-            width=started.params["width"],
-            height=started.params["height"],
-            format=started.params["format"],
-            seed=started.params["seed"],
-        )
+async def _give_up(
+    state: State, started: service.StartedJob, *, provider_cancel: bool, waited_s: float
+) -> None:
+    provider = state.registry.providers[started.account]
+    if provider_cancel and started.remote_id is not None:
+        try:
+            await provider.cancel(started.remote_id)
+        except ProviderError as error:
+            log.warning("provider_cancel_failed", code=error.code, error=error.message)
+    overdue = ProviderRetryableError(
+        "deadline_exceeded", f"the provider had not finished after {waited_s:.0f} s"
     )
-    stored = await state.storage.put(started.output_key, image.data, image.content_type)
-    return image, stored
+    remote = RemoteJob(started.remote_id or "", "failed", error=overdue)
+    spec = state.registry.model(started.model)
+    if spec is not None:
+        await runner.complete_remote(state, spec, started, remote)
+
+
+async def finish_remote_job(
+    ctx: dict[str, Any], job_id: str, account: str, payload: Mapping[str, Any]
+) -> None:
+    """A provider's callback said the generation finished; finish the job with it."""
+    state: State = ctx["state"]
+    with structlog.contextvars.bound_contextvars(job_id=job_id):
+        again_in = await _finish_remote_job(state, uuid.UUID(job_id), account, payload)
+    if again_in is not None:
+        await enqueue_poll(state, uuid.UUID(job_id), delay_s=again_in)
+
+
+async def _finish_remote_job(
+    state: State, job_id: uuid.UUID, account: str, payload: Mapping[str, Any]
+) -> float | None:
+    provider = state.registry.providers.get(account)
+    async with state.sessionmaker() as session:
+        started = await service.resume_remote(session, job_id)
+    if provider is None or started is None or started.account != account:
+        return None
+    remote = provider.parse_remote(payload)
+    spec = state.registry.model(started.model)
+    if remote.id != started.remote_id or not remote.finished or spec is None:
+        return None
+    return await runner.complete_remote(state, spec, started, remote)
+
+
+async def cancel_remote_jobs(ctx: dict[str, Any], batch_id: str) -> None:
+    state: State = ctx["state"]
+    with structlog.contextvars.bound_contextvars(batch_id=batch_id):
+        await _cancel_remote_jobs(state, uuid.UUID(batch_id))
+
+
+async def _cancel_remote_jobs(state: State, batch_id: uuid.UUID) -> int:
+    """A cancelled batch's generations still running at their providers are cancelled
+    there, so nobody pays for what will be thrown away."""
+    async with state.sessionmaker() as session:
+        job_ids = await repository.remote_job_ids(session, batch_id)
+    cancelled = 0
+    for job_id in job_ids:
+        async with state.sessionmaker() as session:
+            started = await service.resume_remote(session, job_id)
+        spec = state.registry.model(started.model) if started is not None else None
+        if started is None or started.remote_id is None or spec is None:
+            continue
+        try:
+            await state.registry.providers[started.account].cancel(started.remote_id)
+        except ProviderError as error:
+            log.warning("provider_cancel_failed", code=error.code, error=error.message)
+            continue
+        await runner.complete_remote(state, spec, started, RemoteJob(started.remote_id, "canceled"))
+        cancelled += 1
+    return cancelled
+
+
+async def enqueue_cancel(state: State, batch_id: uuid.UUID) -> None:
+    """After a cancel commits: drop the batch's queued jobs from the dispatch queues and
+    cancel what runs at providers. Best effort: queued jobs left behind are skipped
+    (their grant refunded) when they come up."""
+    try:
+        for account in state.dispatch.accounts():
+            await state.dispatch.queue(account).purge(str(batch_id))
+        await state.redis.enqueue_job(
+            CANCEL_REMOTE_JOBS, str(batch_id), _queue_name=state.settings.queue_name
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("cancel_at_providers_failed", error=repr(exc))
 
 
 async def reconcile_jobs(state: State) -> int:
-    """Re-enqueue active jobs that Redis has lost (a crash between commit and enqueue,
-    or a Redis that forgot). Enqueueing is idempotent, so checking is all it costs."""
-    settings = state.settings
-    older_than = utcnow() - timedelta(seconds=settings.reconcile_stale_after_s)
+    """Put back in line every active job that Redis has lost track of: a crash between
+    commit and enqueue, a worker that died holding a job, a Redis that forgot."""
+    older_than = utcnow() - timedelta(seconds=state.settings.reconcile_stale_after_s)
     restored = 0
     after: uuid.UUID | None = None
     while True:
         async with state.sessionmaker() as session:
-            ids = await repository.stale_active_job_ids(
+            rows = await repository.stale_active_jobs(
                 session, older_than=older_than, after_id=after, limit=2_000
             )
-        if not ids:
-            return restored
-        after = ids[-1]
-        missing = await missing_from_queue(state.redis, [str(i) for i in ids])
-        if missing:
-            restored += await enqueue_run_jobs(state.redis, missing, queue_name=settings.queue_name)
-            log.warning("reconciler_restored_jobs", count=len(missing))
+        if not rows:
+            break
+        after = rows[-1].id
+        restored += await _restore(state, rows)
+    if restored:
+        log.warning("reconciler_restored_jobs", count=restored)
+    return restored
+
+
+async def _restore(state: State, rows: Sequence[repository.ActiveJob]) -> int:
+    restored = 0
+    polls = [row for row in rows if row.remote_id is not None]
+    missing = set(await missing_from_queue(state.redis, [poll_job_id(r.id) for r in polls]))
+    for row in polls:
+        if poll_job_id(row.id) in missing:
+            await enqueue_poll(state, row.id, delay_s=0)
+            restored += 1
+    by_account: dict[str, list[repository.ActiveJob]] = defaultdict(list)
+    for row in rows:
+        spec = state.registry.model(row.model)
+        if row.remote_id is None:
+            by_account[spec.provider if spec else ""].append(row)
+    for account, group in by_account.items():
+        if not account:
+            restored += await _fail_unconfigured(state, group)
+            continue
+        queue = state.dispatch.queue(account)
+        ids = [str(row.id) for row in group]
+        waiting = await queue.waiting(ids)
+        held = await queue.holds_slot(ids)
+        for row, is_waiting, is_held in zip(group, waiting, held, strict=True):
+            if is_waiting or is_held:
+                continue
+            front = row.status is JobStatus.running  # its worker died: it was next in line
+            await queue.enqueue(str(row.batch_id), [str(row.id)], row.priority, front=front)
+            restored += 1
+    return restored
+
+
+async def _fail_unconfigured(state: State, rows: Sequence[repository.ActiveJob]) -> int:
+    for row in rows:
+        async with session_scope(state.sessionmaker) as session:
+            transition = await service.fail_unconfigured(
+                session, row.id, public_url=state.settings.public_url
+            )
+        if transition is not None:
+            await enqueue_deliveries(state, transition.event_ids)
+    return len(rows)

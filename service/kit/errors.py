@@ -75,6 +75,11 @@ class InvalidInput(ApiError):
     code = "validation_error"
 
 
+class ServiceUnavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"

@@ -2,7 +2,7 @@
 
 from service.kit.base import Base
 from service.models.api_key import ApiKey
-from service.models.batch import FINAL_BATCH_STATUSES, Batch, BatchStatus
+from service.models.batch import FINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
 from service.models.job import (
     ACTIVE_JOB_STATUSES,
     FINAL_JOB_STATUSES,
@@ -24,6 +24,7 @@ __all__ = [
     "Job",
     "JobAttempt",
     "JobStatus",
+    "Priority",
     "WebhookAttempt",
     "WebhookEvent",
 ]

@@ -3,9 +3,10 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, Numeric, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -26,6 +27,13 @@ FINAL_BATCH_STATUSES = frozenset(
 )
 
 
+class Priority(enum.StrEnum):
+    """Realtime work (a CMS article waiting for its cover) is dispatched before bulk work."""
+
+    realtime = "realtime"
+    bulk = "bulk"
+
+
 class Batch(IdMixin, TimestampMixin, Base):
     __tablename__ = "batches"
     __table_args__ = (
@@ -44,5 +52,16 @@ class Batch(IdMixin, TimestampMixin, Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     job_count: Mapped[int]
+    priority: Mapped[Priority] = mapped_column(
+        Enum(Priority, name="priority", native_enum=False, length=20),
+        default=Priority.bulk,
+        server_default=Priority.bulk.value,
+    )
+    # Dispatch stops before the estimated spend would pass this; `reserved_usd` is the
+    # spend of succeeded jobs plus the estimate of running ones.
+    budget_usd: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    reserved_usd: Mapped[Decimal] = mapped_column(
+        Numeric(12, 6), default=Decimal(0), server_default="0"
+    )
     cancel_requested_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]

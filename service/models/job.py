@@ -51,7 +51,19 @@ class Job(IdMixin, TimestampMixin, Base):
     model: Mapped[str] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    # Attempts that count against the model's max_attempts (a 429 never does); reset by
+    # POST /v1/batches/{id}/retry. `tries` numbers every attempt row, 429s included.
     attempts: Mapped[int] = mapped_column(default=0)
+    tries: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The attempt that owns the job while it runs: a worker presumed dead that comes back
+    # finds another number here and lets go.
+    current_attempt: Mapped[int | None]
+    # Provider account that ran the latest attempt, and, for asynchronous providers, the
+    # handle of the generation there (a Replicate prediction id). Once stored, the job is
+    # never submitted again for this attempt: it resumes by polling.
+    provider: Mapped[str | None] = mapped_column(String(100))
+    remote_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    submitted_at: Mapped[datetime | None]
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
     output_key: Mapped[str | None] = mapped_column(String(1000))
@@ -60,6 +72,8 @@ class Job(IdMixin, TimestampMixin, Base):
     output_height: Mapped[int | None]
     output_bytes: Mapped[int | None]
     output_sha256: Mapped[str | None] = mapped_column(String(64))
+    # What the job cost: the model's price once it succeeded; while it runs, the estimate
+    # reserved against the batch's budget.
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.base import Base, IdMixin
@@ -20,8 +22,13 @@ class JobAttempt(IdMixin, Base):
     provider: Mapped[str] = mapped_column(String(100))
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
-    # succeeded | failed | retry | abandoned (worker died or job cancelled mid-attempt)
+    # succeeded | failed | retry | rate_limited (429: not counted) | cancelled |
+    # abandoned (the worker running it died)
     outcome: Mapped[str | None] = mapped_column(String(20))
+    # The provider's handle for an asynchronous generation (a Replicate prediction id).
+    remote_id: Mapped[str | None] = mapped_column(String(200))
+    # What the provider reported it used (OpenAI's token usage, Replicate's predict_time).
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     http_status: Mapped[int | None]
     latency_ms: Mapped[int | None]
     error_code: Mapped[str | None] = mapped_column(String(100))

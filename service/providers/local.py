@@ -21,16 +21,20 @@ import io
 import random
 import threading
 import unicodedata
+from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
+from typing import Any, NoReturn
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from service.providers.base import (
     CONTENT_TYPES,
+    Capabilities,
     GeneratedImage,
     GenerationRequest,
     ProviderPermanentError,
+    RemoteJob,
 )
 
 MODEL_REF = "procedural"
@@ -61,7 +65,14 @@ _FONT_LOCK = threading.Lock()
 class LocalRenderer:
     """Synchronous, free, offline image generation for the `local` provider."""
 
-    name = "local"
+    kind = "local"
+    capabilities = Capabilities(asynchronous=False)
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+
+    async def submit(self, request: GenerationRequest) -> GeneratedImage:
+        return await self.generate(request)
 
     async def generate(self, request: GenerationRequest) -> GeneratedImage:
         _validate(request)
@@ -74,6 +85,30 @@ class LocalRenderer:
             cost_usd=Decimal(0),
             usage={"model": MODEL_REF, "pixels": request.width * request.height},
         )
+
+    async def poll(self, remote_id: str) -> RemoteJob:
+        _unsupported("poll")
+
+    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
+        _unsupported("fetch_result")
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
+        _unsupported("parse_callback")
+
+    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
+        _unsupported("parse_remote")
+
+    async def cancel(self, remote_id: str) -> None:
+        _unsupported("cancel")
+
+    async def aclose(self) -> None:
+        """Nothing to release: the renderer holds no connections."""
+
+
+def _unsupported(operation: str) -> NoReturn:
+    raise ProviderPermanentError(
+        "unsupported", f"local: {operation} is not supported by a synchronous provider"
+    )
 
 
 def render_image(request: GenerationRequest) -> bytes:

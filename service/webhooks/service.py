@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import random
 import uuid
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.kit.backoff import exponential_backoff
 from service.kit.base import utcnow
 from service.models import Batch, DeliveryStatus, WebhookEvent
 
@@ -47,7 +47,6 @@ async def record_event(
 
 
 def retry_delay_s(attempts: int, *, base_s: float, cap_s: float) -> float:
-    """Exponential backoff (x3 per attempt, capped) with jitter over the upper half, so
-    many receivers that failed together do not all come back at once."""
-    ceiling = min(cap_s, base_s * 3 ** max(attempts - 1, 0))
-    return random.uniform(ceiling / 2, ceiling)
+    """x3 per attempt, capped, jittered over the upper half: receivers that failed
+    together do not all come back at once, and none comes back too early."""
+    return exponential_backoff(attempts, base_s=base_s, cap_s=cap_s, factor=3, full_jitter=False)

@@ -1,48 +1,22 @@
-"""Jobs run end to end on a real burst arq worker, and through the inner task function."""
+"""Jobs run end to end through the dispatcher and real workers, and one attempt at a time
+through the runner."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import uuid
-from dataclasses import dataclass, field
+from decimal import Decimal
 
 import httpx
 from PIL import Image
 
-from service.jobs.tasks import _run_job
-from service.providers.base import (
-    GeneratedImage,
-    GenerationRequest,
-    ProviderPermanentError,
-    ProviderRetryableError,
-)
-from service.providers.registry import ModelSpec
+from service.jobs import runner
+from service.providers.base import GeneratedImage, ProviderPermanentError, ProviderRetryableError
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
-
-
-@dataclass
-class ScriptedProvider:
-    """A provider whose answers a test writes in advance: errors, then a real image."""
-
-    name: str = "scripted"
-    errors: list[Exception] = field(default_factory=list)
-    calls: int = 0
-
-    async def generate(self, request: GenerationRequest) -> GeneratedImage:
-        self.calls += 1
-        if self.errors:
-            raise self.errors.pop(0)
-        buffer = io.BytesIO()
-        Image.new("RGB", (request.width, request.height), "teal").save(buffer, "PNG")
-        return GeneratedImage(buffer.getvalue(), "png", request.width, request.height)
-
-
-def install(state: State, provider: ScriptedProvider) -> None:
-    state.registry.providers[provider.name] = provider
-    state.registry.models["test/scripted"] = ModelSpec("test/scripted", provider.name, "x")
+from tests.jobs.scripted import ScriptedProvider, install, run_attempt
 
 
 async def jobs_of(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> list[dict]:  # type: ignore[type-arg]
@@ -149,12 +123,16 @@ async def test_retryable_errors_are_retried_then_succeed(
         {"jobs": [{"prompt": "x", "model": "test/scripted", "width": 64, "height": 64}]},
     )
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
-    retry_in = await _run_job(state, job_id)
-    assert retry_in is not None
+    queue = state.dispatch.queue("scripted")
+    await queue.purge(batch_id)  # run by hand below, not by the dispatcher
+    await run_attempt(state, job_id)
     job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
     assert job["status"] == "queued"
     assert job["error"] == {"code": "upstream_503", "message": "busy"}
-    assert await _run_job(state, job_id) is None
+    # Back in line once its backoff is over, not before.
+    assert await queue.waiting([str(job_id)]) == [True]
+    assert await state.redis.zcard(queue.keys.delayed) == 1
+    await run_attempt(state, job_id)
     job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
     assert job["status"] == "succeeded"
     assert job["attempts"] == 2
@@ -168,14 +146,14 @@ async def test_retryable_errors_fail_the_job_after_max_attempts(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     errors: list[Exception] = [ProviderRetryableError("timeout", "no answer") for _ in range(5)]
-    install(state, ScriptedProvider(errors=errors))
+    install(state, ScriptedProvider(errors=errors), max_attempts=3)
     batch_id = await submit(client, caller, {"jobs": [{"prompt": "x", "model": "test/scripted"}]})
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
-    for _ in range(state.settings.job_max_attempts):
-        await _run_job(state, job_id)
+    for _ in range(3):
+        await run_attempt(state, job_id)
     job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
     assert job["status"] == "failed"
-    assert job["attempts"] == state.settings.job_max_attempts
+    assert job["attempts"] == 3
     assert job["error"]["code"] == "timeout"
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["status"] == "failed"
@@ -192,8 +170,8 @@ async def test_a_job_runs_only_once_when_its_task_runs_twice(
         {"jobs": [{"prompt": "x", "model": "test/scripted", "width": 64, "height": 64}]},
     )
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
-    await _run_job(state, job_id)
-    await _run_job(state, job_id)
+    await run_attempt(state, job_id)
+    await run_attempt(state, job_id)
     assert provider.calls == 1
 
 
@@ -212,9 +190,14 @@ async def test_an_attempt_abandoned_by_a_dead_worker_is_closed_and_counted(
     job_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     async with session_scope(state.sessionmaker) as session:  # a worker starts, then dies
         await service.start_attempt(
-            session, job_id, provider="scripted", max_attempts=3, public_url="http://x"
+            session,
+            job_id,
+            account="scripted",
+            max_attempts=3,
+            price=Decimal(0),
+            public_url="http://x",
         )
-    await _run_job(state, job_id)
+    await run_attempt(state, job_id)
     attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
     assert [(a["outcome"], a["error_code"]) for a in attempts] == [
         ("abandoned", "worker_lost"),
@@ -252,20 +235,35 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
     running_id = uuid.UUID((await jobs_of(client, caller, batch_id))[0]["id"])
     async with session_scope(state.sessionmaker) as session:
         started = await service.start_attempt(
-            session, running_id, provider="local", max_attempts=3, public_url="http://x"
+            session,
+            running_id,
+            account="local",
+            max_attempts=3,
+            price=Decimal(0),
+            public_url="http://x",
         )
     assert isinstance(started, service.StartedJob)
     batch = (await client.post(f"/v1/batches/{batch_id}/cancel", headers=caller.headers)).json()
     assert batch["status"] == "running"
     assert batch["counts"]["running"] == 1
     assert batch["counts"]["cancelled"] == 1
-    from service.jobs.tasks import _generate_and_store
-
     spec = state.registry.model("local/procedural")
-    image, stored = await _generate_and_store(state, spec, started)
+    assert spec is not None
+    image = await state.registry.providers["local"].submit(
+        runner.generation_request(state, spec, started)
+    )
+    assert isinstance(image, GeneratedImage)
+    stored = await state.storage.put(started.output_key, image.data, image.content_type)
     async with session_scope(state.sessionmaker) as session:
         await service.record_success(
-            session, started, image, stored, latency_ms=1, public_url="http://x"
+            session,
+            started,
+            image,
+            stored,
+            latency_ms=1,
+            cost=Decimal(0),
+            price=Decimal(0),
+            public_url="http://x",
         )
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["status"] == "cancelled"

@@ -79,7 +79,7 @@ async def test_failed_job_sends_job_failed(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     from service.providers.base import ProviderPermanentError
-    from tests.jobs.test_run_jobs import ScriptedProvider, install
+    from tests.jobs.scripted import ScriptedProvider, install
 
     install(state, ScriptedProvider(errors=[ProviderPermanentError("content_policy", "no")]))
     async with running_receiver() as receiver:

@@ -1,0 +1,46 @@
+"""A provider simulator: one HTTP server that speaks Replicate's and OpenAI's image APIs
+on their real wire protocols, so that adapters, fault tests and benchmarks run offline.
+
+Run it:
+
+    python -m bench.simulator --port 9100 --config '{"latency": {"kind": "fixed", "s": 2}}'
+
+or, from async tests and benchmarks:
+
+    async with run_simulator(SimConfig(rate_per_s=10)) as sim:
+        ...  # talk to sim.url with Authorization: Bearer sim-token
+        await sim.configure(rate_per_s=5)
+        stats = await sim.stats()
+
+Routes (auth: `Authorization: Bearer <config.token>` on every provider route but /files):
+
+- Replicate: `POST /v1/models/{owner}/{name}/predictions`, `POST /v1/predictions`,
+  `GET /v1/predictions/{id}`, `POST /v1/predictions/{id}/cancel`,
+  `GET /v1/webhooks/default/secret`, and output files at `GET /files/{id}.{ext}`.
+- OpenAI: `POST /v1/images/generations`.
+- Control (no auth, not counted): `GET|PATCH /_sim/config`, `POST /_sim/reset`,
+  `GET /_sim/stats` (every field is documented in `bench.simulator.state`).
+
+The configuration is `SimConfig` (bench.simulator.config); behaviour per provider is
+described in bench.simulator.replicate and bench.simulator.openai.
+"""
+
+from bench.simulator.app import create_app
+from bench.simulator.config import SimConfig
+from bench.simulator.runner import (
+    SimulatorHandle,
+    SyncSimulatorHandle,
+    run_simulator,
+    running_simulator,
+    start_simulator_process,
+)
+
+__all__ = [
+    "SimConfig",
+    "SimulatorHandle",
+    "SyncSimulatorHandle",
+    "create_app",
+    "run_simulator",
+    "running_simulator",
+    "start_simulator_process",
+]

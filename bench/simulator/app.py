@@ -1,0 +1,112 @@
+"""The simulator as one ASGI app: Replicate at the root, OpenAI under /v1/images, control
+routes under /_sim (no auth, never counted).
+
+Starlette rather than FastAPI: the simulator has no schema to publish, and skipping
+FastAPI's per-request validation keeps it fast enough to drive 1000 requests/s on a
+small machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from bench.simulator import openai, replicate
+from bench.simulator.config import SimConfig
+from bench.simulator.predictions import Lifecycle
+from bench.simulator.responses import json_body, json_response
+from bench.simulator.state import SimState
+from bench.simulator.webhooks import WebhookSender
+
+
+def control_routes(state: SimState) -> list[Route]:
+    async def get_config(request: Request) -> Response:
+        return json_response(state.config.model_dump())
+
+    async def patch_config(request: Request) -> Response:
+        changes = await json_body(request)
+        if not isinstance(changes, dict):
+            return json_response({"detail": "expected a JSON object"}, 422)
+        try:
+            config = state.configure(changes)
+        except ValidationError as error:
+            detail = error.errors(include_url=False, include_context=False)
+            return json_response({"detail": detail}, 422)
+        return json_response(config.model_dump())
+
+    async def reset(request: Request) -> Response:
+        state.reset()
+        return json_response({"reset": True})
+
+    async def stats(request: Request) -> Response:
+        return json_response(state.stats())
+
+    return [
+        Route("/_sim/config", get_config, methods=["GET"]),
+        Route("/_sim/config", patch_config, methods=["PATCH"]),
+        Route("/_sim/reset", reset, methods=["POST"]),
+        Route("/_sim/stats", stats, methods=["GET"]),
+    ]
+
+
+class SimulatorApp:
+    """Counts every provider request and its status, and hands handlers uvicorn's
+    transport (`scope["sim.transport"]`) so that a `reset` fault can abort the TCP
+    connection. It must be the outermost app: only uvicorn's own `send` is a bound
+    method of the request cycle that holds the transport."""
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.state = SimState(config or SimConfig())
+        self.lifecycle = Lifecycle(self.state)
+        routes = [
+            *replicate.routes(self.state, self.lifecycle),
+            *openai.routes(self.state),
+            *control_routes(self.state),
+        ]
+        self.app = Starlette(routes=routes, lifespan=self._lifespan)
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        sender = WebhookSender(self.state)
+        self.lifecycle.sender = sender
+        try:
+            yield
+        finally:
+            self.lifecycle.sender = None
+            self.state.reset()  # cancels every prediction timer
+            await sender.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sim/"):
+            await self.app(scope, receive, send)
+            return
+        scope["sim.transport"] = getattr(getattr(send, "__self__", None), "transport", None)
+        status: list[int] = []
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            route: Any = scope.get("route")
+            path = route.path if route is not None else "(unmatched)"
+            # A response "sent" after the client went away (a reset, an abandoned hang)
+            # never reached anyone: no status is counted for it.
+            gone = getattr(getattr(send, "__self__", None), "disconnected", False)
+            sent = status[0] if status and not gone else None
+            self.state.count_request(f"{scope['method']} {path}", sent)
+
+
+def create_app(config: SimConfig | None = None) -> SimulatorApp:
+    return SimulatorApp(config)

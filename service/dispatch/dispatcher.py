@@ -1,0 +1,108 @@
+"""The loop in every worker process that turns grants into provider requests.
+
+One loop per provider account asks the account's queue for a grant (service.dispatch.
+queue.take: limits checked, next job picked fairly, token and slot taken, atomically) and
+runs the granted job as a task of this process. Refused, it sleeps as long as the limiter
+says the next grant is away, so a rate-bound account is paced by Redis, not by polling.
+
+`worker_concurrency` bounds the provider requests in flight in this process; other
+processes take the grants this one cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from service.dispatch.queue import Grant, Refusal
+from service.logging import get_logger
+from service.state import State
+
+log = get_logger(__name__)
+
+RunGrant = Callable[[State, Grant], Awaitable[None]]
+
+# How soon to ask again when: no job waits; every slot is taken (a slot is freed by a
+# completion anywhere, with no signal here); the rate limiter gave no wait.
+IDLE_POLL_S = 0.1
+BUSY_POLL_S = 0.01
+MAX_WAIT_S = 1.0
+REDIS_DOWN_WAIT_S = 1.0
+
+
+class Dispatcher:
+    def __init__(self, state: State, run_grant: RunGrant, *, concurrency: int) -> None:
+        self.state = state
+        self.run_grant = run_grant
+        self.capacity = asyncio.Semaphore(concurrency)
+        self.running: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for account in self.state.dispatch.accounts():
+            self._loops.append(asyncio.create_task(self._loop(account), name=f"dispatch:{account}"))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
+    async def stop(self, *, grace_s: float = 30.0) -> None:
+        """Stop taking grants, give running requests `grace_s` to finish, then cancel them
+        (their slots' leases run out and the reconciler puts the jobs back in line)."""
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        if self.running:
+            _, pending = await asyncio.wait(set(self.running), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self, account: str) -> None:
+        queue = self.state.dispatch.queue(account)
+        while True:
+            await self.capacity.acquire()
+            try:
+                outcome = await queue.take()
+            except (RedisError, OSError) as exc:
+                self.capacity.release()
+                log.warning("dispatch_redis_unavailable", account=account, error=repr(exc))
+                await asyncio.sleep(REDIS_DOWN_WAIT_S)
+                continue
+            if isinstance(outcome, Grant):
+                task = asyncio.create_task(self._run(outcome))
+                self.running.add(task)
+                task.add_done_callback(self.running.discard)
+                continue
+            self.capacity.release()
+            await asyncio.sleep(wait_after(outcome))
+
+    async def _run(self, grant: Grant) -> None:
+        try:
+            await self.run_grant(self.state, grant)
+        finally:
+            self.capacity.release()
+
+
+def wait_after(refusal: Refusal) -> float:
+    if refusal.reason == "empty":
+        return IDLE_POLL_S
+    if refusal.reason == "busy" or refusal.wait_s <= 0:
+        return BUSY_POLL_S
+    return min(refusal.wait_s, MAX_WAIT_S)
+
+
+@contextlib.asynccontextmanager
+async def running_dispatcher(
+    state: State, run_grant: RunGrant, *, concurrency: int
+) -> AsyncIterator[Dispatcher]:
+    dispatcher = Dispatcher(state, run_grant, concurrency=concurrency)
+    dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop()

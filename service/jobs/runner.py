@@ -1,0 +1,297 @@
+"""Running one job against its provider, from a dispatch grant to a recorded outcome.
+
+A grant (service.dispatch) carries a token and a concurrency slot of the job's provider
+account. The job's attempt is claimed in Postgres first; then the request goes out:
+- a synchronous provider answers with the image: the slot is freed, the image stored;
+- an asynchronous one answers with a handle (a prediction id), stored at once, and the
+  worker lets go: a deferred poll, or the provider's callback, finishes the job later
+  while the slot stays held by the job (renewed on every poll);
+- a 429 slows the whole account down and sends the job back to the front of its line
+  without using up an attempt; other errors back off or fail the job with a reason.
+
+Anything sent to a provider is paid for, so a grant whose job turns out to need no
+request (finished, cancelled, over budget) gives its token and slot back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from redis.exceptions import RedisError
+
+from service.callbacks.early import take_early_callback
+from service.db import session_scope
+from service.dispatch.queue import Grant
+from service.jobs import service
+from service.jobs.service import StartedJob, Transition
+from service.kit.backoff import exponential_backoff
+from service.logging import get_logger
+from service.models import Batch, Job
+from service.providers.base import (
+    GeneratedImage,
+    GenerationRequest,
+    ImageProvider,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRetryableError,
+    RemoteJob,
+)
+from service.providers.registry import ModelSpec
+from service.ratelimit import now_ms
+from service.state import State
+from service.webhooks.tasks import enqueue_deliveries
+
+log = get_logger(__name__)
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 120.0
+# How long a job waiting at an asynchronous provider holds its slot without a poll or
+# callback renewing it, before the slot counts as free again.
+REMOTE_LEASE_S = 180.0
+CALLBACK_PATHS = {"replicate": "/v1/callbacks/replicate"}
+
+
+def retry_delay_s(attempt: int) -> float:
+    return exponential_backoff(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
+
+
+def generation_request(state: State, spec: ModelSpec, started: StartedJob) -> GenerationRequest:
+    provider = state.registry.providers[spec.provider]
+    callback_url = None
+    base = state.settings.provider_callback_base
+    path = CALLBACK_PATHS.get(provider.kind)
+    if base is not None and path is not None and provider.capabilities.callbacks:
+        callback_url = base + path
+    return GenerationRequest(
+        prompt=started.prompt,
+        model_ref=spec.ref,
+        width=started.params["width"],
+        height=started.params["height"],
+        format=started.params["format"],
+        seed=started.params["seed"],
+        job_id=str(started.job_id),
+        callback_url=callback_url,
+    )
+
+
+async def run_granted(state: State, grant: Grant) -> None:
+    with structlog.contextvars.bound_contextvars(
+        job_id=grant.job_id, batch_id=grant.batch_id, account=grant.account
+    ):
+        try:
+            await _run_granted(state, grant)
+        except Exception:
+            # The attempt stays open; the reconciler resumes the job once the slot's
+            # lease runs out.
+            log.exception("job_run_crashed")
+
+
+async def _run_granted(state: State, grant: Grant) -> None:
+    limiter = state.dispatch.limiter(grant.account)
+    job_id = uuid.UUID(grant.job_id)
+    async with session_scope(state.sessionmaker) as session:
+        job = await session.get(Job, job_id)
+        spec = state.registry.model(job.model) if job is not None else None
+        if job is None or spec is None:
+            started: StartedJob | Transition | None = None
+            if job is not None:
+                started = await service.fail_unconfigured(
+                    session, job_id, public_url=state.settings.public_url
+                )
+        else:
+            started = await service.start_attempt(
+                session,
+                job_id,
+                account=grant.account,
+                max_attempts=spec.max_attempts,
+                price=spec.price_per_image,
+                public_url=state.settings.public_url,
+            )
+    if not isinstance(started, StartedJob):
+        await limiter.refund(grant.job_id)
+        if started is not None:
+            await enqueue_deliveries(state, started.event_ids)
+        return
+    assert spec is not None
+    provider = state.registry.providers[grant.account]
+    request = generation_request(state, spec, started)
+    sent_at = now_ms()
+    began = time.perf_counter()
+    try:
+        outcome = await provider.submit(request)
+    except ProviderError as error:
+        await limiter.release(grant.job_id)
+        await _record_error(state, spec, started, error, _ms_since(began), sent_at_ms=sent_at)
+        return
+    except Exception as exc:  # a bug must not leave the job running
+        log.exception("provider_submit_crashed")
+        await limiter.release(grant.job_id)
+        crash = ProviderRetryableError("internal_error", f"{type(exc).__name__}: {exc}")
+        await _record_error(state, spec, started, crash, _ms_since(began), sent_at_ms=sent_at)
+        return
+    if isinstance(outcome, GeneratedImage):
+        await limiter.release(grant.job_id)
+        await _store_and_record(state, spec, started, outcome, _ms_since(began))
+        return
+    await _submitted(state, spec, provider, started, outcome)
+
+
+async def _submitted(
+    state: State, spec: ModelSpec, provider: ImageProvider, started: StartedJob, remote: RemoteJob
+) -> None:
+    """Store the handle before anything else: from here the job resumes by polling."""
+    async with session_scope(state.sessionmaker) as session:
+        owned = await service.record_submitted(session, started, remote.id)
+    if not owned:
+        log.warning("submitted_job_no_longer_owned", remote_id=remote.id)
+        return
+    started = service.with_remote(started, remote.id)
+    early = await take_early_callback(state, started.account, remote.id)
+    if early is not None:
+        remote = provider.parse_remote(early)
+    if remote.finished:
+        await complete_remote(state, spec, started, remote)
+        return
+    limiter = state.dispatch.limiter(started.account)
+    await limiter.renew(str(started.job_id), REMOTE_LEASE_S)
+    from service.jobs.tasks import enqueue_poll  # the tasks module imports this one
+
+    await enqueue_poll(state, started.job_id, delay_s=first_poll_delay_s(state, provider))
+
+
+def first_poll_delay_s(state: State, provider: ImageProvider) -> float:
+    return 5.0 if state.settings.provider_callback_base and provider.capabilities.callbacks else 1.0
+
+
+def next_poll_delay_s(polls: int, *, callbacks: bool) -> float:
+    """Fast at first, slower later: a generation usually takes seconds, sometimes
+    minutes. With callbacks, polls are only the safety net."""
+    base, cap = (5.0, 60.0) if callbacks else (1.0, 20.0)
+    return float(min(cap, base * 1.5 ** max(polls - 1, 0)))
+
+
+async def complete_remote(
+    state: State, spec: ModelSpec, started: StartedJob, remote: RemoteJob
+) -> float | None:
+    """A finished generation: free the slot, fetch the image (its URL expires), record.
+    Returns seconds until a poll should try again (a failed download), else None."""
+    limiter = state.dispatch.limiter(started.account)
+    await limiter.release(str(started.job_id))
+    provider = state.registry.providers[started.account]
+    if remote.status == "succeeded":
+        began = time.perf_counter()
+        try:
+            image = await provider.fetch_result(remote, generation_request(state, spec, started))
+        except ProviderRetryableError as error:
+            log.warning("fetch_result_failed", code=error.code, error=error.message)
+            return 5.0
+        except ProviderError as error:
+            await _record_error(state, spec, started, error, _ms_since(began))
+            return None
+        await _store_and_record(state, spec, started, image, _ms_since(began))
+        return None
+    if remote.status == "canceled" and await _batch_cancelled(state, started):
+        await _record_cancelled(state, spec, started)
+        return None
+    reason = remote.error or ProviderRetryableError(
+        f"remote_{remote.status}", f"the provider reported {remote.status} with no reason"
+    )
+    await _record_error(state, spec, started, reason, None)
+    return None
+
+
+async def _store_and_record(
+    state: State, spec: ModelSpec, started: StartedJob, image: GeneratedImage, latency_ms: int
+) -> None:
+    try:
+        stored = await state.storage.put(started.output_key, image.data, image.content_type)
+    except Exception as exc:
+        log.exception("storing_output_failed")
+        error = ProviderRetryableError("storage_error", f"{type(exc).__name__}: {exc}")
+        await _record_error(state, spec, started, error, latency_ms)
+        return
+    cost = image.cost_usd or spec.price_per_image
+    async with session_scope(state.sessionmaker) as session:
+        transition = await service.record_success(
+            session,
+            started,
+            image,
+            stored,
+            latency_ms=latency_ms,
+            cost=cost,
+            price=spec.price_per_image,
+            public_url=state.settings.public_url,
+        )
+    await enqueue_deliveries(state, transition.event_ids)
+
+
+async def _record_error(
+    state: State,
+    spec: ModelSpec,
+    started: StartedJob,
+    error: ProviderError,
+    latency_ms: int | None,
+    *,
+    sent_at_ms: int | None = None,
+) -> None:
+    log.warning("job_attempt_failed", code=error.code, error=error.message)
+    async with session_scope(state.sessionmaker) as session:
+        if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
+            transition = await service.record_rate_limited(
+                session, started, error, latency_ms=latency_ms or 0, price=spec.price_per_image
+            )
+        else:
+            transition = await service.record_failure(
+                session,
+                started,
+                error,
+                latency_ms=latency_ms,
+                max_attempts=spec.max_attempts,
+                retry_in_s=retry_delay_s(started.attempt),
+                price=spec.price_per_image,
+                public_url=state.settings.public_url,
+            )
+    if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
+        limiter = state.dispatch.limiter(started.account)
+        new_rate = await limiter.rate_limited(
+            sent_at_ms=sent_at_ms, retry_after_s=error.retry_after_s
+        )
+        if new_rate is not None:
+            log.info("account_slowed_down", rate_per_s=round(new_rate, 3))
+    await _follow(state, started, transition)
+
+
+async def _record_cancelled(state: State, spec: ModelSpec, started: StartedJob) -> None:
+    async with session_scope(state.sessionmaker) as session:
+        transition = await service.record_cancelled(
+            session, started, price=spec.price_per_image, public_url=state.settings.public_url
+        )
+    await _follow(state, started, transition)
+
+
+async def _follow(state: State, started: StartedJob, transition: Transition) -> None:
+    """After commit: deliver events, put the job back in line if it goes on."""
+    await enqueue_deliveries(state, transition.event_ids)
+    queue = state.dispatch.queue(started.account)
+    job_id, batch_id = str(started.job_id), str(started.batch_id)
+    try:
+        if transition.requeue_front:
+            await queue.enqueue(batch_id, [job_id], started.priority, front=True)
+        elif transition.retry_in_s is not None:
+            await queue.enqueue_later(
+                batch_id, job_id, started.priority, delay_s=transition.retry_in_s
+            )
+    except (RedisError, OSError) as exc:  # the reconciler puts it back in line later
+        log.warning("requeue_deferred_to_reconciler", error=repr(exc))
+
+
+async def _batch_cancelled(state: State, started: StartedJob) -> bool:
+    async with state.sessionmaker() as session:
+        batch = await session.get(Batch, started.batch_id)
+        return batch is not None and batch.cancel_requested_at is not None
+
+
+def _ms_since(began: float) -> int:
+    return int((time.perf_counter() - began) * 1000)

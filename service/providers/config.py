@@ -1,0 +1,124 @@
+"""The providers and models file (DARKROOM_CONFIG), with defaults shipped in the package.
+
+Secrets never live in the file: an account names the environment variable that holds
+its token (`token_env`), and the token is read from the environment when the worker or
+API starts.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ProviderKind = Literal["replicate", "openai", "local"]
+
+
+class Limits(BaseModel):
+    """An account's limits, shared by every worker process on every host.
+
+    `rate_per_s` paces submissions (GCRA, `burst` of them may go back to back);
+    `max_concurrent` bounds generations in flight (a leased semaphore). None: no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_s: Annotated[float, Field(gt=0)] | None = None
+    burst: Annotated[int, Field(ge=1)] = 1
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+
+
+class ProviderAccount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ProviderKind
+    base_url: str = ""
+    token_env: str | None = None
+    # Where the whsec_ secret for verifying this account's callbacks comes from, when not
+    # fetched from the provider (Replicate serves it at GET /v1/webhooks/default/secret).
+    webhook_secret_env: str | None = None
+    limits: Limits = Limits()
+    # One HTTP request to the provider may take this long (a synchronous generation too).
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) if self.token_env else None
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_image: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    ref: str
+    price: Price = Price()
+    # Attempts that count (errors; never 429s) before the job fails.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # An asynchronous generation still unfinished after this long is cancelled and failed.
+    deadline_s: Annotated[float, Field(gt=0)] = 900.0
+
+
+class DarkroomConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[str, ProviderAccount] = {}
+    models: dict[str, ModelConfig] = {}
+
+    @model_validator(mode="after")
+    def _models_name_known_providers(self) -> DarkroomConfig:
+        for name, model in self.models.items():
+            if model.provider not in self.providers:
+                raise ValueError(
+                    f"models.{name}.provider: unknown provider {model.provider!r}; "
+                    f"known: {sorted(self.providers)}"
+                )
+        return self
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message says where."""
+
+
+def default_config_text() -> str:
+    return resources.files("service.providers").joinpath("defaults.yaml").read_text()
+
+
+def parse_config(text: str, *, source: str) -> DarkroomConfig:
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'providers' and 'models'")
+    try:
+        return DarkroomConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_config(path: Path | None) -> DarkroomConfig:
+    """The shipped defaults, or the file at `path` in their place. The built-in `local`
+    account and its `local/procedural` model are always there."""
+    if path is None:
+        config = parse_config(default_config_text(), source="built-in defaults")
+    else:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"DARKROOM_CONFIG={path}: {exc.strerror or exc}") from exc
+        config = parse_config(text, source=str(path))
+    config.providers.setdefault("local", ProviderAccount(kind="local"))
+    config.models.setdefault("local/procedural", ModelConfig(provider="local", ref="procedural"))
+    return config

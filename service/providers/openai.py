@@ -1,0 +1,114 @@
+"""OpenAI images (and any OpenAI-compatible API): one synchronous call per image.
+
+`base_url` ends in /v1 (https://api.openai.com/v1), so the call goes to
+`images/generations` relative to it. GPT image models return base64 and take
+`output_format`; DALL-E models take `response_format` instead and would reject it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import httpx
+
+from service.providers.base import (
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    ProviderPermanentError,
+    ProviderRetryableError,
+    RemoteJob,
+)
+from service.providers.config import ProviderAccount
+from service.providers.http import ProviderHTTP
+from service.providers.images import checked_image
+
+
+class OpenAIImagesProvider:
+    kind = "openai"
+    capabilities = Capabilities(asynchronous=False)
+
+    def __init__(
+        self, name: str, account: ProviderAccount, *, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self.name = name
+        self.account = account
+        self._http = ProviderHTTP(name, account, http)
+
+    async def submit(self, request: GenerationRequest) -> GeneratedImage:
+        response = await self._http.request_json(
+            "POST", "images/generations", json_body=generation_body(request)
+        )
+        item = _first_item(self.name, response)
+        data = await self._image_bytes(item)
+        usage = response.get("usage")
+        return await checked_image(
+            data,
+            request.format,
+            provider=self.name,
+            usage=dict(usage) if isinstance(usage, Mapping) else {},
+        )
+
+    async def _image_bytes(self, item: Mapping[str, Any]) -> bytes:
+        encoded = item.get("b64_json")
+        if isinstance(encoded, str) and encoded:
+            try:
+                return base64.b64decode(encoded, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ProviderRetryableError(
+                    "malformed_response", f"{self.name}: b64_json is not valid base64"
+                ) from exc
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            return await self._http.download(url)
+        raise ProviderRetryableError(
+            "malformed_response", f"{self.name}: data[0] has neither b64_json nor url"
+        )
+
+    async def poll(self, remote_id: str) -> RemoteJob:
+        self._unsupported("poll")
+
+    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
+        self._unsupported("fetch_result")
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
+        self._unsupported("parse_callback")
+
+    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
+        self._unsupported("parse_remote")
+
+    async def cancel(self, remote_id: str) -> None:
+        self._unsupported("cancel")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _unsupported(self, operation: str) -> NoReturn:
+        raise ProviderPermanentError(
+            "unsupported", f"{self.name}: {operation} is not supported by a synchronous provider"
+        )
+
+
+def generation_body(request: GenerationRequest) -> dict[str, Any]:
+    """Quality is left to the provider's default: a sane one depends on the model."""
+    body: dict[str, Any] = {
+        "model": request.model_ref,
+        "prompt": request.prompt,
+        "n": 1,
+        "size": f"{request.width}x{request.height}",
+    }
+    if request.model_ref.startswith("dall-e"):
+        body["response_format"] = "b64_json"
+    else:
+        body["output_format"] = request.format
+    return body
+
+
+def _first_item(provider: str, response: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = response.get("data")
+    if isinstance(data, list) and data and isinstance(data[0], Mapping):
+        return data[0]
+    raise ProviderRetryableError("malformed_response", f"{provider}: response has no data[0]")

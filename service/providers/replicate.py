@@ -1,0 +1,266 @@
+"""Replicate: asynchronous predictions, finished by polling or by a signed webhook.
+
+A prediction is created once and then only looked at: `submit` returns its id at once,
+`poll` and `parse_callback` report its state, and `fetch_result` downloads the output
+as soon as it has succeeded, because Replicate's output URLs expire after an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from service.kit.signing import SignatureMismatch, WebhookVerificationError, verify_webhook
+from service.providers.base import (
+    CallbackRejected,
+    Capabilities,
+    GeneratedImage,
+    GenerationRequest,
+    ProviderError,
+    ProviderPermanentError,
+    ProviderRetryableError,
+    RemoteJob,
+    RemoteStatus,
+)
+from service.providers.config import ProviderAccount
+from service.providers.http import ProviderHTTP, parse_json_object
+from service.providers.images import checked_image
+
+# The aspect ratios FLUX-family models accept; others are sent as width and height only.
+ASPECT_RATIOS = frozenset(
+    {"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"}
+)
+OUTPUT_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+CALLBACK_TOLERANCE_S = 300
+# A signature that does not match a fetched secret refetches it (it may have been
+# rotated), at most this often, so forged callbacks cannot hammer the API.
+_SECRET_REFRESH_S = 60.0
+
+_STATUSES: dict[str, RemoteStatus] = {
+    "starting": "pending",
+    "processing": "pending",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "canceled": "canceled",
+    "aborted": "canceled",
+}
+_SAFETY_WORDS = ("nsfw", "safety", "content policy", "sensitive", "flagged")
+# Replicate's own words for a failure a new prediction may not repeat.
+_TRANSIENT_WORDS = ("please retry", "(code: pa)")
+# Cancelling something that is gone or already finished is not an error.
+_CANCEL_NOOP_STATUSES = frozenset({400, 404, 409, 410, 422})
+
+
+class ReplicateProvider:
+    kind = "replicate"
+    capabilities = Capabilities(asynchronous=True, callbacks=True, cancel=True)
+
+    def __init__(
+        self, name: str, account: ProviderAccount, *, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self.name = name
+        self.account = account
+        self._http = ProviderHTTP(name, account, http)
+        self._secret: str | None = None
+        self._secret_fetched_at = -math.inf
+        self._secret_lock = asyncio.Lock()
+
+    async def submit(self, request: GenerationRequest) -> RemoteJob:
+        path, body = prediction_request(request)
+        if request.callback_url:
+            body["webhook"] = request.callback_url
+            body["webhook_events_filter"] = ["completed"]
+        payload = await self._http.request_json("POST", path, json_body=body)
+        return self.parse_remote(payload)
+
+    async def poll(self, remote_id: str) -> RemoteJob:
+        payload = await self._http.request_json("GET", f"v1/predictions/{quote(remote_id, '')}")
+        return self.parse_remote(payload)
+
+    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
+        if remote.status != "succeeded":
+            raise remote.error or ProviderPermanentError(
+                "invalid_state", f"{self.name}: prediction {remote.id} is {remote.status}"
+            )
+        url = _first_output(remote.payload.get("output"))
+        if url is None and remote.payload.get("data_removed"):
+            raise ProviderPermanentError(
+                "output_expired", f"{self.name}: prediction {remote.id}'s output was removed"
+            )
+        if url is None:
+            raise ProviderRetryableError(
+                "malformed_response",
+                f"{self.name}: prediction {remote.id} succeeded without an output URL",
+            )
+        data = await self._http.download(url)
+        usage: dict[str, Any] = {}
+        metrics = remote.payload.get("metrics")
+        if isinstance(metrics, Mapping) and metrics.get("predict_time") is not None:
+            usage["predict_time"] = metrics["predict_time"]
+        return await checked_image(data, request.format, provider=self.name, usage=usage)
+
+    async def cancel(self, remote_id: str) -> None:
+        try:
+            await self._http.request_json("POST", f"v1/predictions/{quote(remote_id, '')}/cancel")
+        except ProviderError as exc:
+            if exc.http_status not in _CANCEL_NOOP_STATUSES:
+                raise
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
+        """Verify the Standard Webhooks signature, then parse the prediction. A failure to
+        fetch the signing secret raises ProviderError (try later), not CallbackRejected."""
+        secret = await self._webhook_secret()
+        try:
+            verify_webhook(secret, headers, body, tolerance_s=CALLBACK_TOLERANCE_S)
+        except SignatureMismatch as exc:
+            fresh = await self._refetch_secret(stale=secret)
+            if fresh is None:
+                raise CallbackRejected(f"{self.name} callback: {exc}") from exc
+            try:
+                verify_webhook(fresh, headers, body, tolerance_s=CALLBACK_TOLERANCE_S)
+            except WebhookVerificationError as again:
+                raise CallbackRejected(f"{self.name} callback: {again}") from again
+        except WebhookVerificationError as exc:
+            raise CallbackRejected(f"{self.name} callback: {exc}") from exc
+        try:
+            return self.parse_remote(parse_json_object(self.name, body))
+        except ProviderError as exc:
+            raise CallbackRejected(
+                f"{self.name} callback: body is not a prediction: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _webhook_secret(self) -> str:
+        """From `webhook_secret_env` when set; else fetched from Replicate once and cached."""
+        env = self.account.webhook_secret_env
+        if env:
+            secret = os.environ.get(env)
+            if not secret:
+                raise CallbackRejected(
+                    f"{self.name} callback: no webhook secret (set the environment variable {env})"
+                )
+            return secret
+        async with self._secret_lock:
+            if self._secret is None:
+                self._secret = await self._fetch_secret()
+            return self._secret
+
+    async def _refetch_secret(self, *, stale: str) -> str | None:
+        """A fresh secret if the cached one may have been rotated; None when the secret
+        comes from the environment, is unchanged, or was fetched too recently."""
+        if self.account.webhook_secret_env:
+            return None
+        async with self._secret_lock:
+            if self._secret is not None and self._secret != stale:
+                return self._secret  # another callback refreshed it meanwhile
+            if time.monotonic() - self._secret_fetched_at < _SECRET_REFRESH_S:
+                return None
+            self._secret = await self._fetch_secret()
+            return self._secret if self._secret != stale else None
+
+    async def _fetch_secret(self) -> str:
+        if not self._http.token:
+            raise CallbackRejected(
+                f"{self.name} callback: cannot fetch the webhook secret without a token "
+                f"(set {self.account.token_env} or configure webhook_secret_env)"
+            )
+        payload = await self._http.request_json("GET", "v1/webhooks/default/secret")
+        self._secret_fetched_at = time.monotonic()
+        key = payload.get("key")
+        if not isinstance(key, str) or not key:
+            raise ProviderRetryableError(
+                "malformed_response", f"{self.name}: webhook secret response has no key"
+            )
+        return key
+
+    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
+        """A RemoteJob from a prediction object (from a poll, a callback, or a stored
+        RemoteJob.payload); anything that is not one is `malformed_response`."""
+        remote_id = payload.get("id")
+        raw_status = payload.get("status")
+        status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
+        if not isinstance(remote_id, str) or not remote_id or status is None:
+            raise ProviderRetryableError(
+                "malformed_response",
+                f"{self.name}: not a prediction (id={remote_id!r}, status={raw_status!r})",
+            )
+        kept = {key: value for key, value in payload.items() if key != "logs"}
+        error = self._prediction_error(remote_id, raw_status, payload.get("error"))
+        return RemoteJob(id=remote_id, status=status, payload=kept, error=error)
+
+    def _prediction_error(self, remote_id: str, status: Any, error: Any) -> ProviderError | None:
+        text = str(error).strip() if error else ""
+        if status == "failed":
+            message = f"{self.name}: prediction {remote_id} failed: {text or 'no reason given'}"
+            lowered = text.lower()
+            if any(word in lowered for word in _SAFETY_WORDS):
+                return ProviderPermanentError("content_policy", message)
+            if any(word in lowered for word in _TRANSIENT_WORDS):
+                return ProviderRetryableError("provider_interrupted", message)
+            return ProviderPermanentError("provider_failed", message)
+        if status == "aborted":
+            return ProviderRetryableError(
+                "aborted", f"{self.name}: prediction {remote_id} was aborted before it ran"
+            )
+        if status == "canceled":
+            return ProviderPermanentError(
+                "canceled", f"{self.name}: prediction {remote_id} was canceled"
+            )
+        return None
+
+
+def prediction_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+    """The path and body that create a prediction: by model (`owner/name`, the latest
+    version) or by an exact version (`owner/name:version`)."""
+    model, _, version = request.model_ref.partition(":")
+    owner, slash, name = model.partition("/")
+    by_version = ":" in request.model_ref
+    if not (owner and slash and name) or "/" in name or (by_version and not version):
+        raise ProviderPermanentError(
+            "invalid_input",
+            f"replicate model ref must be owner/name or owner/name:version, "
+            f"got {request.model_ref!r}",
+        )
+    body: dict[str, Any] = {"input": prediction_input(request)}
+    if version:
+        body["version"] = version
+        return "v1/predictions", body
+    return f"v1/models/{quote(owner, '')}/{quote(name, '')}/predictions", body
+
+
+def prediction_input(request: GenerationRequest) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "prompt": request.prompt,
+        "width": request.width,
+        "height": request.height,
+    }
+    ratio = aspect_ratio(request.width, request.height)
+    if ratio is not None:
+        values["aspect_ratio"] = ratio
+    values["seed"] = request.seed
+    values["output_format"] = OUTPUT_FORMATS[request.format]
+    values["num_outputs"] = 1
+    return values
+
+
+def aspect_ratio(width: int, height: int) -> str | None:
+    if width <= 0 or height <= 0:
+        return None
+    divisor = math.gcd(width, height)
+    ratio = f"{width // divisor}:{height // divisor}"
+    return ratio if ratio in ASPECT_RATIOS else None
+
+
+def _first_output(output: Any) -> str | None:
+    if isinstance(output, list) and output:
+        output = output[0]
+    return output if isinstance(output, str) and output else None
