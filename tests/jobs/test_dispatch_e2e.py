@@ -285,4 +285,5 @@ async def test_replicate_callbacks_finish_jobs_without_waiting_for_a_poll(
     assert stats["requests_by_route"].get("GET /v1/predictions/{prediction_id}", 0) == 0
     async with state.sessionmaker() as session:
         job = await session.get(Job, uuid.UUID(jobs[0]["id"]))
-        assert job is not None and job.remote_id is not None
+        assert job is not None
+        assert job.remote_id is not None
