@@ -39,7 +39,8 @@ from service.app import create_app
 from service.auth.service import find_key
 from service.batches import repository, service
 from service.batches.schemas import BatchCreate
-from service.jobs.queue import enqueue_run_jobs
+from service.dispatch.queue import AccountKeys
+from service.jobs.tasks import enqueue_jobs
 from service.state import build_state, close_state
 
 TARGET_S = 1.0
@@ -51,14 +52,15 @@ async def _http_runs(
     base = env.start_api()
     log(f"API up at {base}")
     redis = env.redis()
-    zcard: Any = redis.zcard
+    scard: Any = redis.scard
+    waiting = AccountKeys("local").waiting  # the batches here all use the local renderer
     pg = await asyncpg.connect(env.pg_dsn)
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     results = []
     try:
         async with httpx.AsyncClient(base_url=base, timeout=120) as client:
             for number, body in enumerate(bodies):
-                queued_before = zcard(env.settings.queue_name)
+                queued_before = scard(waiting)
                 meter = BusyMeter()
                 meter.start()
                 began = time.perf_counter()
@@ -71,7 +73,7 @@ async def _http_runs(
                 stored = await pg.fetchval(
                     "SELECT count(*) FROM jobs WHERE batch_id = $1", batch_id
                 )
-                enqueued = zcard(env.settings.queue_name) - queued_before
+                enqueued = scard(waiting) - queued_before
                 if stored != jobs or enqueued != jobs:
                     raise RuntimeError(f"batch {batch_id}: {stored} rows, {enqueued} enqueued")
                 kind = "warmup" if number < warmup else "measured"
@@ -151,11 +153,10 @@ async def _breakdown(env: BenchEnv, key: str, body: bytes) -> dict[str, Any]:
                 lap("submit_batch")
                 await session.commit()
                 lap("commit")
-            ids = [str(i) for i in submitted.job_ids]
-            added = await enqueue_run_jobs(state.redis, ids, queue_name=env.settings.queue_name)
-            assert added == len(ids), added
-            lap("enqueue_run_jobs")
-            totals = repository.BatchTotals({"queued": len(ids)}, cost_usd=Decimal(0))
+            batch = submitted.batch
+            await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
+            lap("enqueue_jobs")
+            totals = repository.BatchTotals({"queued": len(submitted.jobs)}, cost_usd=Decimal(0))
             service.batch_out(submitted.batch, totals).model_dump_json()
             lap("response")
     finally:

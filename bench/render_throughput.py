@@ -2,7 +2,7 @@
 with one worker process (`python -m service.cli worker`), at several concurrencies.
 
 For each DARKROOM_WORKER_CONCURRENCY: a fresh batch is stored and enqueued exactly as
-POST /v1/batches does (service.batches.service.submit_batch, commit, enqueue_run_jobs)
+POST /v1/batches does (service.batches.service.submit_batch, commit, enqueue_jobs)
 with no worker running; then one worker process starts and the clock runs until the
 batch has a final status. Every job must have succeeded and written its file. Then the
 worker gets SIGTERM and must exit on its own.
@@ -33,7 +33,7 @@ from service.auth.service import find_key
 from service.batches import service
 from service.batches.schemas import BatchCreate
 from service.db import session_scope
-from service.jobs.queue import enqueue_run_jobs
+from service.jobs.tasks import enqueue_jobs
 from service.state import build_state, close_state
 
 FINAL = ("succeeded", "failed", "partially_failed", "cancelled")
@@ -54,11 +54,11 @@ async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
                 registry=state.registry,
                 settings=state.settings,
             )
-        added = await enqueue_run_jobs(
-            state.redis, [str(i) for i in submitted.job_ids], queue_name=env.settings.queue_name
-        )
-        assert added == jobs, added
-        return submitted.batch.id
+        batch = submitted.batch
+        await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
+        backlog = await state.dispatch.queue("local").backlog()
+        assert backlog == jobs, backlog
+        return batch.id
     finally:
         await close_state(state)
 

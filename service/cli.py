@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 
 app = typer.Typer(help="Darkroom: images in bulk for other software.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -27,6 +27,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
 ) -> None:
     """Run the HTTP API."""
+    _check_config(get_settings())
     uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level="warning")
 
 
@@ -37,8 +38,20 @@ def worker() -> None:
     from service.worker import run_workers
 
     settings = get_settings()
+    _check_config(settings)
     configure_logging(settings)
     asyncio.run(run_workers(settings))
+
+
+def _check_config(settings: Settings) -> None:
+    """A broken DARKROOM_CONFIG stops the process at once, saying where it is broken."""
+    from service.providers.config import ConfigError, load_config
+
+    try:
+        load_config(settings.config)
+    except ConfigError as exc:
+        typer.echo(f"darkroom: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command()
@@ -109,6 +122,7 @@ def up(
     from service.migrate import upgrade_to_head
 
     settings = get_settings()
+    _check_config(settings)
     with ensure_services(
         database_url=os.environ.get("DARKROOM_DATABASE_URL"),
         redis_url=os.environ.get("DARKROOM_REDIS_URL"),

@@ -121,13 +121,9 @@ def _resolve_jobs(
     taken: dict[str, int] = {}
     for index, job in enumerate(body.jobs):
         fields = _resolve_one(index, job, defaults, settings)
-        if registry.model(fields["model"]) is None:
-            errors.append(
-                ErrorDetail(
-                    field=f"jobs[{index}].model",
-                    message=f"unknown model {fields['model']!r}; known: {sorted(registry.models)}",
-                )
-            )
+        problem = _model_problem(fields["model"], registry)
+        if problem is not None:
+            errors.append(ErrorDetail(field=f"jobs[{index}].model", message=problem))
         name = fields["params"]["output_name"]
         if job.output_name is not None:
             clash = taken.get(name.lower())
@@ -145,6 +141,21 @@ def _resolve_jobs(
         first = errors[0]
         raise InvalidInput(f"{first.field}: {first.message}", details=errors[:100])
     return resolved
+
+
+def _model_problem(model: str, registry: ProviderRegistry) -> str | None:
+    """Why jobs cannot use this model, if they cannot: unknown, or its provider account
+    has no token in this environment (it would fail at the provider anyway)."""
+    spec = registry.model(model)
+    if spec is None:
+        return f"unknown model {model!r}; known: {sorted(registry.models)}"
+    account = registry.accounts.get(spec.provider)
+    if account is not None and account.token_env and account.token() is None:
+        return (
+            f"model {model!r} runs on provider {spec.provider!r}, whose token "
+            f"({account.token_env}) is not set"
+        )
+    return None
 
 
 def _resolve_one(

@@ -94,6 +94,7 @@ async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | N
     spec = state.registry.model(started.model)
     provider = state.registry.providers.get(started.account)
     if spec is None or provider is None:
+        await _fail_unconfigured(state, [job_id])
         return None
     callbacks = state.settings.provider_callback_base is not None
     waited = (utcnow() - (started.submitted_at or utcnow())).total_seconds()
@@ -239,7 +240,7 @@ async def _restore(state: State, rows: Sequence[repository.ActiveJob]) -> int:
             by_account[spec.provider if spec else ""].append(row)
     for account, group in by_account.items():
         if not account:
-            restored += await _fail_unconfigured(state, group)
+            restored += await _fail_unconfigured(state, [row.id for row in group])
             continue
         queue = state.dispatch.queue(account)
         ids = [str(row.id) for row in group]
@@ -254,12 +255,13 @@ async def _restore(state: State, rows: Sequence[repository.ActiveJob]) -> int:
     return restored
 
 
-async def _fail_unconfigured(state: State, rows: Sequence[repository.ActiveJob]) -> int:
-    for row in rows:
+async def _fail_unconfigured(state: State, job_ids: Sequence[uuid.UUID]) -> int:
+    """Jobs whose model or provider account left the configuration fail, saying so."""
+    for job_id in job_ids:
         async with session_scope(state.sessionmaker) as session:
             transition = await service.fail_unconfigured(
-                session, row.id, public_url=state.settings.public_url
+                session, job_id, public_url=state.settings.public_url
             )
         if transition is not None:
             await enqueue_deliveries(state, transition.event_ids)
-    return len(rows)
+    return len(job_ids)

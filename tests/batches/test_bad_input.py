@@ -89,6 +89,12 @@ BAD_BODIES = {
     ),
     "metadata not an object": (batch(metadata=[1, 2]), "metadata"),
     "jobs not a list": ({"jobs": {"prompt": "x"}}, "jobs"),
+    "unknown priority": (batch(priority="urgent"), "priority"),
+    "priority per job": (batch(job(priority="realtime")), "jobs[0].priority"),
+    "zero budget": (batch(budget_usd=0), "budget_usd"),
+    "negative budget": (batch(budget_usd=-5), "budget_usd"),
+    "budget as text": (batch(budget_usd="ten dollars"), "budget_usd"),
+    "budget beyond a million": (batch(budget_usd=1e7), "budget_usd"),
 }
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from service.models import Batch, Job
 from service.state import State
-from tests.conftest import Caller, make_caller
+from tests.conftest import Caller, make_caller, submit
 
 
 def one_job_batch(**extra: object) -> dict[str, object]:
@@ -233,3 +233,22 @@ async def test_concurrent_requests_with_one_idempotency_key_make_one_batch(
     async with state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Batch)) == 1
         assert await session.scalar(select(func.count()).select_from(Job)) == 200
+
+
+async def test_priority_and_budget_are_kept_and_realtime_goes_ahead(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    from service.dispatch.queue import Grant
+
+    bulk = await submit(client, caller, {"jobs": [{"prompt": f"b{n}"} for n in range(50)]})
+    body = {"priority": "realtime", "budget_usd": 2.5, "jobs": [{"prompt": "cover"}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202
+    realtime = response.json()
+    assert (realtime["priority"], realtime["budget_usd"]) == ("realtime", 2.5)
+    shown = (await client.get(f"/v1/batches/{bulk}", headers=caller.headers)).json()
+    assert (shown["priority"], shown["budget_usd"]) == ("bulk", None)
+    # Submitted behind 50 bulk jobs, the realtime job is the next one granted.
+    grant = await state.dispatch.queue("local").take()
+    assert isinstance(grant, Grant)
+    assert (grant.batch_id, grant.priority.value) == (realtime["id"], "realtime")

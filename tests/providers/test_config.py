@@ -1,0 +1,92 @@
+"""The providers and models file: shipped defaults, a file of one's own, and errors that
+say where the file is wrong."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.providers.config import ConfigError, load_config
+from service.providers.registry import build_registry
+from tests.conftest import Caller
+
+
+def test_the_shipped_defaults_are_the_issues_contract() -> None:
+    config = load_config(None)
+    replicate = config.providers["replicate"]
+    assert (replicate.kind, replicate.base_url, replicate.token_env) == (
+        "replicate",
+        "https://api.replicate.com",
+        "REPLICATE_API_TOKEN",
+    )
+    assert replicate.limits.model_dump() == {"rate_per_s": 10, "burst": 10, "max_concurrent": 50}
+    openai = config.providers["openai"]
+    assert openai.base_url == "https://api.openai.com/v1"
+    assert openai.limits.model_dump() == {"rate_per_s": 5, "burst": 5, "max_concurrent": 10}
+    assert config.models["flux-schnell"].ref == "black-forest-labs/flux-schnell"
+    assert config.models["gpt-image-1"].price.per_image == Decimal("0.04")
+    assert config.models["local/procedural"].provider == "local"
+
+
+def test_a_file_replaces_the_defaults_and_local_is_always_there(tmp_path: Path) -> None:
+    path = tmp_path / "darkroom.yaml"
+    path.write_text(
+        "providers:\n"
+        "  second-replicate:\n"
+        "    kind: replicate\n"
+        "    base_url: https://replicate.example\n"
+        "    token_env: SECOND_TOKEN\n"
+        "    limits: {rate_per_s: 2.5, max_concurrent: 3}\n"
+        "models:\n"
+        "  sdxl: {provider: second-replicate, ref: stability-ai/sdxl, price: {per_image: 0.01}}\n"
+    )
+    config = load_config(path)
+    assert set(config.providers) == {"second-replicate", "local"}
+    assert set(config.models) == {"sdxl", "local/procedural"}
+    registry = build_registry(config)
+    assert registry.limits("second-replicate").rate_per_s == 2.5
+    assert registry.limits("second-replicate").burst == 1
+    spec = registry.model("sdxl")
+    assert spec is not None
+    assert (spec.provider, spec.price_per_image) == ("second-replicate", Decimal("0.01"))
+    assert registry.providers["second-replicate"].kind == "replicate"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("providers: [1, 2", "not valid YAML"),
+        ("- just a list", "expected a mapping"),
+        ("models:\n  m: {provider: nowhere, ref: x}\n", "models.m.provider: unknown provider"),
+        ("providers:\n  p: {kind: midjourney}\n", "providers.p.kind"),
+        ("providers:\n  p: {kind: openai, limits: {rate_per_s: -1}}\n", "limits.rate_per_s"),
+        ("providers:\n  p: {kind: openai, token: sk-123}\n", "providers.p.token"),
+    ],
+)
+def test_a_broken_file_says_where(tmp_path: Path, text: str, where: str) -> None:
+    path = tmp_path / "darkroom.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(path) in str(raised.value)
+    assert where in str(raised.value)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="DARKROOM_CONFIG=.*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+async def test_jobs_for_a_provider_without_its_token_are_refused(
+    client: httpx.AsyncClient, caller: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REPLICATE_API_TOKEN", raising=False)
+    body = {"jobs": [{"prompt": "a"}, {"prompt": "b", "model": "flux-schnell"}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 422
+    [detail] = response.json()["error"]["details"]
+    assert detail["field"] == "jobs[1].model"
+    assert "REPLICATE_API_TOKEN" in detail["message"]
