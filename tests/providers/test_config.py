@@ -76,7 +76,7 @@ def test_a_broken_file_says_where(tmp_path: Path, text: str, where: str) -> None
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="DARKROOM_CONFIG=.*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"DARKROOM_CONFIG=.*nope\.yaml"):
         load_config(tmp_path / "nope.yaml")
 
 
