@@ -60,8 +60,7 @@ class Settings(BaseSettings):
     # arq refills free slots once per poll, so a worker runs at most
     # concurrency / poll_delay jobs per second: 0.05 s leaves the CPU as the limit.
     worker_poll_delay_s: float = Field(default=0.05, gt=0)
-    job_max_attempts: int = Field(default=3, ge=1)
-    # Plus 10 s, also how long a job held by a worker that died waits for another worker.
+    # How long the reconciler cron and other arq tasks may run before arq gives up on them.
     job_timeout_s: int = Field(default=60, ge=1)
     reconcile_interval_s: int = Field(default=15, ge=1)
     # A queued or running job untouched this long is checked against Redis and re-enqueued if lost.

@@ -37,7 +37,7 @@ from service.webhooks.tasks import deliver_webhook, reconcile_webhooks
 
 log = get_logger(__name__)
 
-# Attempts are counted in Postgres (settings.job_max_attempts); arq's own try counter
+# Attempts are counted in Postgres (each model's max_attempts); arq's own try counter
 # must never be what gives up on a job.
 ARQ_MAX_TRIES = 10_000
 
