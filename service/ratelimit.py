@@ -170,13 +170,14 @@ return result
 # KEYS: limiter, slots. ARGV: now, configured rate, job id. A grant whose request was
 # never sent (the job turned out to be finished, cancelled or over budget) gives its
 # token and slot back.
-_REFUND = """
+_REFUND = f"""
 local now = tonumber(ARGV[1])
 local lim = redis.call('HMGET', KEYS[1], 'rate', 'tat')
 local rate = tonumber(lim[1]) or tonumber(ARGV[2])
 local tat = tonumber(lim[2])
 if rate ~= nil and rate > 0 and tat ~= nil then
-  redis.call('HSET', KEYS[1], 'tat', math.max(now, tat - 1000 / rate))
+  -- The interval a grant took (see LIMITER_CHECK).
+  redis.call('HSET', KEYS[1], 'tat', math.max(now, tat - 1000 / (rate * (1 - {HEADROOM}))))
 end
 redis.call('ZREM', KEYS[2], ARGV[3])
 return 1

@@ -89,9 +89,17 @@ end
 return 0
 """
 
-# KEYS: ring realtime, ring bulk, waiting, flow. ARGV: batch id.
+# KEYS: ring realtime, ring bulk, waiting, flow, delayed. ARGV: batch id.
 _PURGE = """
 local jobs = redis.call('LRANGE', KEYS[4], 0, -1)
+for _, member in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  local a = string.find(member, '|', 1, true)
+  local b = string.find(member, '|', a + 1, true)
+  if string.sub(member, a + 1, b - 1) == ARGV[1] then
+    redis.call('ZREM', KEYS[5], member)
+    table.insert(jobs, string.sub(member, b + 1))
+  end
+end
 for i = 1, #jobs, 1000 do
   redis.call('SREM', KEYS[3], unpack(jobs, i, math.min(i + 999, #jobs)))
 end
@@ -221,12 +229,14 @@ class DispatchQueue:
         return bool(await self._delay(keys=keys, args=[due, member, job_id]))
 
     async def purge(self, batch_id: str) -> int:
-        """Drop a cancelled batch's waiting jobs, so they cost no grants."""
+        """Drop a cancelled batch's waiting jobs (backoffs included), so they cost no
+        grants."""
         keys = [
             self.keys.ring(Priority.realtime),
             self.keys.ring(Priority.bulk),
             self.keys.waiting,
             self.keys.flow(batch_id),
+            self.keys.delayed,
         ]
         return int(await self._purge(keys=keys, args=[batch_id]))
 

@@ -217,11 +217,6 @@ async def test_purge_of_a_realtime_batch(state: State) -> None:
     assert [g.job_id for g in await take_all(queue)] == ["b-0"]
 
 
-@pytest.mark.xfail(
-    reason="purge leaves a batch's jobs that wait out a backoff (the delayed zset) in "
-    "`waiting` and `delayed`: they are granted when due (queue.py _PURGE)",
-    strict=True,
-)
 async def test_purge_also_drops_jobs_waiting_out_a_backoff(
     state: State, monkeypatch: pytest.MonkeyPatch
 ) -> None:

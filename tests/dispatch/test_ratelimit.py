@@ -103,11 +103,6 @@ async def test_sustained_grants_stay_under_burst_plus_rate(state: State, clock: 
     assert (await limiter.snapshot()).grants == count
 
 
-@pytest.mark.xfail(
-    reason="refund moves `tat` back by 1000/rate ms, but a grant moved it on by "
-    "1000/(rate*(1-HEADROOM)) ms: ~2% of every refunded token is lost (ratelimit.py _REFUND)",
-    strict=True,
-)
 @pytest.mark.parametrize("burst", [1, 3])
 async def test_refund_lets_one_more_take_succeed_at_once(
     state: State, clock: Clock, burst: int
@@ -379,7 +374,7 @@ async def test_unlimited_account_becomes_unlimited_again(state: State, clock: Cl
 
 
 @pytest.fixture
-async def pools(state: State) -> AsyncIterator[Callable[[int], asyncio.Future[list[ArqRedis]]]]:
+async def pools(state: State) -> AsyncIterator[Callable[[int], Awaitable[list[ArqRedis]]]]:
     opened: list[ArqRedis] = []
 
     async def open_pools(count: int) -> list[ArqRedis]:
@@ -388,13 +383,13 @@ async def pools(state: State) -> AsyncIterator[Callable[[int], asyncio.Future[li
             opened.append(await create_pool(settings))
         return opened[-count:]
 
-    yield open_pools  # type: ignore[misc]
+    yield open_pools
     for pool in opened:
         await pool.aclose()
 
 
 async def test_concurrency_limit_holds_across_connection_pools(
-    state: State, pools: Callable[[int], asyncio.Future[list[ArqRedis]]]
+    state: State, pools: Callable[[int], Awaitable[list[ArqRedis]]]
 ) -> None:
     limits = Limits(max_concurrent=5)
     total = 200
@@ -433,7 +428,7 @@ async def test_concurrency_limit_holds_across_connection_pools(
 
 
 async def test_rate_limit_holds_across_connection_pools(
-    state: State, clock: Clock, pools: Callable[[int], asyncio.Future[list[ArqRedis]]]
+    state: State, clock: Clock, pools: Callable[[int], Awaitable[list[ArqRedis]]]
 ) -> None:
     limits = Limits(rate_per_s=10, burst=5)
     await DispatchQueue(state.redis, "shared", limits, lease_s=LEASE_S).enqueue(
