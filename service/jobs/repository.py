@@ -6,13 +6,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import (
     ACTIVE_JOB_STATUSES,
     Batch,
-    BatchStatus,
     Job,
     JobAttempt,
     JobStatus,
@@ -54,15 +53,6 @@ async def attempt_number(session: AsyncSession, job_id: uuid.UUID, number: int) 
 async def list_attempts(session: AsyncSession, job_id: uuid.UUID) -> list[JobAttempt]:
     query = select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)
     return list((await session.execute(query)).scalars())
-
-
-async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None:
-    await session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.status == BatchStatus.queued)
-        .values(status=BatchStatus.running)
-        .execution_options(synchronize_session=False)
-    )
 
 
 async def batch_has_active_jobs(session: AsyncSession, batch_id: uuid.UUID) -> bool:

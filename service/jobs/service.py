@@ -20,7 +20,15 @@ from service.batches.service import complete_batch
 from service.jobs import repository
 from service.jobs.schemas import JobError, JobOut, JobOutput
 from service.kit.base import utcnow
-from service.models import FINAL_JOB_STATUSES, Batch, Job, JobAttempt, JobStatus, Priority
+from service.models import (
+    FINAL_JOB_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobAttempt,
+    JobStatus,
+    Priority,
+)
 from service.providers.base import (
     GeneratedImage,
     ProviderError,
@@ -119,7 +127,12 @@ async def start_attempt(
     if job.status is JobStatus.running and job.remote_id is not None:
         return None  # at the provider already: never submitted twice
     now = utcnow()
-    abandoned = await repository.open_attempt(session, job_id)
+    # Only a running job can have an attempt left open (by a worker that died).
+    abandoned = (
+        await repository.open_attempt(session, job_id)
+        if job.status is JobStatus.running
+        else None
+    )
     if abandoned is not None:
         _close_attempt(abandoned, "abandoned", "worker_lost", "the worker running it stopped")
         _release_budget(batch, price)
@@ -144,7 +157,8 @@ async def start_attempt(
     job.submitted_at = None
     job.started_at = job.started_at or now
     session.add(JobAttempt(job_id=job.id, number=job.tries, provider=account, started_at=now))
-    await repository.mark_batch_running(session, job.batch_id)
+    if batch.status is BatchStatus.queued:
+        batch.status = BatchStatus.running
     return StartedJob(
         job.id,
         job.batch_id,
