@@ -94,6 +94,15 @@ async def _run_granted(state: State, grant: Grant) -> None:
     async with session_scope(state.sessionmaker) as session:
         job = await session.get(Job, job_id)
         spec = state.registry.model(job.model) if job is not None else None
+        if job is not None and spec is not None and spec.provider != grant.account:
+            # The configuration moved the model to another account since it was queued.
+            await limiter.refund(grant.job_id)
+            batch = await session.get(Batch, job.batch_id)
+            priority = batch.priority if batch is not None else grant.priority
+            await state.dispatch.queue(spec.provider).enqueue(
+                grant.batch_id, [grant.job_id], priority
+            )
+            return
         if job is None or spec is None:
             started: StartedJob | Transition | None = None
             if job is not None:
