@@ -1,25 +1,34 @@
 """Global limits per provider account, kept in Redis and changed only by atomic Lua.
 
 Every worker process on every host shares them:
-- rate: GCRA. One hash per account holds the theoretical arrival time (`tat`, ms); a
-  grant moves it one emission interval on, and up to `burst` grants may go back to back.
 - concurrency: a leased semaphore, a sorted set of holders (job ids) scored by lease
   expiry. A holder that died stops counting when its lease runs out; a live one renews.
   Holders are recorded even without a concurrency limit: a live lease is how the
   reconciler tells a job being worked on from one whose worker died.
+- rate: GCRA. One hash per account holds the theoretical arrival time (`tat`, ms); each
+  request moves it one emission interval on, and up to `burst` may go back to back.
 - adaptivity (AIMD): a 429 cuts the account's effective rate (x0.7) and blocks it for
   the provider's hinted wait. The rate then climbs back additively: slowly up to the
   rate that drew the 429 (probing carefully where the limit was), then faster, up to
   the configured rate. Only a request sent after the last cut can cut again, so one
   burst of 429s from requests already in flight counts once.
 
-The grant itself (check limits, pick the next job fairly, take a token and a slot) is
-one script in service.dispatch.queue; this module holds the limiter's half of that
-script and the calls that report back: release, renew, refund, rate_limited.
+A job goes out in two steps. The grant (service.dispatch.queue.take: one script) picks
+the next job fairly and takes its concurrency slot; on a rate-limited account it also
+holds one of a few "picked, not yet sent" places, so grants run only just ahead of
+sends and a realtime job never waits behind a pile of picked bulk jobs. Then, right
+before its HTTP request, the job takes its rate token (`wait_turn`). The token is timed
+by the moment the request really leaves, not by the grant: the database work between
+the two varies by milliseconds, and a provider that enforces its rate with no burst
+allowance turns any such jitter into 429s.
+
+This module holds the limiter's half of the grant script and the calls a worker makes
+around a request: wait_turn, release, renew, refund, rate_limited.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -40,6 +49,8 @@ RAMP_S = 40.0
 HEADROOM = 0.02
 # Accounts with no configured rate still slow down on 429s, from the rate observed.
 UNLIMITED_RATE = 1_000_000.0
+# Check again at least this often while waiting for a turn (a 429 may block the account).
+MAX_TURN_WAIT_S = 1.0
 
 
 def limiter_key(account: str) -> str:
@@ -50,59 +61,43 @@ def slots_key(account: str) -> str:
     return f"dr:a:{{{account}}}:slots"
 
 
+def pending_key(account: str) -> str:
+    return f"dr:a:{{{account}}}:pending"
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# The limiter's half of the grant script. Expects KEYS[LIM] (limiter hash), KEYS[SLOTS]
-# and locals: now, configured (0 = no rate limit), burst, max_conc (0 = none).
-# Leaves `granted_tat` (nil when no rate limit) and may `return` a refusal
-# {0, reason, wait_ms}.
-LIMITER_CHECK = """
-local lim = redis.call('HMGET', KEYS[LIM], 'rate', 'w_max', 'updated', 'tat', 'blocked_until')
-local blocked = tonumber(lim[5]) or 0
+# How long a picked job may take to be sent before its place counts as free again
+# (its worker died in between).
+PENDING_LEASE_MS = 30_000
+
+# The limiter's half of the grant script. Expects KEYS[LIM] (limiter hash), KEYS[SLOTS],
+# KEYS[PENDING] and locals: now, configured (0 = no rate limit), burst, max_conc
+# (0 = none). Sets `paced` (the job must take a rate token before it is sent) or
+# `return`s a refusal {0, reason, wait_ms}.
+ADMIT_CHECK = """
+local lim = redis.call('HMGET', KEYS[LIM], 'blocked_until', 'rate')
+local blocked = tonumber(lim[1]) or 0
 if blocked > now then return {0, 'blocked', blocked - now} end
 redis.call('ZREMRANGEBYSCORE', KEYS[SLOTS], '-inf', now)
 if max_conc > 0 and redis.call('ZCARD', KEYS[SLOTS]) >= max_conc then
   return {0, 'busy', 0}
 end
-local ceiling = configured
-if ceiling <= 0 then ceiling = UNLIMITED end
-local rate = tonumber(lim[1])
-local granted_tat = nil
-if rate ~= nil then
-  local w_max = tonumber(lim[2]) or ceiling
-  local dt = math.max(0, now - (tonumber(lim[3]) or now)) / 1000
-  if rate < w_max then
-    rate = math.min(w_max, rate + w_max * (1 - DECREASE) / RECOVER_S * dt)
-  else
-    rate = rate + ceiling / RAMP_S * dt
-  end
-  if rate >= ceiling then
-    rate = ceiling
-  end
-  redis.call('HSET', KEYS[LIM], 'rate', rate, 'updated', now)
-  if configured <= 0 and rate >= ceiling then
-    -- Recovered all the way: an unlimited account is unlimited again.
-    redis.call('HDEL', KEYS[LIM], 'rate', 'w_max', 'tat')
-    rate = nil
-  end
-elseif configured > 0 then
-  rate = configured
-end
-if rate ~= nil then
-  local interval = 1000 / (rate * (1 - HEADROOM))
-  local tat = math.max(tonumber(lim[4]) or now, now)
-  local tau = (burst - 1) * interval
-  if tat - now > tau then return {0, 'rate', math.ceil(tat - tau - now)} end
-  granted_tat = tat + interval
+local rate = tonumber(lim[2]) or configured
+local paced = rate > 0
+if paced then
+  redis.call('ZREMRANGEBYSCORE', KEYS[PENDING], '-inf', now)
+  local places = math.max(2, burst, math.ceil(rate * 0.1))
+  if redis.call('ZCARD', KEYS[PENDING]) >= places then return {0, 'pending', 0} end
 end
 """
 
-# After a job was picked: take the token and the slot.
-LIMITER_COMMIT = """
-if granted_tat ~= nil then redis.call('HSET', KEYS[LIM], 'tat', granted_tat) end
+# After a job was picked: take its slot (and its place in line for a rate token).
+ADMIT_COMMIT = """
 redis.call('ZADD', KEYS[SLOTS], now + lease, job)
+if paced then redis.call('ZADD', KEYS[PENDING], now + PENDING_LEASE_MS, job) end
 redis.call('HINCRBY', KEYS[LIM], 'grants', 1)
 -- Grants per 1-s window: where an account with no configured rate starts after a 429.
 local window = redis.call('HMGET', KEYS[LIM], 'win', 'win_n')
@@ -114,23 +109,61 @@ end
 """
 
 
-def limiter_lua(lim: int, slots: int) -> tuple[str, str]:
+def admit_lua(lim: int, slots: int, pending: int) -> tuple[str, str]:
     """The two fragments with their key positions and constants filled in."""
     constants = {
         "KEYS[LIM]": f"KEYS[{lim}]",
         "KEYS[SLOTS]": f"KEYS[{slots}]",
-        "UNLIMITED": repr(UNLIMITED_RATE),
-        "DECREASE": repr(DECREASE),
-        "RECOVER_S": repr(RECOVER_S),
-        "RAMP_S": repr(RAMP_S),
-        "HEADROOM": repr(HEADROOM),
+        "KEYS[PENDING]": f"KEYS[{pending}]",
+        "PENDING_LEASE_MS": str(PENDING_LEASE_MS),
     }
-    check, commit = LIMITER_CHECK, LIMITER_COMMIT
+    check, commit = ADMIT_CHECK, ADMIT_COMMIT
     for name, value in constants.items():
         check = check.replace(name, value)
         commit = commit.replace(name, value)
     return check, commit
 
+
+# KEYS: limiter, pending. ARGV: now, configured rate (0 = none), burst, job id.
+# Returns 0 when the job may be sent now (its token taken), else ms to wait.
+_WAIT_TURN = f"""
+local now = tonumber(ARGV[1])
+local configured = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local lim = redis.call('HMGET', KEYS[1], 'rate', 'w_max', 'updated', 'tat', 'blocked_until')
+local blocked = tonumber(lim[5]) or 0
+if blocked > now then return math.ceil(blocked - now) end
+local ceiling = configured
+if ceiling <= 0 then ceiling = {UNLIMITED_RATE} end
+local rate = tonumber(lim[1])
+if rate ~= nil then
+  local w_max = tonumber(lim[2]) or ceiling
+  local dt = math.max(0, now - (tonumber(lim[3]) or now)) / 1000
+  if rate < w_max then
+    rate = math.min(w_max, rate + w_max * (1 - {DECREASE}) / {RECOVER_S} * dt)
+  else
+    rate = rate + ceiling / {RAMP_S} * dt
+  end
+  if rate >= ceiling then rate = ceiling end
+  redis.call('HSET', KEYS[1], 'rate', rate, 'updated', now)
+  if configured <= 0 and rate >= ceiling then
+    -- Recovered all the way: an unlimited account is unlimited again.
+    redis.call('HDEL', KEYS[1], 'rate', 'w_max', 'tat')
+    rate = nil
+  end
+elseif configured > 0 then
+  rate = configured
+end
+if rate ~= nil then
+  local interval = 1000 / (rate * (1 - {HEADROOM}))
+  local tat = math.max(tonumber(lim[4]) or now, now)
+  local tau = (burst - 1) * interval
+  if tat - now > tau then return math.ceil(tat - tau - now) end
+  redis.call('HSET', KEYS[1], 'tat', tat + interval)
+end
+redis.call('ZREM', KEYS[2], ARGV[4])
+return 0
+"""
 
 # KEYS: limiter. ARGV: now, sent_at (ms), configured rate (0 = none), hint ms (0 = none).
 # Returns the new effective rate (as a string) or "" when unchanged.
@@ -167,19 +200,12 @@ redis.call('HINCRBY', KEYS[1], 'rate_limited', 1)
 return result
 """
 
-# KEYS: limiter, slots. ARGV: now, configured rate, job id. A grant whose request was
-# never sent (the job turned out to be finished, cancelled or over budget) gives its
-# token and slot back.
-_REFUND = f"""
-local now = tonumber(ARGV[1])
-local lim = redis.call('HMGET', KEYS[1], 'rate', 'tat')
-local rate = tonumber(lim[1]) or tonumber(ARGV[2])
-local tat = tonumber(lim[2])
-if rate ~= nil and rate > 0 and tat ~= nil then
-  -- The interval a grant took (see LIMITER_CHECK).
-  redis.call('HSET', KEYS[1], 'tat', math.max(now, tat - 1000 / (rate * (1 - {HEADROOM}))))
-end
-redis.call('ZREM', KEYS[2], ARGV[3])
+# KEYS: slots, pending. ARGV: job id. A grant whose request was never sent (the job
+# turned out to be finished, cancelled or over budget) gives its slot and place back; it
+# took no rate token yet.
+_REFUND = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -205,8 +231,24 @@ class AccountLimiter:
         self.limits = limits
         self._limiter = limiter_key(account)
         self._slots = slots_key(account)
+        self._pending = pending_key(account)
+        self._wait_turn = redis.register_script(_WAIT_TURN)
         self._rate_limited = redis.register_script(_RATE_LIMITED)
         self._refund = redis.register_script(_REFUND)
+
+    async def wait_turn(self, job_id: str) -> None:
+        """Take the job's rate token, waiting as long as the limiter says: call it right
+        before the request goes out, so the token is timed by the real send."""
+        while (wait_s := await self.try_turn(job_id)) > 0:
+            await asyncio.sleep(min(wait_s, MAX_TURN_WAIT_S))
+
+    async def try_turn(self, job_id: str) -> float:
+        """Take the job's rate token if it is due: 0.0, else the seconds until it is."""
+        wait_ms = await self._wait_turn(
+            keys=[self._limiter, self._pending],
+            args=[now_ms(), self.limits.rate_per_s or 0, self.limits.burst, job_id],
+        )
+        return int(wait_ms) / 1000
 
     async def release(self, job_id: str) -> None:
         """The generation finished (or never started): its slot is free at once."""
@@ -218,10 +260,7 @@ class AccountLimiter:
         await self.redis.zadd(self._slots, {job_id: now_ms() + int(lease_s * 1000)})
 
     async def refund(self, job_id: str) -> None:
-        await self._refund(
-            keys=[self._limiter, self._slots],
-            args=[now_ms(), self.limits.rate_per_s or 0, job_id],
-        )
+        await self._refund(keys=[self._slots, self._pending], args=[job_id])
 
     async def rate_limited(self, *, sent_at_ms: int, retry_after_s: float | None) -> float | None:
         """A 429: cut the rate (once per round of requests) and honour the hint.

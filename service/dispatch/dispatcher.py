@@ -3,7 +3,7 @@
 One loop per provider account asks the account's queue for a grant (service.dispatch.
 queue.take: limits checked, next job picked fairly, token and slot taken, atomically) and
 runs the granted job as a task of this process. Refused, it sleeps as long as the limiter
-says the next grant is away, so a rate-bound account is paced by Redis, not by polling.
+says (or a few ms when a slot or a place may free up any moment).
 
 `worker_concurrency` bounds the provider requests in flight in this process; other
 processes take the grants this one cannot.
@@ -91,7 +91,7 @@ class Dispatcher:
 def wait_after(refusal: Refusal) -> float:
     if refusal.reason == "empty":
         return IDLE_POLL_S
-    if refusal.reason == "busy" or refusal.wait_s <= 0:
+    if refusal.reason in ("busy", "pending") or refusal.wait_s <= 0:
         return BUSY_POLL_S
     return min(refusal.wait_s, MAX_WAIT_S)
 

@@ -11,8 +11,9 @@ Per account:
   can tell which queued jobs Redis has lost.
 
 `take` is one Lua script: it checks the account's limits (service.ratelimit), picks the
-next job fairly and takes the token and slot, all atomically, so any number of
-processes on any number of hosts can call it.
+next job fairly and takes its slot, all atomically, so any number of processes on any
+number of hosts can call it. The rate token is taken later, right before the request
+leaves (AccountLimiter.wait_turn).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from arq.connections import ArqRedis as Redis
 
 from service.models import Priority
 from service.providers.config import Limits
-from service.ratelimit import limiter_key, limiter_lua, now_ms, slots_key
+from service.ratelimit import admit_lua, limiter_key, now_ms, pending_key, slots_key
 
 ENQUEUE_CHUNK = 2_000
 
@@ -63,6 +64,10 @@ class AccountKeys:
     @property
     def slots(self) -> str:
         return slots_key(self.account)
+
+    @property
+    def pending(self) -> str:
+        return pending_key(self.account)
 
 
 # KEYS: ring, waiting, flow. ARGV: batch id, front (1/0), job ids...
@@ -109,9 +114,9 @@ redis.call('LREM', KEYS[2], 0, ARGV[1])
 return #jobs
 """
 
-# KEYS: 1 ring realtime, 2 ring bulk, 3 delayed, 4 waiting, 5 limiter, 6 slots.
+# KEYS: 1 ring realtime, 2 ring bulk, 3 delayed, 4 waiting, 5 limiter, 6 slots, 7 pending.
 # ARGV: now, flow prefix, configured rate (0 = none), burst, max concurrent (0 = none),
-# lease ms. Returns {1, job, priority, batch} or {0, reason, wait ms}.
+# lease ms. Returns {1, job, priority, batch, paced} or {0, reason, wait ms}.
 _TAKE_HEAD = """
 local now = tonumber(ARGV[1])
 local prefix = ARGV[2]
@@ -150,7 +155,7 @@ for r = 1, 2 do
     if job then
       redis.call('SREM', KEYS[4], job)
       COMMIT
-      return {1, job, names[r], batch}
+      return {1, job, names[r], batch, paced and 1 or 0}
     end
   end
 end
@@ -159,7 +164,7 @@ return {0, 'empty', 0}
 
 
 def _take_script() -> str:
-    check, commit = limiter_lua(lim=5, slots=6)
+    check, commit = admit_lua(lim=5, slots=6, pending=7)
     return _TAKE_HEAD + check + _TAKE_PICK.replace("COMMIT", commit)
 
 
@@ -168,19 +173,22 @@ _TAKE = _take_script()
 
 @dataclass(frozen=True)
 class Grant:
-    """Permission to send one job's request to the account now."""
+    """A job picked for its account, holding a concurrency slot. When `paced`, it must
+    take a rate token (AccountLimiter.wait_turn) right before its request goes out."""
 
     job_id: str
     batch_id: str
     priority: Priority
     account: str
     granted_at_ms: int
+    paced: bool = False
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """Nothing to send now: `reason` is empty, rate, busy or blocked; `wait_s` is how long
-    the limiter says the next grant is away (0: unknown, check again soon)."""
+    """Nothing to pick now: `reason` is empty, busy (every slot taken), pending (enough
+    picked jobs wait for their rate token) or blocked (a 429's hint); `wait_s` is how
+    long the limiter says that lasts (0: unknown, check again soon)."""
 
     reason: str
     wait_s: float
@@ -249,6 +257,7 @@ class DispatchQueue:
             self.keys.waiting,
             self.keys.limiter,
             self.keys.slots,
+            self.keys.pending,
         ]
         args: list[str | int | float] = [
             now,
@@ -266,6 +275,7 @@ class DispatchQueue:
                 priority=Priority(_text(result[2])),
                 account=self.account,
                 granted_at_ms=now,
+                paced=int(result[4]) == 1,
             )
         return Refusal(_text(result[1]), int(result[2]) / 1000)
 

@@ -1,7 +1,8 @@
 """Running one job against its provider, from a dispatch grant to a recorded outcome.
 
-A grant (service.dispatch) carries a token and a concurrency slot of the job's provider
-account. The job's attempt is claimed in Postgres first; then the request goes out:
+A grant (service.dispatch) carries a concurrency slot of the job's provider account.
+The job's attempt is claimed in Postgres first; then, the account's rate token taken at
+the last moment, the request goes out:
 - a synchronous provider answers with the image: the slot is freed, the image stored;
 - an asynchronous one answers with a handle (a prediction id), stored at once, and the
   worker lets go: a deferred poll, or the provider's callback, finishes the job later
@@ -10,7 +11,7 @@ account. The job's attempt is claimed in Postgres first; then the request goes o
   without using up an attempt; other errors back off or fail the job with a reason.
 
 Anything sent to a provider is paid for, so a grant whose job turns out to need no
-request (finished, cancelled, over budget) gives its token and slot back.
+request (finished, cancelled, over budget) gives its slot back and takes no token.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ async def _run_granted(state: State, grant: Grant) -> None:
     assert spec is not None
     provider = state.registry.providers[grant.account]
     request = generation_request(state, spec, started)
+    if grant.paced:
+        await limiter.wait_turn(grant.job_id)
     sent_at = now_ms()
     began = time.perf_counter()
     try:

@@ -129,9 +129,7 @@ async def start_attempt(
     now = utcnow()
     # Only a running job can have an attempt left open (by a worker that died).
     abandoned = (
-        await repository.open_attempt(session, job_id)
-        if job.status is JobStatus.running
-        else None
+        await repository.open_attempt(session, job_id) if job.status is JobStatus.running else None
     )
     if abandoned is not None:
         _close_attempt(abandoned, "abandoned", "worker_lost", "the worker running it stopped")

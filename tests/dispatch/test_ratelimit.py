@@ -13,7 +13,7 @@ from typing import cast
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from service.dispatch.queue import DispatchQueue, Grant
+from service.dispatch.queue import DispatchQueue, Grant, Refusal
 from service.models import Priority
 from service.providers.config import Limits
 from service.ratelimit import DECREASE, HEADROOM, AccountLimiter, limiter_key
@@ -28,12 +28,39 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return install_clock(monkeypatch)
 
 
+class SendingQueue:
+    """A DispatchQueue whose take() is what a worker does for one job: pick it, then take
+    its rate token right before sending. A refused token leaves the job picked (a
+    Refusal "rate"); the next take tries that job's turn again before picking another."""
+
+    def __init__(self, queue: DispatchQueue, limiter: AccountLimiter) -> None:
+        self.raw = queue
+        self.limiter = limiter
+        self.held: Grant | None = None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.raw, name)
+
+    async def take(self) -> Grant | Refusal:
+        if self.held is None:
+            outcome = await self.raw.take()
+            if isinstance(outcome, Refusal):
+                return outcome
+            self.held = outcome
+        wait_s = await self.limiter.try_turn(self.held.job_id)
+        if wait_s > 0:
+            return Refusal("rate", wait_s)
+        grant, self.held = self.held, None
+        return grant
+
+
 async def account(
     state: State, limits: Limits, *, jobs: int = 100, name: str = "acct", lease_s: float = LEASE_S
-) -> tuple[DispatchQueue, AccountLimiter]:
+) -> tuple[SendingQueue, AccountLimiter]:
     queue = DispatchQueue(state.redis, name, limits, lease_s=lease_s)
     await queue.enqueue("batch", [f"j{n}" for n in range(jobs)], Priority.bulk)
-    return queue, AccountLimiter(state.redis, name, limits)
+    limiter = AccountLimiter(state.redis, name, limits)
+    return SendingQueue(queue, limiter), limiter
 
 
 async def stored_rate(state: State, name: str = "acct") -> float | None:
@@ -73,14 +100,16 @@ async def test_burst_of_one_then_rate_refusal(state: State, clock: Clock) -> Non
     assert refusal.wait_s == pytest.approx(interval_s(10), abs=0.002)
 
 
-async def test_refused_take_costs_no_job(state: State, clock: Clock) -> None:
-    queue, limiter = await account(state, Limits(rate_per_s=10, burst=1), jobs=2)
+async def test_a_refused_turn_picks_no_other_job(state: State, clock: Clock) -> None:
+    queue, limiter = await account(state, Limits(rate_per_s=10, burst=1), jobs=3)
     granted(await queue.take())
     for _ in range(5):
         refused(await queue.take(), "rate")
 
+    assert queue.held is not None
+    assert queue.held.job_id == "j1"  # picked once, waiting for its turn
     assert await queue.backlog() == 1
-    assert (await limiter.snapshot()).grants == 1
+    assert (await limiter.snapshot()).grants == 2
 
 
 async def test_sustained_grants_stay_under_burst_plus_rate(state: State, clock: Clock) -> None:
@@ -100,21 +129,44 @@ async def test_sustained_grants_stay_under_burst_plus_rate(state: State, clock: 
 
     paced = rate * (1 - HEADROOM) * 5
     assert burst + paced - 1 <= count <= burst + paced
-    assert (await limiter.snapshot()).grants == count
+    picked_not_sent = 1 if queue.held is not None else 0
+    assert (await limiter.snapshot()).grants == count + picked_not_sent
 
 
 @pytest.mark.parametrize("burst", [1, 3])
-async def test_refund_lets_one_more_take_succeed_at_once(
+async def test_a_pick_given_back_before_its_turn_took_no_token(
     state: State, clock: Clock, burst: int
 ) -> None:
     queue, limiter = await account(state, Limits(rate_per_s=10, burst=burst))
-    grants = [granted(await queue.take()) for _ in range(burst)]
+    picked = granted(await queue.raw.take())  # picked, then found to need no request
+
+    await limiter.refund(picked.job_id)
+
+    assert await queue.holds_slot([picked.job_id]) == [False]
+    assert [granted(await queue.take()).job_id for _ in range(burst)] == [
+        f"j{n}" for n in range(1, burst + 1)
+    ]
     refused(await queue.take(), "rate")
 
-    await limiter.refund(grants[-1].job_id)
 
-    granted(await queue.take())
-    refused(await queue.take(), "rate")
+async def test_picks_run_only_a_few_places_ahead_of_sends(state: State, clock: Clock) -> None:
+    """On a rate-limited account, jobs picked but not yet sent are bounded, so a realtime
+    job arriving later is not stuck behind a pile of picked bulk jobs."""
+    queue, limiter = await account(state, Limits(rate_per_s=10, burst=1))
+    first, second = granted(await queue.raw.take()), granted(await queue.raw.take())
+    assert first.paced
+    refused(await queue.raw.take(), "pending")
+
+    assert await limiter.try_turn(first.job_id) == 0  # sent: its place is free again
+    third = granted(await queue.raw.take())
+    refused(await queue.raw.take(), "pending")
+    assert (second.job_id, third.job_id) == ("j1", "j2")
+
+
+async def test_an_unlimited_account_is_not_paced(state: State, clock: Clock) -> None:
+    queue, _ = await account(state, Limits())
+    grants = [granted(await queue.raw.take()) for _ in range(10)]
+    assert not any(grant.paced for grant in grants)
 
 
 async def test_refund_frees_the_slot(state: State, clock: Clock) -> None:
