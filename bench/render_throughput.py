@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from bench._harness import BenchEnv, bench_env, log
 from bench._machine import BusyMeter, machine, wait_for_quiet

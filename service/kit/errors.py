@@ -9,10 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.logging import get_logger
@@ -167,8 +171,42 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if dependency_unavailable(exc):
+            # Postgres restarting, Redis gone: nothing was accepted that could be lost,
+            # and the caller should simply try again.
+            log.warning("dependency_unavailable", error=repr(exc))
+            return error_json(
+                503,
+                ErrorBody(code="unavailable", message="a backing service is unavailable; retry"),
+                {"Retry-After": "5"},
+            )
         log.exception("unhandled_error", error=repr(exc))
         return error_json(500, ErrorBody(code="internal_error", message="internal error"))
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """Is this a lost or refused connection to Postgres or Redis, not a bug?"""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current,
+            OperationalError
+            | InterfaceError
+            | OSError
+            | TimeoutError
+            | RedisConnectionError
+            | RedisTimeoutError
+            | asyncpg.PostgresConnectionError
+            | asyncpg.CannotConnectNowError
+            | asyncpg.InterfaceError,
+        ):
+            return True
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
