@@ -41,10 +41,6 @@ def test_bugs_are_not_mistaken_for_outages() -> None:
     assert dependency_unavailable(ConnectionRefusedError(111, "refused"))
     wrapped = OperationalError("SELECT 1", {}, ConnectionResetError())
     assert dependency_unavailable(wrapped)
-    try:
-        try:
-            raise ConnectionResetError("peer reset")
-        except ConnectionResetError as inner:
-            raise RuntimeError("while committing") from inner
-    except RuntimeError as outer:
-        assert dependency_unavailable(outer)
+    outer = RuntimeError("while committing")
+    outer.__cause__ = ConnectionResetError("peer reset")
+    assert dependency_unavailable(outer)
