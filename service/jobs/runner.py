@@ -91,40 +91,20 @@ async def run_granted(state: State, grant: Grant) -> None:
 
 async def _run_granted(state: State, grant: Grant) -> None:
     limiter = state.dispatch.limiter(grant.account)
-    job_id = uuid.UUID(grant.job_id)
-    async with session_scope(state.sessionmaker) as session:
-        job = await session.get(Job, job_id)
-        spec = state.registry.model(job.model) if job is not None else None
-        if job is not None and spec is not None and spec.provider != grant.account:
-            # The configuration moved the model to another account since it was queued.
-            await limiter.refund(grant.job_id)
-            batch = await session.get(Batch, job.batch_id)
-            priority = batch.priority if batch is not None else grant.priority
-            await state.dispatch.queue(spec.provider).enqueue(
-                grant.batch_id, [grant.job_id], priority
-            )
-            return
-        if job is None or spec is None:
-            started: StartedJob | Transition | None = None
-            if job is not None:
-                started = await service.fail_unconfigured(
-                    session, job_id, public_url=state.settings.public_url
-                )
-        else:
-            started = await service.start_attempt(
-                session,
-                job_id,
-                account=grant.account,
-                max_attempts=spec.max_attempts,
-                price=spec.price_per_image,
-                public_url=state.settings.public_url,
-            )
-    if not isinstance(started, StartedJob):
+    try:
+        claimed = await _claim(state, grant)
+    except Exception:
+        # Nothing was sent (Postgres away?): the job goes back to the front of its line
+        # at once rather than after its slot's lease.
+        log.exception("job_claim_failed")
         await limiter.refund(grant.job_id)
-        if started is not None:
-            await enqueue_deliveries(state, started.event_ids)
+        await state.dispatch.queue(grant.account).enqueue(
+            grant.batch_id, [grant.job_id], grant.priority, front=True
+        )
         return
-    assert spec is not None
+    if claimed is None:
+        return
+    started, spec = claimed
     provider = state.registry.providers[grant.account]
     request = generation_request(state, spec, started)
     if grant.paced:
@@ -148,6 +128,46 @@ async def _run_granted(state: State, grant: Grant) -> None:
         await _store_and_record(state, spec, started, outcome, _ms_since(began))
         return
     await _submitted(state, spec, provider, started, outcome)
+
+
+async def _claim(state: State, grant: Grant) -> tuple[StartedJob, ModelSpec] | None:
+    """Claim the granted job's attempt in Postgres. None: nothing is to be sent (the
+    grant is given back)."""
+    limiter = state.dispatch.limiter(grant.account)
+    job_id = uuid.UUID(grant.job_id)
+    async with session_scope(state.sessionmaker) as session:
+        job = await session.get(Job, job_id)
+        spec = state.registry.model(job.model) if job is not None else None
+        if job is not None and spec is not None and spec.provider != grant.account:
+            # The configuration moved the model to another account since it was queued.
+            await limiter.refund(grant.job_id)
+            batch = await session.get(Batch, job.batch_id)
+            priority = batch.priority if batch is not None else grant.priority
+            await state.dispatch.queue(spec.provider).enqueue(
+                grant.batch_id, [grant.job_id], priority
+            )
+            return None
+        if job is None or spec is None:
+            started: StartedJob | Transition | None = None
+            if job is not None:
+                started = await service.fail_unconfigured(
+                    session, job_id, public_url=state.settings.public_url
+                )
+        else:
+            started = await service.start_attempt(
+                session,
+                job_id,
+                account=grant.account,
+                max_attempts=spec.max_attempts,
+                price=spec.price_per_image,
+                public_url=state.settings.public_url,
+            )
+    if isinstance(started, StartedJob) and spec is not None:
+        return started, spec
+    await limiter.refund(grant.job_id)
+    if isinstance(started, Transition):
+        await enqueue_deliveries(state, started.event_ids)
+    return None
 
 
 async def _submitted(
