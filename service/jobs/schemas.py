@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 JobStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -30,6 +30,7 @@ class JobOut(BaseModel):
     status: JobStatusName
     prompt: str
     model: str
+    provider: str | None = Field(description="The provider account of the latest attempt")
     params: dict[str, Any]
     metadata: dict[str, Any]
     attempts: int
@@ -56,3 +57,9 @@ class AttemptOut(BaseModel):
     latency_ms: int | None
     error_code: str | None
     error_message: str | None
+    remote_id: str | None = Field(
+        description="The provider's handle for an asynchronous generation (a prediction id)"
+    )
+    usage: dict[str, Any] | None = Field(
+        description="What the provider reported it used (tokens, seconds of compute)"
+    )

@@ -90,6 +90,7 @@ def job_out(job: Job, public_url: str) -> JobOut:
         status=job.status.value,
         prompt=job.prompt,
         model=job.model,
+        provider=job.provider,
         params=job.params,
         metadata=job.metadata_,
         attempts=job.attempts,

@@ -76,6 +76,8 @@ async def test_replicate_jobs_submit_poll_and_download(
         [attempt] = await attempts_of(client, caller, job["id"])
         assert attempt["provider"] == "replicate"
         assert attempt["outcome"] == "succeeded"
+        assert attempt["remote_id"]
+        assert "predict_time" in attempt["usage"]
     stats = await accounts.stats()
     assert stats["creations_accepted"] == 4
     assert stats["duplicate_submissions"] == 0
@@ -100,6 +102,9 @@ async def test_openai_jobs_are_synchronous_and_keep_usage(
     assert jobs[0]["output"]["content_type"] == "image/webp"
     attempts = await attempts_of(client, caller, jobs[0]["id"])
     assert attempts[0]["provider"] == "openai"
+    assert attempts[0]["usage"]["total_tokens"] > 0
+    assert attempts[0]["remote_id"] is None
+    assert jobs[0]["provider"] == "openai"
     stats = await accounts.stats()
     assert stats["creations_by_provider"]["openai"] == 3
 
