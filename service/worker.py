@@ -22,10 +22,10 @@ from arq.worker import Function, Worker, func
 from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
 from service.jobs.runner import run_granted
+from service.jobs.polls import POLL_JOB
 from service.jobs.tasks import (
     CANCEL_REMOTE_JOBS,
     FINISH_REMOTE_JOB,
-    POLL_JOB,
     cancel_remote_jobs,
     finish_remote_job,
     poll_job,

@@ -26,8 +26,10 @@ from service.callbacks.early import take_early_callback
 from service.db import session_scope
 from service.dispatch.queue import Grant
 from service.jobs import service
+from service.jobs.polls import enqueue_poll
 from service.jobs.service import StartedJob, Transition
 from service.kit.backoff import exponential_backoff
+from service.kit.base import utcnow
 from service.logging import get_logger
 from service.models import Batch, Job
 from service.providers.base import (
@@ -188,8 +190,6 @@ async def _submitted(
         return
     limiter = state.dispatch.limiter(started.account)
     await limiter.renew(str(started.job_id), REMOTE_LEASE_S)
-    from service.jobs.tasks import enqueue_poll  # the tasks module imports this one
-
     await enqueue_poll(state, started.job_id, delay_s=first_poll_delay_s(state, provider))
 
 
@@ -213,16 +213,15 @@ async def complete_remote(
     await limiter.release(str(started.job_id))
     provider = state.registry.providers[started.account]
     if remote.status == "succeeded":
-        began = time.perf_counter()
         try:
             image = await provider.fetch_result(remote, generation_request(state, spec, started))
         except ProviderRetryableError as error:
             log.warning("fetch_result_failed", code=error.code, error=error.message)
             return 5.0
         except ProviderError as error:
-            await _record_error(state, spec, started, error, _ms_since(began))
+            await _record_error(state, spec, started, error, _since_submitted_ms(started))
             return None
-        await _store_and_record(state, spec, started, image, _ms_since(began))
+        await _store_and_record(state, spec, started, image, _since_submitted_ms(started))
         return None
     if remote.status == "canceled" and await _batch_cancelled(state, started):
         await _record_cancelled(state, spec, started)
@@ -230,12 +229,16 @@ async def complete_remote(
     reason = remote.error or ProviderRetryableError(
         f"remote_{remote.status}", f"the provider reported {remote.status} with no reason"
     )
-    await _record_error(state, spec, started, reason, None)
+    await _record_error(state, spec, started, reason, _since_submitted_ms(started))
     return None
 
 
 async def _store_and_record(
-    state: State, spec: ModelSpec, started: StartedJob, image: GeneratedImage, latency_ms: int
+    state: State,
+    spec: ModelSpec,
+    started: StartedJob,
+    image: GeneratedImage,
+    latency_ms: int | None,
 ) -> None:
     try:
         stored = await state.storage.put(started.output_key, image.data, image.content_type)
@@ -327,3 +330,10 @@ async def _batch_cancelled(state: State, started: StartedJob) -> bool:
 
 def _ms_since(began: float) -> int:
     return int((time.perf_counter() - began) * 1000)
+
+
+def _since_submitted_ms(started: StartedJob) -> int | None:
+    """An asynchronous attempt's latency: from submission to the provider's answer."""
+    if started.submitted_at is None:
+        return None
+    return int((utcnow() - started.submitted_at).total_seconds() * 1000)

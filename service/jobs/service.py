@@ -236,7 +236,7 @@ async def record_success(
     image: GeneratedImage,
     stored: StoredObject,
     *,
-    latency_ms: int,
+    latency_ms: int | None,
     cost: Decimal,
     price: Decimal,
     public_url: str,

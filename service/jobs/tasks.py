@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from service.db import session_scope
 from service.jobs import repository, runner, service
+from service.jobs.polls import enqueue_poll, poll_job_id
 from service.jobs.queue import missing_from_queue
 from service.kit.base import utcnow
 from service.logging import get_logger
@@ -37,13 +38,8 @@ from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
 
-POLL_JOB = "poll_job"
 FINISH_REMOTE_JOB = "finish_remote_job"
 CANCEL_REMOTE_JOBS = "cancel_remote_jobs"
-
-
-def poll_job_id(job_id: uuid.UUID | str) -> str:
-    return f"poll:{job_id}"
 
 
 async def enqueue_jobs(
@@ -62,19 +58,6 @@ async def enqueue_jobs(
             await state.dispatch.queue(account).enqueue(str(batch_id), ids, priority)
     except (RedisError, OSError) as exc:
         log.warning("enqueue_deferred_to_reconciler", jobs=len(jobs), error=repr(exc))
-
-
-async def enqueue_poll(state: State, job_id: uuid.UUID, *, delay_s: float) -> None:
-    try:
-        await state.redis.enqueue_job(
-            POLL_JOB,
-            str(job_id),
-            _job_id=poll_job_id(job_id),
-            _defer_by=timedelta(seconds=delay_s),
-            _queue_name=state.settings.queue_name,
-        )
-    except (RedisError, OSError) as exc:
-        log.warning("poll_deferred_to_reconciler", job_id=str(job_id), error=repr(exc))
 
 
 async def poll_job(ctx: dict[str, Any], job_id: str) -> None:
