@@ -21,8 +21,8 @@ from arq.worker import Function, Worker, func
 
 from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
-from service.jobs.runner import run_granted
 from service.jobs.polls import POLL_JOB
+from service.jobs.runner import run_granted
 from service.jobs.tasks import (
     CANCEL_REMOTE_JOBS,
     FINISH_REMOTE_JOB,

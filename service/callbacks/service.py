@@ -34,9 +34,13 @@ async def accept_callback(
     job = await repository.job_by_remote_id(session, remote.id)
     if job is None and remote.finished:
         # A fast provider can call back before the worker that submitted the job has
-        # stored the prediction id; that worker picks the result up from here.
+        # stored the prediction id; that worker picks the result up from here. If it
+        # stored the id meanwhile, it may have looked before the result was kept: look
+        # again, and finish the job from here too (whichever comes second is a no-op).
         await keep_early_callback(state, provider.name, remote)
-        return CallbackAck(status="accepted")
+        job = await repository.job_by_remote_id(session, remote.id)
+        if job is None:
+            return CallbackAck(status="accepted")
     if job is None or job.status is not JobStatus.running or job.provider != provider.name:
         return CallbackAck(status="ignored")
     if not remote.finished:

@@ -6,12 +6,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import (
     ACTIVE_JOB_STATUSES,
     Batch,
+    BatchStatus,
     Job,
     JobAttempt,
     JobStatus,
@@ -53,6 +54,16 @@ async def attempt_number(session: AsyncSession, job_id: uuid.UUID, number: int) 
 async def list_attempts(session: AsyncSession, job_id: uuid.UUID) -> list[JobAttempt]:
     query = select(JobAttempt).where(JobAttempt.job_id == job_id).order_by(JobAttempt.number)
     return list((await session.execute(query)).scalars())
+
+
+async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None:
+    """Conditional: once the batch runs, this neither matches nor locks the row."""
+    await session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.status == BatchStatus.queued)
+        .values(status=BatchStatus.running)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def batch_has_active_jobs(session: AsyncSession, batch_id: uuid.UUID) -> bool:
@@ -103,3 +114,12 @@ async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
 async def job_by_remote_id(session: AsyncSession, remote_id: str) -> Job | None:
     query = select(Job).where(Job.remote_id == remote_id)
     return (await session.execute(query)).scalars().first()
+
+
+async def idle_unfinished_batch_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Batches not yet final with no active job left."""
+    active = exists().where(Job.batch_id == Batch.id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    query = select(Batch.id).where(
+        Batch.status.in_([BatchStatus.queued, BatchStatus.running]), ~active
+    )
+    return list((await session.execute(query)).scalars())

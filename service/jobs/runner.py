@@ -168,7 +168,7 @@ async def _claim(state: State, grant: Grant) -> tuple[StartedJob, ModelSpec] | N
         return started, spec
     await limiter.refund(grant.job_id)
     if isinstance(started, Transition):
-        await enqueue_deliveries(state, started.event_ids)
+        await settle(state, started)
     return None
 
 
@@ -259,7 +259,7 @@ async def _store_and_record(
             price=spec.price_per_image,
             public_url=state.settings.public_url,
         )
-    await enqueue_deliveries(state, transition.event_ids)
+    await settle(state, transition)
 
 
 async def _record_error(
@@ -307,8 +307,7 @@ async def _record_cancelled(state: State, spec: ModelSpec, started: StartedJob) 
 
 
 async def _follow(state: State, started: StartedJob, transition: Transition) -> None:
-    """After commit: deliver events, put the job back in line if it goes on."""
-    await enqueue_deliveries(state, transition.event_ids)
+    """After commit: put the job back in line if it goes on, deliver events."""
     queue = state.dispatch.queue(started.account)
     job_id, batch_id = str(started.job_id), str(started.batch_id)
     try:
@@ -320,6 +319,17 @@ async def _follow(state: State, started: StartedJob, transition: Transition) -> 
             )
     except (RedisError, OSError) as exc:  # the reconciler puts it back in line later
         log.warning("requeue_deferred_to_reconciler", error=repr(exc))
+    await settle(state, transition)
+
+
+async def settle(state: State, transition: Transition) -> None:
+    """After a transition committed: complete the batch if that was its last active job,
+    then deliver the events. If this fails, the reconciler completes the batch later."""
+    events = list(transition.event_ids)
+    if transition.batch_to_check is not None:
+        async with session_scope(state.sessionmaker) as session:
+            events += await service.complete_if_done(session, transition.batch_to_check)
+    await enqueue_deliveries(state, events)
 
 
 async def _batch_cancelled(state: State, started: StartedJob) -> bool:

@@ -67,6 +67,9 @@ class Transition:
     event_ids: list[str]
     retry_in_s: float | None = None
     requeue_front: bool = False
+    # The job reached a final state: once committed, see whether its batch is complete
+    # (complete_if_done, in a transaction of its own).
+    batch_to_check: uuid.UUID | None = None
 
 
 def job_out(job: Job, public_url: str) -> JobOut:
@@ -120,8 +123,9 @@ async def start_attempt(
     job = await session.get(Job, job_id)
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
-    # Lock order everywhere: batch row, then job row (cancel and completion do the same).
-    batch = await batch_repository.lock_batch(session, job.batch_id)
+    batch = await _batch_for_update(session, job.batch_id)
+    if batch.status is BatchStatus.queued and batch.budget_usd is None:
+        await repository.mark_batch_running(session, batch.id)
     job = await repository.lock_job(session, job_id)
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
@@ -156,8 +160,8 @@ async def start_attempt(
     job.submitted_at = None
     job.started_at = job.started_at or now
     session.add(JobAttempt(job_id=job.id, number=job.tries, provider=account, started_at=now))
-    if batch.status is BatchStatus.queued:
-        batch.status = BatchStatus.running
+    if batch.status is BatchStatus.queued and batch.budget_usd is not None:
+        batch.status = BatchStatus.running  # locked above
     return StartedJob(
         job.id,
         job.batch_id,
@@ -207,7 +211,7 @@ async def fail_unconfigured(
     job = await session.get(Job, job_id)
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
-    await batch_repository.lock_batch(session, job.batch_id)
+    await _batch_for_update(session, job.batch_id)
     job = await repository.lock_job(session, job_id)
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
@@ -243,7 +247,7 @@ async def record_success(
 ) -> Transition:
     """`price` is what start_attempt reserved against the budget, `cost` what the image
     cost in the end (the provider's figure when it reports one)."""
-    batch = await batch_repository.lock_batch(session, started.batch_id)
+    batch = await _batch_for_update(session, started.batch_id)
     job = await _current(session, started)
     if job is None:
         return Transition([])
@@ -277,7 +281,7 @@ async def record_failure(
 ) -> Transition:
     """A retryable error with attempts left puts the job back in line after a backoff;
     anything else fails it with the provider's code and message."""
-    batch = await batch_repository.lock_batch(session, started.batch_id)
+    batch = await _batch_for_update(session, started.batch_id)
     job = await _current(session, started)
     if job is None:
         return Transition([])
@@ -302,7 +306,7 @@ async def record_rate_limited(
 ) -> Transition:
     """A 429 is the account's problem, not the job's: the attempt is recorded but not
     counted, and the job goes back to the front of its batch's line."""
-    batch = await batch_repository.lock_batch(session, started.batch_id)
+    batch = await _batch_for_update(session, started.batch_id)
     job = await _current(session, started)
     if job is None:
         return Transition([])
@@ -318,7 +322,7 @@ async def record_cancelled(
     session: AsyncSession, started: StartedJob, *, price: Decimal, public_url: str
 ) -> Transition:
     """The batch was cancelled while this job ran at its provider; the provider was told."""
-    batch = await batch_repository.lock_batch(session, started.batch_id)
+    batch = await _batch_for_update(session, started.batch_id)
     job = await _current(session, started)
     if job is None:
         return Transition([])
@@ -357,24 +361,43 @@ async def _finish(
     *,
     error: ProviderError | None = None,
 ) -> Transition:
-    batch = await batch_repository.lock_batch(session, job.batch_id)
+    """The job's final state and its event; whether that completes the batch is
+    decided after commit (complete_if_done), so jobs of one batch finish in parallel."""
+    batch = await session.get(Batch, job.batch_id)
+    assert batch is not None
     job.status = status
     job.finished_at = utcnow()
     if error is not None:
         job.error_code, job.error_message = error.code, error.message
     await session.flush()
-    events: list[str] = []
     data = job_out(job, public_url).model_dump(mode="json")
     event_id = await record_event(
         session, batch=batch, type=f"job.{status.value}", data=data, job_id=job.id
     )
-    if event_id is not None:
-        events.append(event_id)
-    if not await repository.batch_has_active_jobs(session, batch.id):
-        completed = await complete_batch(session, batch)
-        if completed is not None:
-            events.append(completed)
-    return Transition(events)
+    return Transition([event_id] if event_id else [], batch_to_check=batch.id)
+
+
+async def complete_if_done(session: AsyncSession, batch_id: uuid.UUID) -> list[str]:
+    """Complete the batch if no job of it is active any more; returns the event to deliver.
+
+    Called after a job's final state committed, in a transaction of its own: of two last
+    jobs finishing at once, each sees the other's commit here, and the batch row lock
+    makes exactly one of them complete the batch."""
+    if await repository.batch_has_active_jobs(session, batch_id):
+        return []
+    batch = await batch_repository.lock_batch(session, batch_id)
+    completed = await complete_batch(session, batch)
+    return [completed] if completed is not None else []
+
+
+async def _batch_for_update(session: AsyncSession, batch_id: uuid.UUID) -> Batch:
+    """The job's batch, locked only when its budget is tracked (the reservation must be
+    serialised). Lock order everywhere: batch row, then job row."""
+    batch = await session.get(Batch, batch_id)
+    assert batch is not None
+    if batch.budget_usd is not None:
+        batch = await batch_repository.lock_batch(session, batch_id)
+    return batch
 
 
 def _close_attempt(

@@ -34,7 +34,6 @@ from service.providers.base import (
     RemoteJob,
 )
 from service.state import State
-from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
 
@@ -205,7 +204,17 @@ async def reconcile_jobs(state: State) -> int:
         restored += await _restore(state, rows)
     if restored:
         log.warning("reconciler_restored_jobs", count=restored)
+    await _complete_idle_batches(state)
     return restored
+
+
+async def _complete_idle_batches(state: State) -> None:
+    """Batches whose last job finished while the completion step failed (Postgres away
+    between the two transactions) are completed here."""
+    async with state.sessionmaker() as session:
+        batch_ids = await repository.idle_unfinished_batch_ids(session)
+    for batch_id in batch_ids:
+        await runner.settle(state, service.Transition([], batch_to_check=batch_id))
 
 
 async def _restore(state: State, rows: Sequence[repository.ActiveJob]) -> int:
@@ -246,5 +255,5 @@ async def _fail_unconfigured(state: State, job_ids: Sequence[uuid.UUID]) -> int:
                 session, job_id, public_url=state.settings.public_url
             )
         if transition is not None:
-            await enqueue_deliveries(state, transition.event_ids)
+            await runner.settle(state, transition)
     return len(job_ids)

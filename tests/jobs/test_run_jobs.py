@@ -3,6 +3,7 @@ through the runner."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import uuid
@@ -255,7 +256,7 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
     assert isinstance(image, GeneratedImage)
     stored = await state.storage.put(started.output_key, image.data, image.content_type)
     async with session_scope(state.sessionmaker) as session:
-        await service.record_success(
+        transition = await service.record_success(
             session,
             started,
             image,
@@ -265,6 +266,7 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
             price=Decimal(0),
             public_url="http://x",
         )
+    await runner.settle(state, transition)
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["status"] == "cancelled"
     assert batch["counts"]["succeeded"] == 1
@@ -274,3 +276,58 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
     refused = await client.post(f"/v1/batches/{done_id}/cancel", headers=caller.headers)
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "batch_finished"
+
+
+async def test_the_last_jobs_finishing_at_once_complete_the_batch_exactly_once(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    from sqlalchemy import select
+
+    from service.db import session_scope
+    from service.jobs import service
+    from service.jobs.tasks import reconcile_jobs
+    from service.models import WebhookEvent
+
+    body = {
+        "callback_url": "http://127.0.0.1:9/hooks",  # events are recorded; none is delivered
+        "jobs": [{"prompt": f"p{n}", "width": 64, "height": 64} for n in range(4)],
+    }
+    batch_id = await submit(client, caller, body)
+    await state.dispatch.queue("local").purge(batch_id)
+    transitions = []
+    for job in await jobs_of(client, caller, batch_id):
+        async with session_scope(state.sessionmaker) as session:
+            started = await service.start_attempt(
+                session,
+                uuid.UUID(job["id"]),
+                account="local",
+                max_attempts=3,
+                price=Decimal(0),
+                public_url="http://x",
+            )
+        assert isinstance(started, service.StartedJob)
+        async with session_scope(state.sessionmaker) as session:
+            error = ProviderPermanentError("content_policy", "refused")
+            transitions.append(
+                await service.record_failure(
+                    session,
+                    started,
+                    error,
+                    latency_ms=1,
+                    max_attempts=3,
+                    retry_in_s=0,
+                    price=Decimal(0),
+                    public_url="http://x",
+                )
+            )
+    # Every job committed its final state; two completion steps run at once, and the
+    # other two never run (their worker died between the two transactions).
+    await asyncio.gather(*(runner.settle(state, t) for t in transitions[:2]))
+    state.settings.reconcile_stale_after_s = 0
+    await reconcile_jobs(state)
+    batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
+    assert batch["status"] == "failed"
+    async with state.sessionmaker() as session:
+        types = list((await session.execute(select(WebhookEvent.type))).scalars())
+    assert types.count("batch.completed") == 1
+    assert types.count("job.failed") == 4
