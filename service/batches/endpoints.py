@@ -12,8 +12,8 @@ from fastapi import APIRouter, Header, Query, Response
 from service.batches import repository, service
 from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
 from service.deps import ApiKeyDep, SessionDep, StateDep
+from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
-from service.jobs.service import job_out
 from service.jobs.tasks import enqueue_cancel, enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
 from service.kit.pagination import (

@@ -9,8 +9,8 @@ from fastapi.responses import FileResponse
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs import repository
+from service.jobs.presenter import job_out
 from service.jobs.schemas import AttemptOut, JobOut
-from service.jobs.service import job_out
 from service.kit.errors import ERROR_RESPONSES, NotFound
 from service.models import Job, JobStatus
 
