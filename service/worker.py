@@ -18,6 +18,7 @@ from typing import Any
 
 from arq import cron
 from arq.worker import Function, Worker, func
+from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
@@ -26,6 +27,7 @@ from service.jobs.runner import run_granted
 from service.jobs.tasks import (
     CANCEL_REMOTE_JOBS,
     FINISH_REMOTE_JOB,
+    cancel_queue_name,
     cancel_remote_jobs,
     finish_remote_job,
     poll_job,
@@ -49,7 +51,9 @@ async def reconcile(ctx: dict[str, Any]) -> None:
 
 
 # A poll or a completion is one short request (plus a download); a cancellation walks a
-# batch. A task held by a worker that died runs again once this (+10 s) has passed.
+# batch. A task held by a worker that died runs again once this (+10 s) has passed: arq
+# holds every task of a Worker that long (its longest timeout), so cancellations, which
+# may run for minutes, have a Worker of their own.
 POLL_TIMEOUT_S = 60
 CANCEL_TIMEOUT_S = 600
 
@@ -58,7 +62,6 @@ def job_functions() -> list[Function]:
     return [
         func(poll_job, name=POLL_JOB, max_tries=ARQ_MAX_TRIES, timeout=POLL_TIMEOUT_S),
         func(finish_remote_job, name=FINISH_REMOTE_JOB, max_tries=3, timeout=POLL_TIMEOUT_S),
-        func(cancel_remote_jobs, name=CANCEL_REMOTE_JOBS, max_tries=3, timeout=CANCEL_TIMEOUT_S),
     ]
 
 
@@ -103,7 +106,19 @@ def build_workers(state: State) -> list[Worker]:
         max_tries=ARQ_MAX_TRIES,
         poll_delay=0.5,
     )
-    return [jobs, webhooks]
+    cancellations = Worker(
+        functions=[
+            func(cancel_remote_jobs, name=CANCEL_REMOTE_JOBS, max_tries=3, timeout=CANCEL_TIMEOUT_S)
+        ],
+        queue_name=cancel_queue_name(settings),
+        redis_pool=state.redis,
+        ctx=ctx,
+        handle_signals=False,
+        max_jobs=4,
+        keep_result=0,
+        poll_delay=settings.worker_poll_delay_s,
+    )
+    return [jobs, webhooks, cancellations]
 
 
 async def run_until_idle(
@@ -161,7 +176,14 @@ async def run_workers(settings: Settings) -> None:
     delay = 1.0
     while not stop.is_set():
         started = loop.time()
-        state = await build_state(settings, pool_size=settings.worker_concurrency + 4)
+        try:
+            state = await build_state(settings, pool_size=settings.worker_concurrency + 4)
+        except (RedisError, OSError) as exc:  # Redis still down: try again later
+            log.warning("worker_cannot_reach_redis", error=repr(exc), retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 30.0)
+            continue
         workers = build_workers(state)
         dispatcher = build_dispatcher(state)
         mains = [asyncio.create_task(worker.main()) for worker in workers]
@@ -171,8 +193,8 @@ async def run_workers(settings: Settings) -> None:
         done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
         await dispatcher.stop(grace_s=30 if stop.is_set() else 10)
         for worker in workers:
-            with contextlib.suppress(Exception):
-                await worker.close()
+            # close() cancels the tasks still running and re-raises their CancelledError.
+            await asyncio.gather(worker.close(), return_exceptions=True)
         for task in [*mains, stopper]:
             task.cancel()
         failure = next(

@@ -20,6 +20,7 @@ import structlog
 from arq import Retry
 from redis.exceptions import RedisError
 
+from service.config import Settings
 from service.db import session_scope
 from service.jobs import repository, runner, service
 from service.jobs.polls import enqueue_poll, poll_job_id
@@ -39,6 +40,10 @@ log = get_logger(__name__)
 
 FINISH_REMOTE_JOB = "finish_remote_job"
 CANCEL_REMOTE_JOBS = "cancel_remote_jobs"
+
+
+def cancel_queue_name(settings: Settings) -> str:
+    return f"{settings.queue_name}:cancel"
 
 
 async def enqueue_jobs(
@@ -80,25 +85,29 @@ async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | N
         return None
     callbacks = state.settings.provider_callback_base is not None
     waited = (utcnow() - (started.submitted_at or utcnow())).total_seconds()
-    if waited > spec.deadline_s:
-        await _give_up(state, started, provider_cancel=True, waited_s=waited)
-        return None
     await state.dispatch.limiter(started.account).renew(str(job_id), runner.REMOTE_LEASE_S)
+    remote: RemoteJob | None = None
+    again_in = runner.next_poll_delay_s(polls, callbacks=callbacks)
     try:
         remote = await provider.poll(started.remote_id)
     except ProviderRateLimited as error:
-        return max(error.retry_after_s or 0.0, runner.next_poll_delay_s(polls, callbacks=False))
+        again_in = max(error.retry_after_s or 0.0, runner.next_poll_delay_s(polls, callbacks=False))
     except ProviderRetryableError as error:
         log.warning("poll_failed", code=error.code, error=error.message)
-        return runner.next_poll_delay_s(polls, callbacks=False)
+        again_in = runner.next_poll_delay_s(polls, callbacks=False)
     except ProviderError as error:
         # The provider no longer knows the generation (404) or us (401): this attempt
         # is over; another may still succeed.
         lost = ProviderRetryableError(error.code, error.message, http_status=error.http_status)
         remote = RemoteJob(started.remote_id, "failed", error=lost)
-    if not remote.finished:
-        return runner.next_poll_delay_s(polls, callbacks=callbacks)
-    return await runner.complete_remote(state, spec, started, remote)
+    if remote is not None and remote.finished:
+        # Even past the deadline: a late poll (its worker died, Redis was away) must not
+        # throw away a generation that is done and paid for.
+        return await runner.complete_remote(state, spec, started, remote)
+    if waited > spec.deadline_s:
+        await _give_up(state, started, provider_cancel=True, waited_s=waited)
+        return None
+    return again_in
 
 
 async def _give_up(
@@ -181,7 +190,7 @@ async def enqueue_cancel(state: State, batch_id: uuid.UUID) -> None:
         for account in state.dispatch.accounts():
             await state.dispatch.queue(account).purge(str(batch_id))
         await state.redis.enqueue_job(
-            CANCEL_REMOTE_JOBS, str(batch_id), _queue_name=state.settings.queue_name
+            CANCEL_REMOTE_JOBS, str(batch_id), _queue_name=cancel_queue_name(state.settings)
         )
     except (RedisError, OSError) as exc:
         log.warning("cancel_at_providers_failed", error=repr(exc))

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -169,17 +170,31 @@ def install_error_handlers(app: FastAPI) -> None:
             getattr(exc, "headers", None),
         )
 
+    def _unavailable(exc: Exception) -> JSONResponse:
+        # Postgres restarting, Redis gone: nothing was accepted that could be lost,
+        # and the caller should simply try again.
+        log.warning("dependency_unavailable", error=repr(exc))
+        return error_json(
+            503,
+            ErrorBody(code="unavailable", message="a backing service is unavailable; retry"),
+            {"Retry-After": "5"},
+        )
+
+    async def _connection_error(_: Request, exc: Exception) -> JSONResponse:
+        # Answered here rather than by _unexpected: Starlette re-raises whatever reaches
+        # that one, and uvicorn then closes the connection, so the caller's next request
+        # on it gets no answer at all.
+        if not dependency_unavailable(exc):
+            raise exc
+        return _unavailable(exc)
+
+    for kind in (OSError, DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError):
+        app.add_exception_handler(kind, _connection_error)
+
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         if dependency_unavailable(exc):
-            # Postgres restarting, Redis gone: nothing was accepted that could be lost,
-            # and the caller should simply try again.
-            log.warning("dependency_unavailable", error=repr(exc))
-            return error_json(
-                503,
-                ErrorBody(code="unavailable", message="a backing service is unavailable; retry"),
-                {"Retry-After": "5"},
-            )
+            return _unavailable(exc)
         log.exception("unhandled_error", error=repr(exc))
         return error_json(500, ErrorBody(code="internal_error", message="internal error"))
 
