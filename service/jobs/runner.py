@@ -16,6 +16,7 @@ request (finished, cancelled, over budget) gives its slot back and takes no toke
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -53,6 +54,8 @@ RETRY_CAP_S = 120.0
 # How long a job waiting at an asynchronous provider holds its slot without a poll or
 # callback renewing it, before the slot counts as free again.
 REMOTE_LEASE_S = 180.0
+# After a claim failed (Postgres away), wait this long before the job goes back in line.
+CLAIM_RETRY_S = 1.0
 CALLBACK_PATHS = {"replicate": "/v1/callbacks/replicate"}
 
 
@@ -99,6 +102,7 @@ async def _run_granted(state: State, grant: Grant) -> None:
         # Nothing was sent (Postgres away?): the job goes back to the front of its line
         # at once rather than after its slot's lease.
         log.exception("job_claim_failed")
+        await asyncio.sleep(CLAIM_RETRY_S)  # holds this process's capacity: no busy loop
         await limiter.refund(grant.job_id)
         await state.dispatch.queue(grant.account).enqueue(
             grant.batch_id, [grant.job_id], grant.priority, front=True
