@@ -200,6 +200,18 @@ redis.call('HINCRBY', KEYS[1], 'rate_limited', 1)
 return result
 """
 
+# KEYS: limiter. ARGV: sent at (ms), configured rate (0 = none). The request whose turn
+# was granted left at `sent at`, later than the grant by however long its process took
+# to get to it: the next turn is one interval after that, not after the grant.
+_SENT = f"""
+local lim = redis.call('HMGET', KEYS[1], 'rate', 'tat')
+local rate = tonumber(lim[1]) or tonumber(ARGV[2])
+if rate == nil or rate <= 0 then return 0 end
+local due = tonumber(ARGV[1]) + 1000 / (rate * (1 - {HEADROOM}))
+if due > (tonumber(lim[2]) or 0) then redis.call('HSET', KEYS[1], 'tat', due) end
+return 1
+"""
+
 # KEYS: slots, pending. ARGV: job id. A grant whose request was never sent (the job
 # turned out to be finished, cancelled or over budget) gives its slot and place back; it
 # took no rate token yet.
@@ -233,6 +245,7 @@ class AccountLimiter:
         self._slots = slots_key(account)
         self._pending = pending_key(account)
         self._wait_turn = redis.register_script(_WAIT_TURN)
+        self._sent = redis.register_script(_SENT)
         self._rate_limited = redis.register_script(_RATE_LIMITED)
         self._refund = redis.register_script(_REFUND)
 
@@ -241,6 +254,10 @@ class AccountLimiter:
         before the request goes out, so the token is timed by the real send."""
         while (wait_s := await self.try_turn(job_id)) > 0:
             await asyncio.sleep(min(wait_s, MAX_TURN_WAIT_S))
+
+    async def sent(self, sent_at_ms: int) -> None:
+        """The request of a turn just left (see _SENT)."""
+        await self._sent(keys=[self._limiter], args=[sent_at_ms, self.limits.rate_per_s or 0])
 
     async def try_turn(self, job_id: str) -> float:
         """Take the job's rate token if it is due: 0.0, else the seconds until it is."""

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -116,6 +118,10 @@ async def _run_granted(state: State, grant: Grant) -> None:
     if grant.paced:
         await limiter.wait_turn(grant.job_id)
     sent_at = now_ms()
+    if grant.paced:
+        # Told once the request is on its way (the task runs after submit's first await,
+        # by which time the request is written), so the next turn counts from here.
+        _background(limiter.sent(sent_at))
     began = time.perf_counter()
     try:
         outcome = await provider.submit(request)
@@ -340,6 +346,22 @@ async def _batch_cancelled(state: State, started: StartedJob) -> bool:
     async with state.sessionmaker() as session:
         batch = await session.get(Batch, started.batch_id)
         return batch is not None and batch.cancel_requested_at is not None
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _background(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` without waiting for it (kept referenced until done; errors logged)."""
+    task = asyncio.create_task(work)
+    _BACKGROUND.add(task)
+
+    def done(finished: asyncio.Task[None]) -> None:
+        _BACKGROUND.discard(finished)
+        if not finished.cancelled() and finished.exception() is not None:
+            log.warning("background_step_failed", error=repr(finished.exception()))
+
+    task.add_done_callback(done)
 
 
 def _ms_since(began: float) -> int:

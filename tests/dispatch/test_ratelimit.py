@@ -497,3 +497,19 @@ async def test_rate_limit_holds_across_connection_pools(
     # 80 takes at one instant: exactly `burst` grants, each a different job.
     granted_ids = [job for jobs in results for job in jobs]
     assert sorted(granted_ids) == sorted(f"j{n}" for n in range(5))
+
+
+async def test_the_next_turn_counts_from_when_the_request_really_left(
+    state: State, clock: Clock
+) -> None:
+    _, limiter = await account(state, Limits(rate_per_s=10, burst=1))
+    assert await limiter.try_turn("j0") == 0
+    # Its process got round to sending it 30 ms after the turn was granted.
+    await limiter.sent(clock.ms + 30)
+
+    wait_s = await limiter.try_turn("j1")
+
+    assert wait_s == pytest.approx(0.030 + interval_s(10), abs=0.002)
+    # A send reported late (after a later one) never pulls the next turn earlier.
+    await limiter.sent(clock.ms - 500)
+    assert await limiter.try_turn("j1") == pytest.approx(wait_s, abs=0.002)
