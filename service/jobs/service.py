@@ -213,11 +213,10 @@ async def record_success(
 ) -> Transition:
     """`price` is what start_attempt reserved against the budget, `cost` what the image
     cost in the end (the provider's figure when it reports one)."""
-    batch = await _batch_for_update(session, started.batch_id)
-    job = await _current(session, started)
-    if job is None:
+    owned = await _owned(session, started)
+    if owned is None:
         return Transition([])
-    attempt = await repository.attempt_number(session, job.id, started.attempt)
+    batch, job, attempt = owned
     _close_attempt(attempt, "succeeded", latency_ms=latency_ms)
     attempt.usage = image.usage or None
     job.output_key = stored.key
@@ -247,11 +246,10 @@ async def record_failure(
 ) -> Transition:
     """A retryable error with attempts left puts the job back in line after a backoff;
     anything else fails it with the provider's code and message."""
-    batch = await _batch_for_update(session, started.batch_id)
-    job = await _current(session, started)
-    if job is None:
+    owned = await _owned(session, started)
+    if owned is None:
         return Transition([])
-    attempt = await repository.attempt_number(session, job.id, started.attempt)
+    batch, job, attempt = owned
     _release_budget(batch, price)
     if error.retryable and job.attempts < max_attempts:
         _close_attempt(attempt, "retry", error.code, error.message, latency_ms, error.http_status)
@@ -272,11 +270,10 @@ async def record_rate_limited(
 ) -> Transition:
     """A 429 is the account's problem, not the job's: the attempt is recorded but not
     counted, and the job goes back to the front of its batch's line."""
-    batch = await _batch_for_update(session, started.batch_id)
-    job = await _current(session, started)
-    if job is None:
+    owned = await _owned(session, started)
+    if owned is None:
         return Transition([])
-    attempt = await repository.attempt_number(session, job.id, started.attempt)
+    batch, job, attempt = owned
     _release_budget(batch, price)
     _close_attempt(attempt, "rate_limited", error.code, error.message, latency_ms, 429)
     job.attempts -= 1
@@ -288,11 +285,10 @@ async def record_cancelled(
     session: AsyncSession, started: StartedJob, *, price: Decimal, public_url: str
 ) -> Transition:
     """The batch was cancelled while this job ran at its provider; the provider was told."""
-    batch = await _batch_for_update(session, started.batch_id)
-    job = await _current(session, started)
-    if job is None:
+    owned = await _owned(session, started)
+    if owned is None:
         return Transition([])
-    attempt = await repository.attempt_number(session, job.id, started.attempt)
+    batch, job, attempt = owned
     _release_budget(batch, price)
     _close_attempt(attempt, "cancelled", "cancelled", "the batch was cancelled")
     return await _finish(session, job, JobStatus.cancelled, public_url)
@@ -308,6 +304,17 @@ def _requeue(job: Job) -> None:
 def _release_budget(batch: Batch, price: Decimal) -> None:
     if batch.budget_usd is not None and price:
         batch.reserved_usd = max(Decimal(0), batch.reserved_usd - price)
+
+
+async def _owned(
+    session: AsyncSession, started: StartedJob
+) -> tuple[Batch, Job, JobAttempt] | None:
+    """Batch, job and attempt, locked in order, if this attempt still owns the job."""
+    batch = await _batch_for_update(session, started.batch_id)
+    job = await _current(session, started)
+    if job is None:
+        return None
+    return batch, job, await repository.attempt_number(session, job.id, started.attempt)
 
 
 async def _current(session: AsyncSession, started: StartedJob) -> Job | None:
