@@ -248,7 +248,17 @@ def trace_analysis(traces: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "this_token_to_send_ms": round((send["transport"] - send["token"]) * 1000, 2),
             }
         )
+    segments: dict[str, list[float]] = {}
+    for trace in traces:
+        for name, values in trace.get("segments", {}).items():
+            segments.setdefault(name, []).extend(values)
+    steps = {
+        name: {"n": len(v), "mean_ms": round(sum(v) / len(v), 2), **dist(sorted(v))}
+        for name, v in sorted(segments.items())
+        if v
+    }
     return {
+        "job_steps": steps,
         "submissions_traced": len(sends),
         "token_to_transport_ms": dist(delays),
         "over_1ms": sum(1 for d in delays if d > 1),
@@ -281,6 +291,8 @@ class DispatchStack:
     trace_workers: bool = False
     # With trace_workers: DARKROOM_BENCH_WHATIF for bench._traced_worker (see there).
     whatif: str = ""
+    # With trace_workers: time the steps of every job (DARKROOM_BENCH_SEGMENTS).
+    segments: bool = False
 
     @property
     def config_path(self) -> Path:
@@ -357,6 +369,7 @@ class DispatchStack:
         trace = self.env.workdir / f"{name}.trace.json"
         env = self.env.env | extra | {"DARKROOM_TRACE_FILE": str(trace), "PYTHONPATH": str(ROOT)}
         env["DARKROOM_BENCH_WHATIF"] = self.whatif
+        env["DARKROOM_BENCH_SEGMENTS"] = "1" if self.segments else ""
         logfile = (self.env.workdir / f"{name}.log").open("ab")
         child = subprocess.Popen(
             [sys.executable, "-m", "bench._traced_worker"],

@@ -196,9 +196,68 @@ def _install_lag_probe() -> None:
         finally:
             task.cancel()
             with open(TRACE_FILE, "w") as out:
-                json.dump({"sends": SENDS, "loop_lag_ms": LAG_MS}, out)
+                json.dump({"sends": SENDS, "loop_lag_ms": LAG_MS, "segments": SEGMENTS}, out)
 
     worker.run_workers = run_workers  # type: ignore[assignment]
+
+
+# --- segment timing (DARKROOM_BENCH_SEGMENTS=1): where a job's wall time goes -----------
+
+SEGMENTS: dict[str, list[float]] = {}
+
+
+def _timed(name: str, function: Any) -> Any:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            SEGMENTS.setdefault(name, []).append((time.perf_counter() - began) * 1000)
+
+    return wrapper
+
+
+def _timed_scope(name: str, factory: Any) -> Any:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def scope(*args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        async with factory(*args, **kwargs) as session:
+            inside = time.perf_counter()
+            yield session
+            body = time.perf_counter()
+        done = time.perf_counter()
+        SEGMENTS.setdefault(name + " (body)", []).append((body - inside) * 1000)
+        SEGMENTS.setdefault(name + " (commit+close)", []).append((done - body) * 1000)
+        SEGMENTS.setdefault(name + " (total)", []).append((done - began) * 1000)
+
+    return scope
+
+
+def _install_segments() -> None:
+    from service.jobs import runner
+    from service.jobs import service as jobs_service
+    from service.providers import images, openai
+    from service.storage.local import LocalStorage
+
+    runner.run_granted = _timed("run_granted (whole job)", runner.run_granted)
+    runner.session_scope = _timed_scope("session_scope", runner.session_scope)
+    jobs_service.start_attempt = _timed("start_attempt", jobs_service.start_attempt)
+    jobs_service.record_success = _timed("record_success", jobs_service.record_success)
+    openai.OpenAIImagesProvider.submit = _timed(  # type: ignore[method-assign]
+        "openai submit (HTTP + check)", openai.OpenAIImagesProvider.submit
+    )
+    openai.checked_image = _timed("checked_image (thread)", images.checked_image)
+    LocalStorage.put = _timed("storage.put (thread)", LocalStorage.put)  # type: ignore[method-assign]
+    runner.enqueue_deliveries = _timed("enqueue_deliveries", runner.enqueue_deliveries)
+    ratelimit.AccountLimiter.release = _timed(  # type: ignore[method-assign]
+        "limiter.release", ratelimit.AccountLimiter.release
+    )
+
+
+if os.environ.get("DARKROOM_BENCH_SEGMENTS"):
+    _install_segments()
 
 
 _install_lag_probe()

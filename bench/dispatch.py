@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -471,6 +472,21 @@ async def arq_noop(env: BenchEnv, jobs: int, concurrency: int, poll_delay: float
     }
 
 
+def per_process_cpu(scenario: Scenario) -> dict[str, float]:
+    """CPU seconds used so far by the worker(s) and the simulator."""
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def seconds(pid: int) -> float:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / hz, 2)
+
+    out = {f"worker-{n}": seconds(w.pid) for n, w in enumerate(scenario.stack.workers)}
+    if scenario.stack.sim_process is not None:
+        out["simulator"] = seconds(scenario.stack.sim_process.pid)
+    return out
+
+
 async def profile_worker(scenario: Scenario, seconds: float, gil: bool) -> dict[str, Any]:
     """py-spy on the (first) worker for `seconds` once it is running jobs, and what the
     database's backends wait on meanwhile."""
@@ -499,7 +515,10 @@ async def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     quiet = {} if args.no_wait_for_quiet else wait_for_quiet(args.quiet_wait)
     async with async_bench_env(worker_concurrency=args.concurrency) as env:
         poll_delay = env.settings.worker_poll_delay_s
-        scenario = Scenario(env, DispatchStack(env, sim_config, {}))
+        stack = DispatchStack(
+            env, sim_config, {}, trace_workers=args.trace_workers, segments=args.trace_workers
+        )
+        scenario = Scenario(env, stack)
         try:
             await scenario.open(api=False)
             batch_ids, insert_s = await scenario.insert(OPENAI_MODEL, jobs)
@@ -519,10 +538,12 @@ async def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             load = cpu.stop()
             profile = await profiling
+            processes = per_process_cpu(scenario)
             stats = scenario.stack.sim.stats()
             figures = await job_figures(scenario.pg, batch_ids)
             stops = scenario.stack.stop_workers()
             problems = scenario.stack.log_summary()
+            traced = trace_analysis(stack.traces()) if stack.trace_workers else None
             cpu_arq = CpuAccount()
             cpu_arq.start()
             arq = await arq_noop(env, jobs, args.concurrency, poll_delay)
@@ -563,6 +584,8 @@ async def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
         },
         "insert_s": r(insert_s),
         "profile": profile,
+        "worker_trace": traced,
+        "cpu_seconds_by_process": processes,
         "worker_stops": stops,
         "worker_logs": problems,
         "load": {**quiet, **load, "disturbed": disturbed(load), "during_arq": load_arq},
