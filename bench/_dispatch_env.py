@@ -584,9 +584,14 @@ def start_py_spy(
 
 
 def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
-    """Self and inclusive sample shares by function, from a collapsed-stack file."""
+    """Self and inclusive sample shares by function, from a collapsed-stack file, and
+    the shares by where a stack starts: the event loop, an executor thread, or a
+    greenlet (SQLAlchemy runs the ORM's synchronous code in greenlets, whose stacks
+    py-spy sees without the event-loop frames above them)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    roots: Counter[str] = Counter()
+    greenlets: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -600,11 +605,25 @@ def profile_summary(path: Path, top: int = 25) -> dict[str, Any]:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
+        root = frames[0]
+        if "runpy" in root:
+            roots["event loop (main thread)"] += count
+        elif "threading" in root or "_bootstrap" in root:
+            roots["executor threads"] += count
+        else:
+            roots["greenlets (SQLAlchemy sync code)"] += count
+            greenlets[" > ".join(f.split(" (")[0] for f in frames[:2])] += count
 
-    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(name[:140], round(n / max(1, total), 3)) for name, n in counter.most_common(top)]
+    def shares(counter: Counter[str], n: int = top) -> list[tuple[str, float]]:
+        return [(name[:140], round(c / max(1, total), 3)) for name, c in counter.most_common(n)]
 
-    return {"samples": total, "self": shares(own), "inclusive": shares(inclusive)}
+    return {
+        "samples": total,
+        "by_root": shares(roots),
+        "greenlet_roots": shares(greenlets, 12),
+        "self": shares(own),
+        "inclusive": shares(inclusive),
+    }
 
 
 async def pg_wait_events(dsn: str, database: str, stop: asyncio.Event) -> Counter[str]:
