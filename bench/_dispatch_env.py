@@ -32,8 +32,6 @@ import httpx
 
 from bench._harness import BenchEnv, bench_env, free_port, log
 from bench._payload import prompt
-from bench.simulator import SimConfig, SyncSimulatorHandle, start_simulator_process
-from bench.simulator.runner import wait_until_answering
 from service.auth.service import find_key
 from service.batches import service as batches
 from service.batches.schemas import BatchCreate
@@ -42,6 +40,8 @@ from service.jobs.tasks import enqueue_jobs
 from service.models import Priority
 from service.ratelimit import limiter_key, slots_key
 from service.state import State
+from simulators import SimConfig, SyncSimulatorHandle, start_simulator_process
+from simulators.runner import wait_until_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 SIM_TOKEN_ENV = "DARKROOM_BENCH_SIM_TOKEN"

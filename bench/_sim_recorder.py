@@ -4,7 +4,7 @@ the limiter said, for diagnosing 429s (`bench.dispatch ... --record-admissions`)
     python -m bench._sim_recorder --port P --config '{json}'
     GET /_bench/admissions -> [[seconds since reset, provider, null | "rate" | "concurrency"], ...]
 
-Same app, same limiter (bench.simulator.state.SimState.admit is wrapped, not changed).
+Same app, same limiter (simulators.state.SimState.admit is wrapped, not changed).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from bench.simulator import state as sim_state
-from bench.simulator.app import create_app
-from bench.simulator.config import SimConfig
-from bench.simulator.runner import server_options
+from simulators import state as sim_state
+from simulators.app import create_app
+from simulators.config import SimConfig
+from simulators.runner import server_options
 
 ADMISSIONS: list[tuple[float, str, str | None]] = []
 _admit = sim_state.SimState.admit

@@ -11,7 +11,7 @@ tutorials teach as a baseline, and the priority / fairness figures.
     .venv/bin/python -m bench.dispatch all
 
 Each scenario gets its own database, Redis db and queue names (bench/_harness.py), runs
-the simulator in its own process (`python -m bench.simulator`) and Darkroom as real
+the simulator in its own process (`python -m simulators`) and Darkroom as real
 processes: `darkroom worker` x N with DARKROOM_CONFIG pointing at a file whose limits
 are the simulator's (the premise of the issue: Darkroom is told the provider's real
 limits), and `darkroom serve` for Replicate's completion callbacks. Jobs are stored and
@@ -69,8 +69,8 @@ from bench._dispatch_env import (
 from bench._harness import BenchEnv, log
 from bench._machine import machine, wait_for_quiet
 from bench._tutorial_client import run_tutorial_client
-from bench.simulator import SimConfig, start_simulator_process
 from service.state import State, build_state, close_state
+from simulators import SimConfig, start_simulator_process
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXED_1S = {"kind": "fixed", "s": 1.0}
@@ -339,7 +339,7 @@ def tutorial_baseline(args: argparse.Namespace, jobs: int) -> dict[str, Any]:
         for job in body["jobs"]
     ]
     try:
-        from bench.simulator import SyncSimulatorHandle
+        from simulators import SyncSimulatorHandle
 
         sim = SyncSimulatorHandle(url)
         sim.reset()

@@ -21,10 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from bench.simulator import SimConfig, SimulatorHandle, start_simulator_process
 from service.dev_key import create_key_now
 from service.devenv.probes import free_port
 from service.jobs.polls import poll_job_id
+from simulators import SimConfig, SimulatorHandle, start_simulator_process
 from tests.conftest import ROOT
 from tests.faults.processes import Process, Processes
 from tests.faults.servers import PostgresServer, RedisServer

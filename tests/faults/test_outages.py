@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 
-from bench.simulator import SimConfig
+from simulators import SimConfig
 from tests.faults.stack import Stack, StatusLog
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from bench.simulator import SimConfig
 from service.models import FINAL_BATCH_STATUSES
+from simulators import SimConfig
 from tests.faults.stack import Stack
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from bench.simulator import SimConfig
+from simulators import SimConfig
 from tests.faults.processes import Process
 from tests.faults.stack import Stack, cut_short, webhook_ids_by_event
 from tests.webhooks.receiver import running_receiver

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.simulator import SimConfig, SimulatorHandle, run_simulator
 from service.db import session_scope
 from service.jobs import service
 from service.jobs.tasks import reconcile_jobs
 from service.models import Job
 from service.state import State
 from service.worker import run_until_idle
+from simulators import SimConfig, SimulatorHandle, run_simulator
 from tests.conftest import Caller, submit
 from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
 from tests.live import live_server

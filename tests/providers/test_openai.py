@@ -14,7 +14,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.simulator import SimConfig, SimulatorHandle, run_simulator
 from service.providers.base import (
     GenerationRequest,
     ImageProvider,
@@ -26,6 +25,7 @@ from service.providers.base import (
 from service.providers.build import build_provider
 from service.providers.config import ProviderAccount
 from service.providers.openai import OpenAIImagesProvider, generation_body
+from simulators import SimConfig, SimulatorHandle, run_simulator
 
 TOKEN_ENV = "DARKROOM_TEST_OPENAI_TOKEN"
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bench.simulator import SimConfig, SimulatorHandle, run_simulator
 from service.kit.signing import new_webhook_secret, sign
 from service.providers import replicate as replicate_module
 from service.providers.base import (
@@ -28,6 +27,7 @@ from service.providers.base import (
 from service.providers.build import build_provider
 from service.providers.config import ProviderAccount
 from service.providers.replicate import ReplicateProvider, aspect_ratio, prediction_request
+from simulators import SimConfig, SimulatorHandle, run_simulator
 from tests.webhooks.receiver import Received, running_receiver
 
 TOKEN_ENV = "DARKROOM_TEST_REPLICATE_TOKEN"

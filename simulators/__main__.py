@@ -1,4 +1,4 @@
-"""`python -m bench.simulator --port 9100 [--config '{json}']`: the simulator in the
+"""`python -m simulators --port 9100 [--config '{json}']`: the simulator in the
 foreground, one process, until interrupted."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import argparse
 
 import uvicorn
 
-from bench.simulator.app import create_app
-from bench.simulator.config import SimConfig
-from bench.simulator.runner import server_options
+from simulators.app import create_app
+from simulators.config import SimConfig
+from simulators.runner import server_options
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m simulators", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--config", default="{}", help="SimConfig fields as a JSON object")

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.simulator import faults
-from bench.simulator.images import MAX_SIDE, NOT_IMAGE_B64, image_b64
-from bench.simulator.responses import (
+from simulators import faults
+from simulators.images import MAX_SIDE, NOT_IMAGE_B64, image_b64
+from simulators.responses import (
     bad_gateway,
     bearer_token,
     dump,
@@ -32,7 +32,7 @@ from bench.simulator.responses import (
     json_response,
     whole_seconds,
 )
-from bench.simulator.state import Rejection, SimState
+from simulators.state import Rejection, SimState
 
 FIXED_SIZES = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"}
 SIZES = ("1024x1024", "1024x1536", "1536x1024")

@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from bench.simulator.state import SimState
+from simulators.state import SimState
 
 _ALPHABET = string.ascii_letters + string.digits
 

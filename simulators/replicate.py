@@ -23,22 +23,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.simulator import faults
-from bench.simulator.images import (
+from simulators import faults
+from simulators.images import (
     MAX_SIDE,
     NOT_IMAGE,
     content_type,
     image_bytes,
     size_from_aspect_ratio,
 )
-from bench.simulator.predictions import (
+from simulators.predictions import (
     ALL_EVENTS,
     NSFW_ERROR,
     Lifecycle,
     Prediction,
     new_prediction_id,
 )
-from bench.simulator.responses import (
+from simulators.responses import (
     bad_gateway,
     bearer_token,
     dump,
@@ -46,7 +46,7 @@ from bench.simulator.responses import (
     json_response,
     whole_seconds,
 )
-from bench.simulator.state import Rejection, SimState
+from simulators.state import Rejection, SimState
 
 PROBLEM = "application/problem+json"
 OUTPUT_FORMATS = ("webp", "jpg", "png")

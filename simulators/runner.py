@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from bench.simulator.app import create_app
-from bench.simulator.config import SimConfig
+from simulators.app import create_app
+from simulators.config import SimConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 
 
@@ -181,13 +181,13 @@ def running_simulator(
 def start_simulator_process(
     config: SimConfig | None = None, port: int = 0, *, timeout: float = 20.0
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """`python -m bench.simulator` in its own process; the caller terminates it."""
+    """`python -m simulators` in its own process; the caller terminates it."""
     if port == 0:
         with socket.socket() as probe:
             probe.bind((HOST, 0))
             port = probe.getsockname()[1]
     url = f"http://{HOST}:{port}"
-    command = [sys.executable, "-m", "bench.simulator", "--host", HOST, "--port", str(port)]
+    command = [sys.executable, "-m", "simulators", "--host", HOST, "--port", str(port)]
     command += ["--config", (config or SimConfig()).model_dump_json()]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:

@@ -19,14 +19,14 @@ import pytest
 from PIL import Image, UnidentifiedImageError
 from standardwebhooks.webhooks import Webhook
 
-from bench.simulator import (
+from simulators import (
     SimConfig,
     SimulatorHandle,
     run_simulator,
     running_simulator,
     start_simulator_process,
 )
-from bench.simulator.config import DEFAULT_WEBHOOK_SECRET
+from simulators.config import DEFAULT_WEBHOOK_SECRET
 
 AUTH = {"Authorization": "Bearer sim-token"}
 FLUX = "/v1/models/black-forest-labs/flux-schnell/predictions"

@@ -3,7 +3,7 @@ on their real wire protocols, so that adapters, fault tests and benchmarks run o
 
 Run it:
 
-    python -m bench.simulator --port 9100 --config '{"latency": {"kind": "fixed", "s": 2}}'
+    python -m simulators --port 9100 --config '{"latency": {"kind": "fixed", "s": 2}}'
 
 or, from async tests and benchmarks:
 
@@ -19,15 +19,15 @@ Routes (auth: `Authorization: Bearer <config.token>` on every provider route but
   `GET /v1/webhooks/default/secret`, and output files at `GET /files/{id}.{ext}`.
 - OpenAI: `POST /v1/images/generations`.
 - Control (no auth, not counted): `GET|PATCH /_sim/config`, `POST /_sim/reset`,
-  `GET /_sim/stats` (every field is documented in `bench.simulator.state`).
+  `GET /_sim/stats` (every field is documented in `simulators.state`).
 
-The configuration is `SimConfig` (bench.simulator.config); behaviour per provider is
-described in bench.simulator.replicate and bench.simulator.openai.
+The configuration is `SimConfig` (simulators.config); behaviour per provider is
+described in simulators.replicate and simulators.openai.
 """
 
-from bench.simulator.app import create_app
-from bench.simulator.config import SimConfig
-from bench.simulator.runner import (
+from simulators.app import create_app
+from simulators.config import SimConfig
+from simulators.runner import (
     SimulatorHandle,
     SyncSimulatorHandle,
     run_simulator,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.simulator.state import SimState
-from bench.simulator.webhooks import WebhookSender
+from simulators.state import SimState
+from simulators.webhooks import WebhookSender
 
 ALL_EVENTS = frozenset({"start", "output", "logs", "completed"})
 ACTIVE = ("starting", "processing")

@@ -47,10 +47,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from bench.simulator.config import FAULT_KINDS, SimConfig
+from simulators.config import FAULT_KINDS, SimConfig
 
 if TYPE_CHECKING:
-    from bench.simulator.predictions import Prediction
+    from simulators.predictions import Prediction
 
 Provider = Literal["replicate", "openai"]
 PROVIDERS: tuple[Provider, ...] = ("replicate", "openai")

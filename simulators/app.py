@@ -19,12 +19,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from bench.simulator import openai, replicate
-from bench.simulator.config import SimConfig
-from bench.simulator.predictions import Lifecycle
-from bench.simulator.responses import json_body, json_response
-from bench.simulator.state import SimState
-from bench.simulator.webhooks import WebhookSender
+from simulators import openai, replicate
+from simulators.config import SimConfig
+from simulators.predictions import Lifecycle
+from simulators.responses import json_body, json_response
+from simulators.state import SimState
+from simulators.webhooks import WebhookSender
 
 
 def control_routes(state: SimState) -> list[Route]:
