@@ -100,7 +100,8 @@ def build_wheel(workdir: Path) -> Path:
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
     run([*pip_wheel, "--no-build-isolation", "--wheel-dir", workdir / "dist", source])
     (wheel,) = (workdir / "dist").glob("darkroom-*.whl")
-    in_wheel = set(zipfile.ZipFile(wheel).namelist())
+    with zipfile.ZipFile(wheel) as archive:
+        in_wheel = set(archive.namelist())
     wanted = {
         f"service/{name}" if name.startswith("migrations/") else name
         for name in files
