@@ -5,11 +5,12 @@ them) and travel in the wheel as `service.migrations`, so an installed `darkroom
 no checkout, no alembic.ini and no particular working directory.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
+    # Folders without an __init__.py (data only) are packages too, so their files ship.
     packages=[
-        *find_packages(include=["service", "service.*"]),
+        *find_namespace_packages(include=["service", "service.*"], exclude=["*.__pycache__"]),
         "service.migrations",
         "service.migrations.versions",
     ],
