@@ -11,7 +11,11 @@ Also as Replicate: `Authorization: Token ...` is accepted besides Bearer; `Prefe
 `input.num_outputs` (1-4) gives that many output URLs (`{id}.{ext}`, `{id}_1.{ext}`, ...).
 Webhooks go out for the `start` and `completed` events of `webhook_events_filter` (all
 events when it is absent); `output` and `logs` events are never sent, as nothing streams.
-Output files need no auth, like replicate.delivery.
+Output files need no auth, like replicate.delivery. `GET /v1/predictions` lists the
+predictions made since reset, newest first, `list_page_size` a page, linked by `next`
+URLs with an opaque cursor, filtered by `created_after` / `created_before`: what a client
+needs to find a prediction whose create lost its answer. `prediction_failed` makes
+predictions end `failed` with Replicate's transient or permanent error texts.
 """
 
 from __future__ import annotations
