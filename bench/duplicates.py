@@ -13,7 +13,9 @@ model and input it had accepted before: a second charge for the same job.
 
 `failures`: predictions that end `failed` with transient errors (out of memory, a worker
 crash, no reason); `--permanent` makes that share of them say the input can never work
-(NSFW, invalid input), which must fail at once.
+(NSFW, invalid input), which must fail at once. Here every retry is a new create of the
+same input, wanted and paid for once per failed generation: the simulator counts those in
+`duplicates` too, so in this scenario `duplicates` is the number of retries.
 
 Each scenario runs the simulator and `darkroom worker` processes as bench/dispatch.py
 does (bench/_dispatch_env.py), and prints one JSON object (one line) on stdout.
@@ -84,7 +86,8 @@ async def run(
         "duplicates": duplicates,
         "ratio": round(duplicates / jobs, 4),
         "create_requests": stats["creation_requests"],
-        "lookups": stats["requests_by_route"].get("GET /v1/predictions", 0),
+        # Pages of GET /v1/predictions fetched by the lookups (one lookup may page).
+        "list_requests": stats["requests_by_route"].get("GET /v1/predictions", 0),
         "faults": {kind: n for kind, n in stats["faults"].items() if n},
         **figures,
         "all_final_after_s": round(ended - began, 1),
