@@ -111,7 +111,9 @@ class ReplicateProvider:
                 if created is not None and created < since:
                     reached_since = True
                     break
-                if wanted.matches(item) and item.get("id") not in exclude:
+                # One whose output is gone (an hour after it ended) cannot be resumed.
+                usable = not item.get("data_removed") and item.get("id") not in exclude
+                if usable and wanted.matches(item):
                     return self.parse_remote(item)
             following = page.get("next")
             if reached_since or not isinstance(following, str) or not following:
