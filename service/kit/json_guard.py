@@ -8,7 +8,9 @@ here, once, covers every field of every body (batches, provider callbacks, and a
 endpoint added later) with a 422 that names the field, instead of a 500 from wherever
 the value first hurts.
 
-Nesting is measured on the raw bytes, before any parser recurses. The value check
+Every body is checked, whatever Content-Type it declares: a provider's callback is
+parsed as JSON whatever its header says. Nesting is measured on the raw bytes, before
+any parser recurses. The value check
 parses only bodies that can hold such a value at all (one with a \\u escape, a NaN or an
 Infinity), so an ordinary 10,000-job batch costs one substring search.
 """
@@ -59,7 +61,7 @@ class JsonBodyGuard:
             return
         if body is None:
             return  # the client went away
-        refusal = self.refusal(body, _content_type(scope))
+        refusal = self.refusal(body)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -74,17 +76,10 @@ class JsonBodyGuard:
 
         await self.app(scope, replay, send)
 
-    def refusal(self, body: bytes, content_type: str | None) -> Response | None:
+    def refusal(self, body: bytes) -> Response | None:
         """The error response for a body that must not reach the app, or None."""
         if not body:
             return None
-        if content_type is None or not _is_json(content_type):
-            sent = f"not {content_type[:100]!r}" if content_type else "the header is missing"
-            detail = ErrorDetail(
-                field="Content-Type",
-                message=f"send the body as JSON with Content-Type: application/json ({sent})",
-            )
-            return _error(415, "unsupported_media_type", [detail])
         depth = nesting_depth(body)
         if depth > self.max_depth:
             detail = ErrorDetail(
@@ -167,20 +162,6 @@ def _printable(text: str) -> str:
 def _segment(key: str) -> str:
     """A key as part of a field path, with what cannot be sent back written as escapes."""
     return json.dumps(key)[1:-1] if _text_problem(key) else key
-
-
-def _content_type(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return str(value.decode("latin-1"))
-    return None
-
-
-def _is_json(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
 
 
 def _error(status: int, code: str, details: list[ErrorDetail]) -> Response:
