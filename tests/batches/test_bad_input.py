@@ -397,3 +397,12 @@ async def test_an_idempotency_key_of_255_characters_is_kept(
     again = await client.post("/v1/batches", json=batch(), headers=headers)
     assert (first.status_code, again.status_code) == (202, 200), again.text
     assert first.json()["id"] == again.json()["id"]
+
+
+async def test_output_names_with_nothing_usable_are_named_by_index(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """Found by the fuzzer: two names that sanitise to nothing are no clash."""
+    body = batch(job(output_name="©"), job(output_name="\U000cb08b"), job(output_name="..."))
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202, response.text
