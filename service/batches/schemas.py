@@ -53,12 +53,20 @@ class JobFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="A model this server is configured to run; any other is refused, naming "
+        "the job",
+    )
     width: Dimension | None = None
     height: Dimension | None = None
     format: ImageFormatName | None = None
     seed: Seed | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
+        "and sent back in every webhook",
+    )
 
 
 class JobCreate(JobFields):
@@ -84,7 +92,11 @@ class BatchCreate(BaseModel):
         "left fail with code budget_exceeded",
     )
     callback_url: CallbackUrl | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
+        "and sent back in every webhook",
+    )
     defaults: JobFields | None = None
     jobs: Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_JOBS)]
 

@@ -10,9 +10,8 @@ the value first hurts.
 
 Every body is checked, whatever Content-Type it declares: a provider's callback is
 parsed as JSON whatever its header says. Nesting is measured on the raw bytes, before
-any parser recurses. The value check
-parses only bodies that can hold such a value at all (one with a \\u escape, a NaN or an
-Infinity), so an ordinary 10,000-job batch costs one substring search.
+any parser recurses. A body is parsed here only when a scan of its bytes finds a value
+that cannot be stored, to name the field; an ordinary body costs two regex passes.
 """
 
 from __future__ import annotations
@@ -33,8 +32,14 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A JSON string, escapes included; what is left outside strings is structure.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# Markers of what a body may hold that cannot be stored; without them, no check is needed.
-_SUSPECT = (b"\\u", b"NaN", b"Infinity")
+_PAIR = re.compile(rb"\[\]|\{\}")
+# Scanned left to right, so an escaped backslash or a whole surrogate pair is consumed
+# before its second half could be taken for an escape of its own.
+_ESCAPES = re.compile(
+    rb"\\\\"
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+    rb"|(\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2}))"
+)
 
 
 class _NonFinite:
@@ -80,13 +85,14 @@ class JsonBodyGuard:
         """The error response for a body that must not reach the app, or None."""
         if not body:
             return None
-        depth = nesting_depth(body)
-        if depth > self.max_depth:
+        outside_strings = _outside_strings(body)
+        if nesting_depth(outside_strings, self.max_depth) > self.max_depth:
             detail = ErrorDetail(
                 field="body", message=f"malformed JSON: nested deeper than {self.max_depth} levels"
             )
             return _error(422, "invalid_json", [detail])
-        if not any(marker in body for marker in _SUSPECT):
+        non_finite = b"NaN" in outside_strings or b"Infinity" in outside_strings
+        if not non_finite and not _has_unstorable_escape(body):
             return None
         try:
             value = json.loads(body, parse_constant=_NonFinite)
@@ -96,17 +102,29 @@ class JsonBodyGuard:
         return _error(422, "validation_error", details) if details else None
 
 
-def nesting_depth(body: bytes) -> int:
-    """How deep arrays and objects nest, counted outside strings, without parsing."""
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    depth = deepest = 0
-    for byte in brackets:
-        if byte in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+def nesting_depth(structure: bytes, limit: int) -> int:
+    """How deep a parser would recurse into `structure` (a body with its strings taken
+    out), counted up to just past `limit`. Each pass takes out the innermost pairs at C
+    speed. Brackets that never pair up (an unclosed body) count one level each: a parser
+    descends into every opener before it finds the end missing."""
+    brackets = structure.translate(None, _NOT_BRACKETS)
+    depth = 0
+    while brackets and depth <= limit:
+        inner = _PAIR.sub(b"", brackets)
+        if len(inner) == len(brackets):
+            return depth + len(brackets)
+        brackets, depth = inner, depth + 1
+    return depth
+
+
+def _outside_strings(body: bytes) -> bytes:
+    if b"\\" not in body:  # no escaped quote: every quote opens or closes a string
+        return b"".join(body.split(b'"')[::2])
+    return _STRING.sub(b"", body)
+
+
+def _has_unstorable_escape(body: bytes) -> bool:
+    return b"\\u" in body and any(m.group(1) for m in _ESCAPES.finditer(body))
 
 
 def unstorable(value: object) -> list[ErrorDetail]:
