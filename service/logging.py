@@ -7,7 +7,10 @@ request or task writes carries them.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +32,8 @@ def configure_logging(settings: Settings) -> None:
     )
     level = logging.getLevelName(settings.log_level.upper())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        # URLs are redacted last, so that tracebacks and every field are covered.
+        processors=[*shared, structlog.processors.format_exc_info, redact_urls_in_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -56,6 +60,22 @@ def redact_url(url: object) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: every URL in a logged string (an exception's text, a field
+    another module filled in) loses its query and user-info, whoever wrote the call."""
+    for key, value in event_dict.items():
+        if isinstance(value, httpx.URL):
+            event_dict[key] = redact_url(value)
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = _URL.sub(lambda m: redact_url(m.group(0)), value)
+    return event_dict
 
 
 class _RedactUrls(logging.Filter):

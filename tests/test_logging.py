@@ -8,7 +8,8 @@ import logging
 import httpx
 import pytest
 
-from service.logging import redact_url
+from service.config import Settings
+from service.logging import configure_logging, get_logger, redact_url
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
@@ -58,3 +59,26 @@ URLS = {
 def test_redact_url_keeps_scheme_host_and_path(url: str, logged: str) -> None:
     assert redact_url(url) == logged
     assert redact_url(httpx.URL(url) if "notaport" not in url else url) == logged
+
+
+def test_urls_in_any_logged_field_or_traceback_are_redacted(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Whoever writes the log call: a URL in a field, in an exception's text or in its
+    traceback is cut to scheme, host and path."""
+    configure_logging(settings)
+    log = get_logger("tests.logging")
+    request = httpx.Request("POST", f"https://hooks.example/in?token={SECRET}")
+    error = httpx.HTTPStatusError(
+        f"Server error for url '{request.url}'", request=request, response=httpx.Response(500)
+    )
+    log.warning("delivery_failed", url=request.url, error=repr(error), note=f"see {request.url}")
+    try:
+        raise error
+    except httpx.HTTPStatusError:
+        log.exception("delivery_crashed")
+    logged = "".join(capfd.readouterr())
+    assert "delivery_failed" in logged
+    assert "delivery_crashed" in logged
+    assert "https://hooks.example/in" in logged
+    assert SECRET not in logged
