@@ -28,7 +28,7 @@ MAX_DEPTH = 64
 """Far past any body Darkroom reads (metadata stops at 16), far short of the parser's limit."""
 
 MAX_DETAILS = 100
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A JSON string, escapes included; what is left outside strings is structure.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
