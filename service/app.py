@@ -22,6 +22,7 @@ from service.deps import StateDep
 from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
+from service.kit.json_guard import JsonBodyGuard
 from service.logging import configure_logging, get_logger
 from service.state import State, build_state, close_state
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(JsonBodyGuard)  # inside the size limit, which counts what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     app.include_router(batches_router)
     app.include_router(jobs_router)

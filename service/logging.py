@@ -7,8 +7,13 @@ request or task writes carries them.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import structlog
 
 from service.config import Settings
@@ -27,15 +32,70 @@ def configure_logging(settings: Settings) -> None:
     )
     level = logging.getLevelName(settings.log_level.upper())
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        # URLs are redacted last, so that tracebacks and every field are covered.
+        processors=[*shared, structlog.processors.format_exc_info, redact_urls_in_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
+    redact_httpx_urls()
     # arq logs every job start/finish at INFO; at 10,000 jobs per batch that is noise.
     logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+def redact_url(url: object) -> str:
+    """scheme://host[:port]/path of a URL, for a log line. A caller's callback URL can carry
+    its secret in the query (`?token=...`) or the user-info, and neither is logged."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable url>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls_in_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: every URL in a logged string (an exception's text, a field
+    another module filled in) loses its query and user-info, whoever wrote the call."""
+    for key, value in event_dict.items():
+        if isinstance(value, httpx.URL):
+            event_dict[key] = redact_url(value)
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = _URL.sub(lambda m: redact_url(m.group(0)), value)
+    return event_dict
+
+
+class _RedactUrls(logging.Filter):
+    """httpx logs every request it sends ("HTTP Request: POST <url> ...") with the whole
+    URL: rewrite each URL among the record's arguments before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_url(arg) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+_REDACT_URLS = _RedactUrls()
+
+
+def redact_httpx_urls() -> None:
+    """On the logger itself, so it holds for every client whichever module made it, and
+    whatever handlers the host process (uvicorn, arq, pytest) installs."""
+    logger = logging.getLogger("httpx")
+    if _REDACT_URLS not in logger.filters:
+        logger.addFilter(_REDACT_URLS)

@@ -2,7 +2,10 @@
 
 The fuzz test runs the real app under uvicorn on a free port (its lifespan builds its own
 State on the real Postgres and Redis, in the server thread's loop) and lets schemathesis
-call it over HTTP from openapi/openapi.json, with and without a valid API key.
+call it over HTTP from openapi/openapi.json, with and without a valid API key. Its
+strings come from all of Unicode, NUL included; what schemathesis cannot send (lone
+surrogates, deep nesting) comes from tests/fuzz_inputs.py. Valid data must be accepted,
+so the document has to state every limit the server holds to.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import hypothesis
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase
+from hypothesis.strategies import SearchStrategy
 from schemathesis import APIOperation, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -31,6 +36,7 @@ from service.app import create_app
 from service.config import Settings
 from service.state import State, build_state, close_state
 from tests.conftest import ROOT, Caller
+from tests.fuzz_inputs import runnable_models, unsound_bodies, within_reach
 from tests.jobs.scripted import run_attempt
 from tests.live import live_server
 
@@ -40,6 +46,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    positive_data_acceptance,
 ]
 # Per operation and mode; DARKROOM_FUZZ_EXAMPLES=500 for a deeper run by hand.
 MAX_EXAMPLES = int(os.environ.get("DARKROOM_FUZZ_EXAMPLES", "40"))
@@ -119,6 +126,7 @@ class Fuzzer:
     """Runs schemathesis against one live server; collects failures and what answered."""
 
     base_url: str
+    models: list[str]
     failures: list[str] = field(default_factory=list)
     answered: Counter[tuple[str, int]] = field(default_factory=Counter)
 
@@ -134,6 +142,8 @@ class Fuzzer:
     ) -> None:
         http = requests.Session()
         strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+        if mode is GenerationMode.POSITIVE:
+            strategy = strategy.map(within_reach(self.models))
 
         @hypothesis.settings(
             max_examples=max_examples,
@@ -159,6 +169,37 @@ class Fuzzer:
         finally:
             http.close()
 
+    def fuzz_unsound(self, cases: SearchStrategy[schemathesis.Case], path: str, key: str) -> None:
+        """Bodies with a lone surrogate, a NUL or deep nesting somewhere: a 422 naming
+        the field, from every endpoint that takes a body, before anything else."""
+        http = requests.Session()
+        headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+
+        @hypothesis.settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @hypothesis.given(raw=unsound_bodies(cases))
+        def run(raw: bytes) -> None:
+            response = http.post(self.base_url + path, data=raw, headers=headers, timeout=30)
+            self.answered[f"POST {path} (unsound)", response.status_code] += 1
+            assert response.status_code == 422, response.text
+            error = response.json()["error"]
+            assert error["code"] in {"validation_error", "invalid_json"}, error
+            assert error["details"], error
+            assert error["details"][0]["field"], error
+            assert error["message"].startswith(error["details"][0]["field"] + ": "), error
+
+        try:
+            run()
+        except (Exception, BaseExceptionGroup) as exc:
+            self.failures.append(f"POST {path} (unsound bodies):\n{exc}")
+        finally:
+            http.close()
+
 
 def modes_for(operation: APIOperation) -> list[GenerationMode]:
     """Negative cases need something to break: an operation without inputs has none."""
@@ -175,10 +216,12 @@ def modes_for(operation: APIOperation) -> list[GenerationMode]:
 
 def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
     schema = schemathesis.openapi.from_path(SCHEMA_PATH)
+    # Strings from all of Unicode, NUL included (the defaults, stated because they matter).
+    schema.config.generation.update(codec="utf-8", allow_x00=True)
     operations = [result.ok() for result in schema.get_all_operations()]
     with live_server(state.settings) as base_url:
         known = seed(base_url, caller, state.settings)
-        fuzzer = Fuzzer(base_url)
+        fuzzer = Fuzzer(base_url, runnable_models(state.registry))
         for operation in operations:
             for mode in modes_for(operation):
                 fuzzer.fuzz(operation, who="valid key", headers=caller.headers, mode=mode)
@@ -197,6 +240,10 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
                         max_examples=MAX_EXAMPLES // 4,
                         path_parameters={parameter.name: value},
                     )
+        submit = schema["/v1/batches"]["POST"]
+        batches = submit.as_strategy(generation_mode=GenerationMode.POSITIVE)
+        for path in ("/v1/batches", "/v1/callbacks/replicate"):
+            fuzzer.fuzz_unsound(batches, path, caller.key)
     assert not fuzzer.failures, "\n\n".join(fuzzer.failures)
     # The fuzzer got past validation and authentication everywhere, or it proved little.
     # Two operations cannot succeed from random input, and have tests of their own: a

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import Field
 
 from service.batches import repository, service
 from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
@@ -23,6 +24,7 @@ from service.kit.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from service.kit.text import VisibleText
 from service.logging import get_logger
 from service.models import Batch, JobStatus
 from service.webhooks.tasks import enqueue_deliveries
@@ -30,12 +32,14 @@ from service.webhooks.tasks import enqueue_deliveries
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
+# An empty key would be stored like any other, and every later request without a real
+# key would replay that batch.
 IdempotencyKey = Annotated[
-    str | None,
+    Annotated[VisibleText, Field(min_length=1, max_length=255)] | None,
     Header(
         alias="Idempotency-Key",
-        max_length=255,
-        description="Repeat a submission safely: the same key and body return the same batch.",
+        description="Repeat a submission safely: the same key and body return the same batch. "
+        "1 to 255 characters, not all of them blank.",
     ),
 ]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]

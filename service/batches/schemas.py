@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -14,53 +13,39 @@ from pydantic import (
     ConfigDict,
     Field,
     UrlConstraints,
-    field_validator,
 )
+
+from service.kit.text import JsonObject, Text, VisibleText
 
 ImageFormatName = Literal["png", "jpeg", "webp"]
 Dimension = Annotated[int, Field(ge=64, le=4096, multiple_of=8)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 CallbackUrl = Annotated[
-    AnyUrl, UrlConstraints(allowed_schemes=["http", "https"], max_length=2000, host_required=True)
+    AnyUrl,
+    UrlConstraints(allowed_schemes=["http", "https"], max_length=2000, host_required=True),
+    Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000]+$"}),
 ]
 MAX_JOBS = 10_000
 MAX_PROMPT = 4_000
 MAX_METADATA_DEPTH = 16
 
 
-def _no_nul(value: str) -> str:
-    # Postgres text and jsonb cannot hold U+0000: refuse it here rather than fail the insert.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters (\\u0000)")
-    return value
-
-
-def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
-    """Metadata goes into jsonb as given: no NUL in keys or strings, no NaN or
-    Infinity (Python's JSON parser accepts them, jsonb does not), bounded nesting."""
-
-    def check(item: object, path: str, depth: int) -> None:
+def _bounded_depth(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata is stored and sent back in every webhook: keep it shallow. (What it may
+    contain, the body guard in kit.json_guard has already checked.)"""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
         if depth > MAX_METADATA_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels at {path}")
-        if isinstance(item, str) and "\x00" in item:
-            raise ValueError(f"{path} must not contain NUL characters (\\u0000)")
-        if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"{path} must be a finite number, not {item}")
+            raise ValueError(f"nested deeper than {MAX_METADATA_DEPTH} levels")
         if isinstance(item, dict):
-            for key, child in item.items():
-                if "\x00" in key:
-                    raise ValueError(f"a key in {path} contains a NUL character (\\u0000)")
-                check(child, f"{path}.{key}", depth + 1)
+            stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
-            for index, child in enumerate(item):
-                check(child, f"{path}[{index}]", depth + 1)
-
-    check(value, "metadata", 0)
+            stack.extend((child, depth + 1) for child in item)
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
-Metadata = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+Metadata = Annotated[JsonObject, AfterValidator(_bounded_depth)]
 
 
 class JobFields(BaseModel):
@@ -68,24 +53,25 @@ class JobFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = None
+    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
+        default=None,
+        description="A model this server is configured to run; any other is refused, naming "
+        "the job",
+    )
     width: Dimension | None = None
     height: Dimension | None = None
     format: ImageFormatName | None = None
     seed: Seed | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
+        "and sent back in every webhook",
+    )
 
 
 class JobCreate(JobFields):
-    prompt: Annotated[Text, Field(max_length=MAX_PROMPT)]
+    prompt: Annotated[VisibleText, Field(min_length=1, max_length=MAX_PROMPT)]
     output_name: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 PriorityName = Literal["realtime", "bulk"]
@@ -106,7 +92,11 @@ class BatchCreate(BaseModel):
         "left fail with code budget_exceeded",
     )
     callback_url: CallbackUrl | None = None
-    metadata: Metadata | None = None
+    metadata: Metadata | None = Field(
+        default=None,
+        description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
+        "and sent back in every webhook",
+    )
     defaults: JobFields | None = None
     jobs: Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_JOBS)]
 

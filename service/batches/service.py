@@ -125,7 +125,7 @@ def _resolve_jobs(
         if problem is not None:
             errors.append(ErrorDetail(field=f"jobs[{index}].model", message=problem))
         name = fields["params"]["output_name"]
-        if job.output_name is not None:
+        if name:  # a name that sanitised to nothing is named by index below
             clash = taken.get(name.lower())
             if clash is not None:
                 errors.append(

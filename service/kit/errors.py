@@ -104,10 +104,29 @@ def field_path(loc: Sequence[str | int]) -> str:
     return path
 
 
-def _validation_details(errors: Sequence[Any]) -> tuple[str, list[ErrorDetail]]:
+def _not_declared_json(err: Any, content_type: str | None) -> ErrorDetail | None:
+    """FastAPI parses a body as JSON only when Content-Type says so, and validates the raw
+    bytes otherwise: tell the caller about the header, not that bytes are not an object."""
+    if tuple(err.get("loc", ())) != ("body",) or not isinstance(err.get("input"), bytes):
+        return None
+    sent = f"not {content_type[:100]!r}" if content_type else "the header is missing"
+    return ErrorDetail(
+        field="Content-Type",
+        message=f"send the body as JSON with Content-Type: application/json ({sent})",
+    )
+
+
+def _validation_details(
+    errors: Sequence[Any], content_type: str | None = None
+) -> tuple[str, list[ErrorDetail]]:
     code = "validation_error"
     details: list[ErrorDetail] = []
     for err in errors:
+        header = _not_declared_json(err, content_type)
+        if header is not None:
+            code = "not_json"
+            details.append(header)
+            continue
         if err.get("type") == "json_invalid":
             code = "invalid_json"
             ctx = err.get("ctx") or {}
@@ -142,8 +161,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        code, details = _validation_details(exc.errors())
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        code, details = _validation_details(exc.errors(), request.headers.get("content-type"))
         first = details[0] if details else None
         message = f"{first.field}: {first.message}" if first and first.field else "invalid request"
         if len(details) > 1:

@@ -76,13 +76,6 @@ BAD_BODIES = {
     ),
     "unknown top-level field": (batch(colour="red"), "colour"),
     "unknown job field": (batch(job(), job(size="big")), "jobs[1].size"),
-    "NUL in prompt": (batch(job(prompt="a red\x00bicycle")), "jobs[0].prompt"),
-    "NUL in name": (batch(name="covers\x00"), "name"),
-    "NUL in output_name": (batch(job(output_name="a\x00b")), "jobs[0].output_name"),
-    "NUL in model": (batch(job(model="local/\x00")), "jobs[0].model"),
-    "NUL in a metadata value": (batch(metadata={"a": ["ok", {"b": "x\x00"}]}), "metadata"),
-    "NUL in a metadata key": (batch(job(metadata={"\x00": 1})), "jobs[0].metadata"),
-    "NUL in defaults metadata": (batch(defaults={"metadata": {"a": "\x00"}}), "defaults.metadata"),
     "metadata nested too deep": (
         batch(metadata=json.loads('{"a":' * 40 + "1" + "}" * 40)),
         "metadata",
@@ -112,6 +105,13 @@ RAW_BODIES = {
     "trailing garbage": b'{"jobs": [{"prompt": "x"}]} x',
     "not UTF-8": b'{"jobs": [{"prompt": "\xff\xfe"}]}',
     "nested past the parser's limit": b'{"jobs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "an array nested past the parser's limit": b"[" * 100_000 + b"]" * 100_000,
+    "nested past the body limit": b'{"jobs": [{"prompt": "x", "metadata": '
+    + b'{"a":' * 70
+    + b"1"
+    + b"}" * 70
+    + b"}]}",
+    "nested past the body limit, unclosed": b'{"jobs": [' + b'{"a": [' * 40,
 }
 
 
@@ -129,7 +129,6 @@ NOT_AN_OBJECT = {
     "empty": ("application/json", b""),
     "null": ("application/json", b"null"),
     "a list": ("application/json", b'[{"prompt": "x"}]'),
-    "not JSON at all": ("text/plain", b"jobs=1"),
 }
 
 
@@ -150,13 +149,13 @@ NON_FINITE = {
 
 
 @pytest.mark.parametrize("raw", NON_FINITE.values(), ids=NON_FINITE.keys())
-async def test_non_finite_numbers_in_metadata_are_rejected(
+async def test_non_finite_numbers_are_rejected(
     client: httpx.AsyncClient, caller: Caller, state: State, raw: str
 ) -> None:
     """Python's JSON parser accepts NaN and Infinity; jsonb does not."""
     headers = {**caller.headers, "content-type": "application/json"}
     response = await client.post("/v1/batches", content=raw, headers=headers)
-    field = "jobs[0].metadata" if "score" in raw else "metadata"
+    field = "jobs[0].metadata.score" if "score" in raw else "metadata.a[0]"
     assert_rejected(response, field)
     assert await stored(state) == (0, 0)
 

@@ -1,0 +1,105 @@
+"""What the fuzz test adds to schemathesis's own generation.
+
+Schemathesis draws strings from all of Unicode (codec utf-8, NUL allowed) but never a
+lone surrogate, which no encoder can send, and it nests no deeper than its schemas do.
+A client can send both, escaped in JSON; `unsound_bodies` does. `within_reach` keeps
+positive cases to what a schema can promise: the rules it cannot state (which models
+this deployment runs, file names unique within a batch, cursors only the API makes)
+are out of its reach, and are tested on their own in tests/batches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import schemathesis
+from hypothesis import strategies as st
+
+from service.providers.registry import ProviderRegistry
+from service.storage.naming import safe_output_stem
+
+DEEP = "\x01deep\x01"  # a placeholder string, swapped for the nesting once serialised
+
+
+def runnable_models(registry: ProviderRegistry) -> list[str]:
+    """Models this deployment would accept: their account needs no token, or has one."""
+    runnable = []
+    for name, spec in sorted(registry.models.items()):
+        account = registry.accounts.get(spec.provider)
+        if account is None or not account.token_env or account.token() is not None:
+            runnable.append(name)
+    return runnable
+
+
+def within_reach(models: list[str]) -> Callable[[schemathesis.Case], schemathesis.Case]:
+    def adjust(case: schemathesis.Case) -> schemathesis.Case:
+        if isinstance(case.query, dict):
+            case.query.pop("cursor", None)
+        body = case.body
+        if case.operation.label == "POST /v1/batches" and isinstance(body, dict):
+            jobs = body.get("jobs")
+            fields = [body.get("defaults"), *(jobs if isinstance(jobs, list) else [])]
+            stems: set[str] = set()
+            for job in (f for f in fields if isinstance(f, dict)):
+                if isinstance(job.get("model"), str):
+                    job["model"] = models[len(job["model"]) % len(models)]
+                name = job.get("output_name")
+                if isinstance(name, str) and (stem := safe_output_stem(name).lower()):
+                    if stem in stems:
+                        job["output_name"] = None
+                    stems.add(stem)
+        return case
+
+    return adjust
+
+
+def _locations(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Every place a bad value can go: ("value", path) for each leaf and container,
+    ("key", path) for each object key."""
+    found: list[tuple[tuple[Any, ...], str]] = [(path, "value")]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found.append(((*path, key), "key"))
+            found.extend(_locations(child, (*path, key)))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found.extend(_locations(child, (*path, index)))
+    return found
+
+
+def _replace(value: Any, path: tuple[Any, ...], kind: str, bad: Any) -> Any:
+    if not path:
+        return bad
+    head, *rest = path
+    if isinstance(value, dict):
+        if kind == "key" and not rest:
+            return {(bad if k == head else k): v for k, v in value.items()}
+        return {
+            k: (_replace(v, tuple(rest), kind, bad) if k == head else v) for k, v in value.items()
+        }
+    return [_replace(v, tuple(rest), kind, bad) if i == head else v for i, v in enumerate(value)]
+
+
+lone_surrogates = st.integers(0xD800, 0xDFFF).map(chr)
+unstorable_text = st.one_of(
+    st.tuples(st.text(max_size=5), lone_surrogates, st.text(max_size=5)).map("".join),
+    st.tuples(st.text(max_size=5), st.just("\x00"), st.text(max_size=5)).map("".join),
+)
+nestings = st.tuples(st.sampled_from(["[", '{"a":']), st.sampled_from([65, 1_000, 100_000]))
+
+
+@st.composite
+def unsound_bodies(draw: st.DrawFn, cases: st.SearchStrategy[schemathesis.Case]) -> bytes:
+    """A generated body with one value or key made unstorable, or one value nested far
+    past any real body, serialised as a client would (surrogates escaped)."""
+    body = draw(cases).body
+    path, kind = draw(st.sampled_from(_locations(body)))
+    if kind == "key" or draw(st.booleans()):
+        raw = json.dumps(_replace(body, path, kind, draw(unstorable_text)))
+        return raw.encode()
+    opener, depth = draw(nestings)
+    closer = "]" if opener == "[" else "}"
+    raw = json.dumps(_replace(body, path, kind, DEEP))
+    return raw.replace(json.dumps(DEEP), opener * depth + "1" + closer * depth).encode()
