@@ -69,10 +69,21 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print {key, webhook_secret}")] = False,
 ) -> None:
     """Create an API key. The key and its webhook signing secret are shown once."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
     from service.dev_key import create_key_now
 
     settings = get_settings()
-    created = asyncio.run(create_key_now(settings.database_url, name, pepper=settings.secret_key))
+    try:
+        created = asyncio.run(
+            create_key_now(settings.database_url, name, pepper=settings.secret_key)
+        )
+    except (OSError, DBAPIError) as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        typer.echo(f"darkroom: cannot create a key in {where}: {reason}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(created))
     else:

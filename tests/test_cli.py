@@ -113,6 +113,26 @@ def test_keys_create_json_prints_key_and_secret_once(cli_env: dict[str, str]) ->
     assert created["webhook_secret"].startswith("whsec_")
 
 
+def test_keys_create_without_a_database_says_so_in_one_line(cli_env: dict[str, str]) -> None:
+    closed = free_port()
+    env = {**cli_env, "DARKROOM_DATABASE_URL": f"postgresql+asyncpg://u:pw@127.0.0.1:{closed}/x"}
+    result = subprocess.run(
+        [*DARKROOM, "keys", "create", "--name", "ci"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"darkroom: cannot create a key in postgresql+asyncpg://u:***@127.0.0.1:{closed}/x"
+    )
+    assert "pw" not in line
+
+
 def test_serve_worker_and_submit_wait(cli_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
