@@ -27,16 +27,30 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._holding = False
+        self._deferring = False
 
     def hold(self) -> None:
         """From now on signals are only noted: the clean-up that follows must not be cut short
         (a second Ctrl-C would otherwise leak a server)."""
         self._holding = True
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A signal during the block raises only at its end: a child started inside is
+        recorded before the stop begins, so the stop knows to end it."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self.received is not None and not self._holding:
+            self._holding = True
+            raise Stop(self.received)
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
-            if not self._holding:
+            if not self._holding and not self._deferring:
                 self._holding = True
                 raise Stop(signum)
 

@@ -59,8 +59,9 @@ def run_stack(
     children: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        child = subprocess.Popen([*COMMAND, *args], env=env)
-        children.append(child)
+        with signals.deferred():
+            child = subprocess.Popen([*COMMAND, *args], env=env)
+            children.append(child)
         return child
 
     try:
