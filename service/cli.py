@@ -16,6 +16,8 @@ from service.config import Settings, get_settings
 if TYPE_CHECKING:
     from service.devenv.signals import StopSignals
 
+UP_HOST = "127.0.0.1"
+
 app = typer.Typer(help="Darkroom: images in bulk for other software.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -146,9 +148,6 @@ def up(
     raise typer.Exit(status)
 
 
-UP_HOST = "127.0.0.1"
-
-
 def _up(*, port: int, workers: int, signals: StopSignals) -> int:
     from sqlalchemy.engine import make_url
 
@@ -167,27 +166,30 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
         data_dir=settings.data_dir,
         database_name=make_url(settings.database_url).database or "darkroom",
     ) as services:
-        upgrade_to_head(services.database_url)
-        dev_key = asyncio.run(
-            ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
-        )
-        env = {
-            **os.environ,
-            "DARKROOM_DATABASE_URL": services.database_url,
-            "DARKROOM_REDIS_URL": services.redis_url,
-            "DARKROOM_PUBLIC_URL": os.environ.get(
-                "DARKROOM_PUBLIC_URL", f"http://{UP_HOST}:{port}"
-            ),
-        }
-        return run_stack(
-            host=UP_HOST,
-            port=port,
-            workers=workers,
-            env=env,
-            data_dir=settings.data_dir,
-            signals=signals,
-            announce=lambda url: _say(banner(url, services, dev_key, settings.data_dir)),
-        )
+        try:
+            upgrade_to_head(services.database_url)
+            dev_key = asyncio.run(
+                ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
+            )
+            env = {
+                **os.environ,
+                "DARKROOM_DATABASE_URL": services.database_url,
+                "DARKROOM_REDIS_URL": services.redis_url,
+                "DARKROOM_PUBLIC_URL": os.environ.get(
+                    "DARKROOM_PUBLIC_URL", f"http://{UP_HOST}:{port}"
+                ),
+            }
+            return run_stack(
+                host=UP_HOST,
+                port=port,
+                workers=workers,
+                env=env,
+                data_dir=settings.data_dir,
+                signals=signals,
+                announce=lambda url: _say(banner(url, services, dev_key, settings.data_dir)),
+            )
+        finally:
+            signals.hold()  # however this ends, stopping the servers must not be cut short
 
 
 def _say(message: str, *, err: bool = False) -> None:
