@@ -58,8 +58,7 @@ def resolve_target(url: str | None, key: str | None, data_dir: Path) -> Target:
             f"(the dev key in {where} is {issued_for})"
         )
     raise NoTarget(
-        f"Darkroom is not running ({where} records no URL): {START_HINT}, "
-        "or pass --url and --key"
+        f"Darkroom is not running ({where} records no URL): {START_HINT}, or pass --url and --key"
     )
 
 
