@@ -19,6 +19,7 @@ from service.batches.endpoints import router as batches_router
 from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
+from service.docs import install_docs
 from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
@@ -52,7 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Images in bulk for other software: batches in, signed webhooks out.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs serves /docs without a CDN
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(JsonBodyGuard)  # inside the size limit, which counts what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

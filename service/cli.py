@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 
 from service.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.devenv.signals import StopSignals
+
+UP_HOST = "127.0.0.1"
 
 app = typer.Typer(help="Darkroom: images in bulk for other software.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -69,10 +71,21 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print {key, webhook_secret}")] = False,
 ) -> None:
     """Create an API key. The key and its webhook signing secret are shown once."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
     from service.dev_key import create_key_now
 
     settings = get_settings()
-    created = asyncio.run(create_key_now(settings.database_url, name, pepper=settings.secret_key))
+    try:
+        created = asyncio.run(
+            create_key_now(settings.database_url, name, pepper=settings.secret_key)
+        )
+    except (OSError, DBAPIError) as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        typer.echo(f"darkroom: cannot create a key in {where}: {reason}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(created))
     else:
@@ -85,7 +98,10 @@ def keys_create(
 def submit(
     file: Annotated[Path, typer.Argument(help="A JSON batch, as POST /v1/batches takes")],
     wait: Annotated[bool, typer.Option(help="Show progress until the batch finishes")] = False,
-    url: Annotated[str, typer.Option(envvar="DARKROOM_API_URL")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None,
+        typer.Option(envvar="DARKROOM_API_URL", help="Default: where `darkroom up` runs"),
+    ] = None,
     key: Annotated[
         str | None, typer.Option(envvar="DARKROOM_API_KEY", help="Default: the dev key")
     ] = None,
@@ -114,11 +130,31 @@ def up(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
 ) -> None:
-    """Development: find or start Postgres and Redis, migrate, make a dev key, run API + workers."""
+    """Development: find or start Postgres and Redis, migrate, make a dev key, run API + workers.
+
+    SIGINT, SIGTERM or SIGHUP stops everything it started, embedded servers included."""
+    from service.devenv.signals import Stop, stop_on_signals
+    from service.devenv.stack import StackError, check_port_free
+
+    with stop_on_signals() as signals:
+        try:
+            check_port_free(UP_HOST, port)
+            status = _up(port=port, workers=workers, signals=signals)
+        except StackError as exc:
+            _say(f"darkroom: {exc}", err=True)
+            status = 1
+        except Stop:
+            status = 0  # asked to stop, and everything stopped
+    raise typer.Exit(status)
+
+
+def _up(*, port: int, workers: int, signals: StopSignals) -> int:
     from sqlalchemy.engine import make_url
 
     from service.dev_key import ensure_dev_key
     from service.devenv import ensure_services
+    from service.devenv.banner import banner
+    from service.devenv.stack import run_stack
     from service.migrate import upgrade_to_head
 
     settings = get_settings()
@@ -130,57 +166,36 @@ def up(
         data_dir=settings.data_dir,
         database_name=make_url(settings.database_url).database or "darkroom",
     ) as services:
-        upgrade_to_head(services.database_url)
-        dev_key = asyncio.run(
-            ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
-        )
-        env = {
-            **os.environ,
-            "DARKROOM_DATABASE_URL": services.database_url,
-            "DARKROOM_REDIS_URL": services.redis_url,
-            "DARKROOM_PUBLIC_URL": os.environ.get(
-                "DARKROOM_PUBLIC_URL", f"http://127.0.0.1:{port}"
-            ),
-        }
-        typer.echo(f"\nDarkroom is up on http://127.0.0.1:{port}  (docs: /docs)")
-        typer.echo(f"  Postgres: {services.database_url}\n  Redis:    {services.redis_url}")
-        typer.echo(f"  API key:        {dev_key['key']}")
-        typer.echo(f"  webhook secret: {dev_key['webhook_secret']}")
-        typer.echo(
-            "  Try: darkroom submit examples/batch.json --wait   (Ctrl-C stops everything)\n"
-        )
-        _supervise(port=port, workers=workers, env=env)
-
-
-def _supervise(*, port: int, workers: int, env: dict[str, str]) -> None:
-    """Run the API and the workers until Ctrl-C. A worker that crashes is started again
-    (its jobs resume: they are in Postgres); the API exiting ends the session."""
-    command = [sys.executable, "-m", "service.cli"]
-    api = subprocess.Popen([*command, "serve", "--port", str(port)], env=env)
-    pool = [subprocess.Popen([*command, "worker"], env=env) for _ in range(workers)]
-    try:
-        while api.poll() is None:
-            time.sleep(1)
-            for slot, worker_process in enumerate(pool):
-                # A clean exit is a worker told to stop (Ctrl-C reaches it first): not a crash.
-                if worker_process.poll() not in (None, 0):
-                    typer.echo(f"worker exited with {worker_process.returncode}; restarting it")
-                    pool[slot] = subprocess.Popen([*command, "worker"], env=env)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _stop_children([api, *pool])
-
-
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    for child in children:
         try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
+            upgrade_to_head(services.database_url)
+            dev_key = asyncio.run(
+                ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
+            )
+            env = {
+                **os.environ,
+                "DARKROOM_DATABASE_URL": services.database_url,
+                "DARKROOM_REDIS_URL": services.redis_url,
+                "DARKROOM_PUBLIC_URL": os.environ.get(
+                    "DARKROOM_PUBLIC_URL", f"http://{UP_HOST}:{port}"
+                ),
+            }
+            return run_stack(
+                host=UP_HOST,
+                port=port,
+                workers=workers,
+                env=env,
+                data_dir=settings.data_dir,
+                signals=signals,
+                announce=lambda url: _say(banner(url, services, dev_key, settings.data_dir)),
+            )
+        finally:
+            signals.hold()  # however this ends, stopping the servers must not be cut short
+
+
+def _say(message: str, *, err: bool = False) -> None:
+    from service.devenv.console import say
+
+    say(message, err=err)
 
 
 if __name__ == "__main__":

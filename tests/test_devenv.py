@@ -15,6 +15,7 @@ from sqlalchemy.pool import NullPool
 from service.devenv import RunningServices, drop_database, ensure_services
 from service.devenv.probes import free_port, port_is_listening, run_sync
 from service.devenv.processes import pid_alive
+from tests.embedded_tmp import embedded_tmp_dir
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -51,6 +52,13 @@ def database_exists(database_url: str, name: str) -> bool:
 def redis_ping(redis_url: str) -> bool:
     with redis.Redis.from_url(redis_url, socket_connect_timeout=2) as client:
         return bool(client.ping())
+
+
+@pytest.fixture
+def data_parent() -> Iterator[Path]:
+    """Where embedded servers keep their data: see tests/embedded_tmp.py for why not tmp_path."""
+    with embedded_tmp_dir() as path:
+        yield path
 
 
 @pytest.fixture
@@ -120,10 +128,10 @@ def _ports(services: RunningServices) -> tuple[int, int]:
 
 
 def test_embedded_servers_start_answer_and_stop(
-    tmp_path: Path, services_to_stop: list[RunningServices]
+    data_parent: Path, services_to_stop: list[RunningServices]
 ) -> None:
     name = _fresh_database_name()
-    services = _start_embedded(tmp_path / ".data", name)
+    services = _start_embedded(data_parent / ".data", name)
     services_to_stop.append(services)
 
     assert services.embedded == ["postgres", "redis"]
@@ -145,9 +153,9 @@ def test_embedded_servers_start_answer_and_stop(
 
 
 def test_embedded_postgres_reuses_its_data_and_survives_a_stale_pid_file(
-    tmp_path: Path, services_to_stop: list[RunningServices]
+    data_parent: Path, services_to_stop: list[RunningServices]
 ) -> None:
-    data_dir = tmp_path / ".data"
+    data_dir = data_parent / ".data"
     name = _fresh_database_name()
     with _start_embedded(data_dir, name) as first:
         scalar(first.database_url, *KEEP_A_ROW)
@@ -163,10 +171,10 @@ def test_embedded_postgres_reuses_its_data_and_survives_a_stale_pid_file(
 
 
 def test_a_second_user_shares_the_embedded_servers_and_the_last_one_stops_them(
-    tmp_path: Path, services_to_stop: list[RunningServices]
+    data_parent: Path, services_to_stop: list[RunningServices]
 ) -> None:
     """Two holders in one process stand in for two processes sharing one data dir."""
-    data_dir = tmp_path / ".data"
+    data_dir = data_parent / ".data"
     name = _fresh_database_name()
     first = _start_embedded(data_dir, name)
     services_to_stop.append(first)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Self
 
 from sqlalchemy.engine import make_url
 
+from service.devenv.console import say
 from service.devenv.databases import create_database_if_missing, drop_database
 from service.devenv.lifecycle import EmbeddedServer, Log
 from service.devenv.postgres_server import start_embedded_postgres
@@ -37,8 +37,7 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def log_to_stderr(message: str) -> None:
-    sys.stderr.write(f"devenv: {message}\n")
-    sys.stderr.flush()
+    say(f"devenv: {message}", err=True)
 
 
 @dataclass

@@ -91,19 +91,31 @@ def wait_until_answers(
     log_path: Path,
     timeout_s: float,
 ) -> None:
-    """Block until the new server answers; on failure, kill it and say why with its log."""
+    """Block until the new server answers; on failure, kill it and say why with its log.
+
+    Interrupted (a stop signal raises in here), it kills the server too: nobody has recorded
+    it yet, so nobody else would."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"{what} exited with status {process.returncode} before answering; "
-                f"end of {log_path}:\n{log_tail(log_path)}"
-            )
-        if answers():
-            return
-        time.sleep(_POLL_S)
-    process.kill()
-    process.wait()
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{what} exited with status {process.returncode} before answering; "
+                    f"end of {log_path}:\n{log_tail(log_path)}"
+                )
+            if answers():
+                return
+            time.sleep(_POLL_S)
+    except BaseException:
+        _kill(process)
+        raise
+    _kill(process)
     raise RuntimeError(
         f"{what} did not answer within {timeout_s:.0f} s; end of {log_path}:\n{log_tail(log_path)}"
     )
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -135,11 +136,25 @@ async def _record_attempt(
             cap_s=settings.webhook_backoff_cap_s,
         )
         give_up_at = event.created_at + timedelta(seconds=settings.webhook_retry_window_s)
+        failure = {
+            "event_id": event_id,
+            "event_type": event.type,
+            "host": url_host(event.url),
+            "attempt": event.attempts,
+            "status_code": status_code,
+            "error": error,
+        }
         if final or now + timedelta(seconds=delay) > give_up_at:
             event.status = DeliveryStatus.failed
-            log.warning("webhook_given_up", attempts=event.attempts, error=error)
+            log.warning("webhook_given_up", **failure, next_attempt_at=None)
             return
         event.next_attempt_at = now + timedelta(seconds=delay)
+        log.warning(
+            "webhook_attempt_failed",
+            **failure,
+            next_attempt_at=event.next_attempt_at.isoformat(),
+            retry_in_s=round(delay, 1),
+        )
         retry_job = (delivery_job_id(event_id, event.attempts), delay)
     if retry_job is not None:
         job_id, delay = retry_job
@@ -153,6 +168,19 @@ async def _record_attempt(
             )
         except (RedisError, OSError) as exc:
             log.warning("webhook_enqueue_failed", error=repr(exc))
+
+
+def url_host(url: str) -> str:
+    """Host and port only: a callback URL's path and query may carry the receiver's token,
+    and its user-info a password."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(unparseable URL)"
+    if host is None:
+        return "(no host)"
+    return host if port is None else f"{host}:{port}"
 
 
 async def reconcile_webhooks(state: State) -> int:

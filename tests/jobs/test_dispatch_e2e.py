@@ -109,13 +109,18 @@ async def test_openai_jobs_are_synchronous_and_keep_usage(
     assert stats["creations_by_provider"]["openai"] == 3
 
 
+JOBS_429 = 8
+
+
 async def test_429s_slow_the_account_and_never_fail_or_count(
     client: httpx.AsyncClient, caller: Caller, state: State, accounts: SimulatorHandle
 ) -> None:
-    # The provider allows 20/s with no burst; Darkroom was told nothing about it.
-    await accounts.configure(rate_per_s=20, burst=1, rate_limit_hint="none")
+    # The provider allows 2/s with no burst; Darkroom was told nothing about it. Slow enough
+    # that even a loaded machine sends the batch's first requests faster (at 20/s it might not,
+    # and then no 429 would come at all).
+    await accounts.configure(rate_per_s=2, burst=1, rate_limit_hint="none")
     body = {"defaults": {"model": "gpt-sim", "width": 1024, "height": 1024}}
-    body["jobs"] = [{"prompt": f"p{n}"} for n in range(30)]  # type: ignore[assignment]
+    body["jobs"] = [{"prompt": f"p{n}"} for n in range(JOBS_429)]  # type: ignore[assignment]
     batch_id = await submit(client, caller, body)
     await run_until_idle(state, wait_for_deferred=True)
 
@@ -129,7 +134,7 @@ async def test_429s_slow_the_account_and_never_fail_or_count(
     assert limiter.rate_limited == stats["rate_limited"]
     outcomes = [a["outcome"] for j in jobs for a in await attempts_of(client, caller, j["id"])]
     assert outcomes.count("rate_limited") == stats["rate_limited"]
-    assert outcomes.count("succeeded") == 30
+    assert outcomes.count("succeeded") == JOBS_429
 
 
 async def test_a_refusal_fails_at_once_with_the_providers_reason(

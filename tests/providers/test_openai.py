@@ -30,6 +30,8 @@ from simulators import SimConfig, SimulatorHandle, run_simulator
 TOKEN_ENV = "DARKROOM_TEST_OPENAI_TOKEN"
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
+INTERVAL_S = 10.0  # the simulator's rate limit in the 429 tests: one request per this
+
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorHandle]:
@@ -135,7 +137,10 @@ async def test_missing_token(sim: SimulatorHandle, monkeypatch: pytest.MonkeyPat
 async def test_429(
     provider: OpenAIImagesProvider, sim: SimulatorHandle, mode: str, hinted: bool
 ) -> None:
-    await sim.configure(rate_per_s=0.5, burst=1, rate_limit_hint=mode)
+    # One token per INTERVAL_S: a loaded machine cannot be slow enough to see the next one,
+    # and the hint is checked against the time the two requests really took.
+    await sim.configure(rate_per_s=1 / INTERVAL_S, burst=1, rate_limit_hint=mode)
+    began = time.monotonic()
     await provider.submit(request())
     with pytest.raises(ProviderRateLimited) as caught:
         await provider.submit(request(seed=2))
@@ -143,7 +148,8 @@ async def test_429(
     assert error.message.startswith("openai 429: Rate limit reached for gpt-image-1")
     if hinted:
         assert error.retry_after_s is not None
-        assert 1 <= error.retry_after_s <= 2.5
+        elapsed = time.monotonic() - began
+        assert INTERVAL_S - elapsed - 0.01 <= error.retry_after_s <= INTERVAL_S
     else:
         assert error.retry_after_s is None
 
