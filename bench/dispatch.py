@@ -572,6 +572,8 @@ async def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
             "process_note": "worker spawn -> every job final (includes ~2 s start-up)",
         },
         "arq_noop": arq,
+        "worker_cpu_ms_per_job": r(processes["worker-0"] * 1000 / jobs, 2),
+        "worker_cpu_note": "the worker process's user+system CPU, start-up included, / jobs",
         "ratio_steady": r(ratio),
         "ratio_process": r(dark_process / arq["jobs_per_s_process"]),
         "target_ratio": 0.4,
@@ -593,7 +595,7 @@ async def overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     }
     log(
         f"overhead: darkroom {dark_steady:.1f}/s, arq {arq['jobs_per_s_steady']}/s, "
-        f"ratio {ratio:.3f}"
+        f"ratio {ratio:.3f}, worker CPU {result['worker_cpu_ms_per_job']} ms/job"
     )
     emit(result)
     return [result]
