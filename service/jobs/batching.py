@@ -91,12 +91,12 @@ class JobBatcher:
                         session, job_id, public_url=self.public_url
                     )
                 elif spec.provider != grant.account:
-                    results[n] = Moved(spec.provider, await _priority(session, head, grant))
+                    results[n] = Moved(spec.provider, head.batch.priority)
                 else:
                     claim = Claim(job_id, grant.account, spec.max_attempts, spec.price_per_image)
                     claims.append((n, claim, spec))
             started = await transitions.start_attempts(
-                session, [claim for _, claim, _ in claims], public_url=self.public_url
+                session, [claim for _, claim, _ in claims], public_url=self.public_url, heads=heads
             )
         for (n, _, spec), result in zip(claims, started, strict=True):
             results[n] = Claimed(result, spec) if isinstance(result, StartedJob) else result
@@ -114,12 +114,6 @@ class JobBatcher:
         for batch_id in batch_ids:
             answers.append(events.pop(batch_id, []))
         return answers
-
-
-async def _priority(session: AsyncSession, head: repository.JobHead, grant: Grant) -> Priority:
-    batches = await repository.get_batches(session, [head.batch_id])
-    batch = batches.get(head.batch_id)
-    return batch.priority if batch is not None else grant.priority
 
 
 _BATCHERS: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], JobBatcher] = (

@@ -65,19 +65,20 @@ async def lock_jobs(session: AsyncSession, job_ids: Collection[uuid.UUID]) -> di
 
 @dataclass(frozen=True)
 class JobHead:
-    """What a claim reads before it takes any lock."""
+    """What a claim reads before it takes any lock: the job's state and its batch."""
 
     id: uuid.UUID
-    batch_id: uuid.UUID
     status: JobStatus
     model: str
+    batch: Batch
 
 
 async def job_heads(
     session: AsyncSession, job_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, JobHead]:
-    query = select(Job.id, Job.batch_id, Job.status, Job.model).where(_in(Job.id, job_ids))
-    return {row.id: JobHead(*row) for row in await session.execute(query)}
+    query = select(Job.id, Job.status, Job.model, Batch).join(Batch, Batch.id == Job.batch_id)
+    query = query.where(_in(Job.id, job_ids))
+    return {row[0]: JobHead(*row) for row in await session.execute(query)}
 
 
 async def get_batches(

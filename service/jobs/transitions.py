@@ -89,13 +89,20 @@ ClaimResult = StartedJob | Transition | None
 
 
 async def start_attempts(
-    session: AsyncSession, claims: Sequence[Claim], *, public_url: str
+    session: AsyncSession,
+    claims: Sequence[Claim],
+    *,
+    public_url: str,
+    heads: dict[uuid.UUID, repository.JobHead] | None = None,
 ) -> list[ClaimResult]:
     """Claim each job for a new attempt; one result per claim, in order (see
-    service.start_attempt for what each means). Each job appears once in a group."""
-    heads = await repository.job_heads(session, [claim.job_id for claim in claims])
-    live = [h for h in heads.values() if h.status not in FINAL_JOB_STATUSES]
-    batches = await repository.get_batches(session, {h.batch_id for h in live})
+    service.start_attempt for what each means). Each job appears once in a group.
+    `heads`: the claims' jobs as this transaction already read them, if it did."""
+    if heads is None:
+        heads = await repository.job_heads(session, [claim.job_id for claim in claims])
+    live = [heads[c.job_id] for c in claims if c.job_id in heads]
+    live = [h for h in live if h.status not in FINAL_JOB_STATUSES]
+    batches = {h.batch.id: h.batch for h in live}
     # A tracked budget serialises its reservations (such a batch runs once an attempt
     # starts, below); any other queued batch runs from its first claim. Once the batch
     # runs, its row is neither written nor locked here.
