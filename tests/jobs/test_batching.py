@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from service.dispatch.queue import Grant
 from service.jobs.batching import Claimed, Moved, batcher
-from service.jobs.transitions import Failed, StartedJob, Succeeded, Transition
+from service.jobs.transitions import Failed, Outcome, StartedJob, Succeeded, Transition
 from service.models import Batch, Job, JobAttempt, Priority, WebhookEvent
 from service.models.batch import BatchStatus
 from service.providers.base import (
@@ -109,7 +109,7 @@ async def test_outcomes_recorded_together_keep_their_own_transitions_and_events(
     won, retried, refused, stale = [c.started for c in await claim_all(state, batch_id, jobs)]
     image = GeneratedImage(b"\x89PNG", "png", 64, 64)
     stored = await state.storage.put(won.output_key, image.data, image.content_type)
-    outcomes = [
+    outcomes: list[Outcome] = [
         Succeeded(won, image, stored, 12, Decimal(0), Decimal(0)),
         failed(retried, ProviderRetryableError("server_error", "HTTP 503")),
         failed(refused, ProviderPermanentError("content_policy", "refused")),
