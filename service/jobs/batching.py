@@ -107,8 +107,16 @@ class JobBatcher:
             return await transitions.record_outcomes(session, outcomes, public_url=self.public_url)
 
     async def _check_group(self, batch_ids: Sequence[uuid.UUID]) -> list[list[str]]:
-        async with session_scope(self.sessionmaker) as session:
-            events = await transitions.complete_idle_batches(session, batch_ids)
+        # Mostly a batch still has active jobs: one statement, outside any transaction,
+        # says so. Only a batch that looked idle is completed, under its row lock.
+        async with self.sessionmaker() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            active = await repository.batches_with_active_jobs(session, batch_ids)
+        idle = [batch_id for batch_id in batch_ids if batch_id not in active]
+        events: dict[uuid.UUID, list[str]] = {}
+        if idle:
+            async with session_scope(self.sessionmaker) as session:
+                events = await transitions.complete_idle_batches(session, idle)
         # A batch completes once: its event goes to the first caller that asked.
         answers: list[list[str]] = []
         for batch_id in batch_ids:

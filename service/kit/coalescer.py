@@ -45,11 +45,15 @@ class Coalescer(Generic[T, R]):
         self._key = key
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.groups = 0
         self.items = 0
 
     async def submit(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a loop that ended took its runner and callers along
+            self._loop, self._runner, self._waiting = loop, None, []
+        future: asyncio.Future[R] = loop.create_future()
         self._waiting.append((item, future))
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name=f"coalescer:{self._name}")

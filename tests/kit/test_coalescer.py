@@ -108,3 +108,24 @@ async def test_a_repeated_key_waits_for_the_next_group_and_groups_are_bounded() 
     assert results == [2, 22, 4, 6, 8]
     assert recorder.groups == [[1, 2, 3], [11, 4]]
     assert (coalescer.groups, coalescer.items) == (2, 5)
+
+
+def test_a_coalescer_serves_a_new_event_loop_after_its_first_one_ended_mid_flush() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()  # the first loop's flush never finishes
+    coalescer = Coalescer(recorder.flush, name="test")
+
+    async def abandon() -> None:
+        asyncio.get_running_loop().create_task(coalescer.submit(1))
+        await recorder.entered.wait()
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(abandon())
+    first.close()  # its tasks are dropped without being cancelled, as at a hard stop
+
+    async def ask() -> int:
+        recorder.gate = asyncio.Event()  # events belong to the loop they are used in
+        recorder.gate.set()
+        return await coalescer.submit(2)
+
+    assert asyncio.run(ask()) == 4
