@@ -10,7 +10,10 @@ RUN python -m venv /opt/venv
 # Dependencies first, from the pinned lock, so code changes do not reinstall them.
 COPY requirements.lock ./
 RUN /opt/venv/bin/pip install -r requirements.lock
-COPY . .
+# Then Darkroom itself, from what its wheel is built of (the migrations travel inside it).
+COPY pyproject.toml setup.py README.md ./
+COPY service ./service
+COPY migrations ./migrations
 RUN /opt/venv/bin/pip install --no-deps .
 
 FROM python:3.11-slim
@@ -23,11 +26,9 @@ RUN groupadd --system --gid 10001 darkroom \
     && useradd --system --uid 10001 --gid darkroom --home-dir /app --shell /usr/sbin/nologin darkroom \
     && mkdir -p /data/outputs \
     && chown -R darkroom:darkroom /data
+# The venv is all the image runs: `darkroom migrate` finds the migrations inside the package.
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-# alembic.ini and migrations/ are read from the working directory by `darkroom migrate`.
-COPY alembic.ini ./
-COPY migrations ./migrations
 USER darkroom
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

@@ -13,7 +13,9 @@ from service.config import get_settings
 from service.models import Base
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("configure_logging", True):
+# Only the `alembic` command reads alembic.ini (and its logging); service.migrate builds its
+# configuration in code and leaves logging to its caller.
+if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata

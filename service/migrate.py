@@ -1,4 +1,9 @@
-"""Running the Alembic migrations from code (the CLI, `up`, the test fixtures)."""
+"""Running the Alembic migrations from code (the CLI, `up`, the test fixtures, CI).
+
+The Alembic configuration is built here rather than read from alembic.ini, so that an installed
+`darkroom migrate` works from any working directory. alembic.ini at the top of the repository is
+for developers running the `alembic` command itself (revisions, history).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,29 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def migrations_root() -> Path:
-    """The folder holding alembic.ini and migrations/: the source tree for an editable
-    install, else the working directory (the Docker image keeps them in /app)."""
-    for root in (PROJECT_ROOT, Path.cwd()):
-        if (root / "alembic.ini").is_file() and (root / "migrations").is_dir():
-            return root
-    raise FileNotFoundError("alembic.ini and migrations/ not found: run from the project folder")
+def script_location() -> Path:
+    """The folder holding env.py and versions/.
+
+    A wheel carries the migrations inside the package, as service/migrations (see setup.py);
+    a checkout, and an editable install of it, has them at the top of the repository. The
+    package's own copy comes first, so an installed service never picks up some other
+    project's migrations/ lying beside it in site-packages.
+    """
+    for folder in (PACKAGE_DIR / "migrations", PACKAGE_DIR.parent / "migrations"):
+        if (folder / "env.py").is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no migrations in {PACKAGE_DIR / 'migrations'}: reinstall darkroom from a complete wheel"
+    )
 
 
 def alembic_config(database_url: str) -> Config:
-    root = migrations_root()
-    config = Config(str(root / "alembic.ini"))
-    config.set_main_option("script_location", str(root / "migrations"))
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
     config.attributes["database_url"] = database_url
-    config.attributes["configure_logging"] = False
     return config
 
 

@@ -82,6 +82,15 @@ class SimConfig(BaseModel):
     webhook_backoff_s: float = Field(0.2, ge=0)
     webhook_timeout_s: float = Field(5.0, gt=0)
     content_policy_word: str = "FORBIDDEN"
+    # Replicate predictions that end `failed`, drawn at creation: the first
+    # `failed_first` since reset, then each with probability `prediction_failed`. Of the
+    # drawn ones, `failed_permanent` say the input can never work (NSFW, invalid input);
+    # the others are transient (out of memory, a worker crash, a timeout, no reason).
+    prediction_failed: Probability = 0.0
+    failed_permanent: Probability = 0.0
+    failed_first: int = Field(0, ge=0)
+    # Predictions per page of GET /v1/predictions (Replicate's is 100).
+    list_page_size: int = Field(100, ge=1, le=1000)
     # Seeds latency and fault draws (at start and at every reset) for repeatable runs.
     seed: int | None = None
 

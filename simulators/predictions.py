@@ -27,6 +27,24 @@ NSFW_ERROR = (
     "All generated images contained NSFW content. Try running it again with a different prompt."
 )
 
+# Failures a new prediction may not repeat, as Replicate and its models word them; ""
+# stands for a failure with a null error.
+TRANSIENT_ERRORS = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 39.39 GiB total capacity; "
+    "37.12 GiB already allocated; 1.08 GiB free; 37.56 GiB reserved in total by PyTorch)",
+    "Prediction interrupted; please retry (code: PA)",
+    "Prediction failed for an unknown reason. It might have run out of memory? (exitcode -9)",
+    "Director: unexpected error handling prediction (E8765)",
+    "Prediction timed out",
+    "",
+)
+# Failures that say the input can never work.
+PERMANENT_ERRORS = (
+    NSFW_ERROR,
+    "NSFW content detected. Try running it again, or try a different prompt.",
+    "Input validation failed: prompt: ensure this value has at most 2000 characters",
+)
+
 
 def new_prediction_id() -> str:
     return base64.b32encode(os.urandom(20)).decode().lower()[:26]
@@ -130,6 +148,7 @@ class Lifecycle:
     def launch(self, prediction: Prediction, latency: float) -> None:
         state = self.state
         state.predictions[prediction.id] = prediction
+        state.created.append(prediction)
         state.move_status(None, "starting")
         state.limits["replicate"].start(prediction.id, time.monotonic() + latency)
         loop = asyncio.get_running_loop()
@@ -164,7 +183,7 @@ class Lifecycle:
         if forced is not None:
             prediction.status = forced
         elif prediction.failure is not None:
-            prediction.status, prediction.error = "failed", prediction.failure
+            prediction.status, prediction.error = "failed", prediction.failure or None
         else:
             prediction.status = "succeeded"
             prediction.logs += f"Generated {prediction.outputs} image(s)\n"

@@ -11,12 +11,18 @@ Also as Replicate: `Authorization: Token ...` is accepted besides Bearer; `Prefe
 `input.num_outputs` (1-4) gives that many output URLs (`{id}.{ext}`, `{id}_1.{ext}`, ...).
 Webhooks go out for the `start` and `completed` events of `webhook_events_filter` (all
 events when it is absent); `output` and `logs` events are never sent, as nothing streams.
-Output files need no auth, like replicate.delivery.
+Output files need no auth, like replicate.delivery. `GET /v1/predictions` lists the
+predictions made since reset, newest first, `list_page_size` a page, linked by `next`
+URLs with an opaque cursor, filtered by `created_after` / `created_before`: what a client
+needs to find a prediction whose create lost its answer. `prediction_failed` makes
+predictions end `failed` with Replicate's transient or permanent error texts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -34,6 +40,8 @@ from simulators.images import (
 from simulators.predictions import (
     ALL_EVENTS,
     NSFW_ERROR,
+    PERMANENT_ERRORS,
+    TRANSIENT_ERRORS,
     Lifecycle,
     Prediction,
     new_prediction_id,
@@ -190,7 +198,9 @@ def routes(state: SimState, lifecycle: Lifecycle) -> list[Route]:
             outputs=outputs,
             webhook=body.get("webhook"),
             events=frozenset(events) if events is not None else ALL_EVENTS,
-            failure=NSFW_ERROR if state.config.content_policy_word in payload["prompt"] else None,
+            failure=NSFW_ERROR
+            if state.config.content_policy_word in payload["prompt"]
+            else state.draw_failure(TRANSIENT_ERRORS, PERMANENT_ERRORS),
             not_image=state.draw_not_image(),
         )
         lifecycle.launch(prediction, state.sample_latency())
@@ -217,6 +227,38 @@ def routes(state: SimState, lifecycle: Lifecycle) -> list[Route]:
 
     async def create_for_version(request: Request) -> Response:
         return await create(request, None)
+
+    async def list_predictions(request: Request) -> Response:
+        """Newest first, a page at a time; `next` is a full URL with an opaque cursor
+        (the position below which the next page starts), so predictions created while a
+        client pages do not shift what it sees. `created_after` / `created_before`
+        (ISO 8601) narrow the list, as Replicate's do."""
+        if not authorised(request):
+            return unauthenticated()
+        bounds = [_datetime_param(request, name) for name in ("created_after", "created_before")]
+        for name, bound in zip(("created_after", "created_before"), bounds, strict=True):
+            if bound is False:
+                return problem(400, "Bad Request", f"{name} must be an ISO 8601 date-time")
+        after, before = (b if isinstance(b, float) else None for b in bounds)
+        cursor = _decode_cursor(request.query_params.get("cursor"))
+        if cursor is None:
+            return problem(400, "Bad Request", "Invalid cursor.")
+        created = state.created
+        position = min(cursor if cursor >= 0 else len(created), len(created))
+        results: list[dict[str, Any]] = []
+        while position > 0 and len(results) < state.config.list_page_size:
+            position -= 1
+            prediction = created[position]
+            if after is not None and prediction.created_at < after:
+                position = 0
+                break
+            if before is None or prediction.created_at <= before:
+                results.append(_listed(prediction))
+        following = None
+        if position > 0:
+            query = request.url.include_query_params(cursor=_encode_cursor(position))
+            following = str(query)
+        return json_response({"previous": None, "next": following, "results": results})
 
     async def get_prediction(request: Request) -> Response:
         if not authorised(request):
@@ -253,6 +295,7 @@ def routes(state: SimState, lifecycle: Lifecycle) -> list[Route]:
     return [
         Route("/v1/models/{owner}/{name}/predictions", create_for_model, methods=["POST"]),
         Route("/v1/predictions", create_for_version, methods=["POST"]),
+        Route("/v1/predictions", list_predictions, methods=["GET"]),
         Route("/v1/predictions/{prediction_id}", get_prediction, methods=["GET"]),
         Route("/v1/predictions/{prediction_id}/cancel", cancel_prediction, methods=["POST"]),
         Route("/v1/webhooks/default/secret", webhook_secret, methods=["GET"]),
@@ -275,3 +318,38 @@ def _prefer_wait(prefer: str) -> float:
         if name.strip().lower() == "wait":
             return float(min(MAX_WAIT_S, max(1, int(value)))) if value.isdigit() else MAX_WAIT_S
     return 0.0
+
+
+def _listed(prediction: Prediction) -> dict[str, Any]:
+    """A prediction as the list shows it: without its logs."""
+    item = prediction.to_json()
+    item.pop("logs", None)
+    return item
+
+
+def _encode_cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"p={position}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    """-1 for the first page, the position for a cursor, None for a malformed one."""
+    if cursor is None:
+        return -1
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    name, _, value = text.partition("=")
+    return int(value) if name == "p" and value.isdigit() else None
+
+
+def _datetime_param(request: Request, name: str) -> float | bool | None:
+    """The parameter as a POSIX time; None when absent, False when not a date-time."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return False
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()

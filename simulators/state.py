@@ -35,7 +35,10 @@ control routes (`/_sim/...`) are never counted:
 - `webhooks_sent` / `webhooks_failed` / `webhook_attempts`: webhook deliveries that got a
   2xx, deliveries given up after every retry, and HTTP attempts (retries included).
 - `faults`: injected faults applied, by kind (`error_500`, `error_502`, `error_503`,
-  `reset`, `hang`, `malformed_json`, `huge_body`, `not_image`).
+  `reset`, `hang`, `malformed_json`, `huge_body`, `not_image`, and `failed_transient` /
+  `failed_permanent`: predictions made to fail, see `SimConfig.prediction_failed`).
+  `reset` and `hang` on a Replicate create hit after the prediction was made: it runs
+  and is billed although its id never reached the client.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ Provider = Literal["replicate", "openai"]
 PROVIDERS: tuple[Provider, ...] = ("replicate", "openai")
 STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborted")
 EPSILON = 1e-9
+# Faults drawn per prediction rather than per response.
+OUTCOME_FAULTS = ("not_image", "failed_transient", "failed_permanent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class SimState:
         for prediction in self.predictions.values():
             prediction.cancel_timers()
         self.predictions.clear()
+        # Creation order, oldest first: what GET /v1/predictions lists (newest first).
+        self.created: list[Prediction] = []
         self.rng = random.Random(self.config.seed)
         self.t0 = time.monotonic()
         self.limits = {provider: ProviderLimits() for provider in PROVIDERS}
@@ -176,6 +183,19 @@ class SimState:
             self.faults["not_image"] += 1
             return True
         return False
+
+    def draw_failure(self, transient: tuple[str, ...], permanent: tuple[str, ...]) -> str | None:
+        """The error text a new prediction will fail with ("": a null error), or None."""
+        config = self.config
+        first = self.counts["predictions_made"] < config.failed_first
+        self.counts["predictions_made"] += 1
+        if not first and not (
+            config.prediction_failed > 0 and self.rng.random() < config.prediction_failed
+        ):
+            return None
+        lasting = config.failed_permanent > 0 and self.rng.random() < config.failed_permanent
+        self.faults["failed_permanent" if lasting else "failed_transient"] += 1
+        return self.rng.choice(permanent if lasting else transient)
 
     def sample_latency(self) -> float:
         return max(0.0, self.config.latency.sample(self.rng))
@@ -236,5 +256,5 @@ class SimState:
             "webhooks_sent": counts["webhooks_sent"],
             "webhooks_failed": counts["webhooks_failed"],
             "webhook_attempts": counts["webhook_attempts"],
-            "faults": {kind: self.faults[kind] for kind in (*FAULT_KINDS, "not_image")},
+            "faults": {kind: self.faults[kind] for kind in (*FAULT_KINDS, *OUTCOME_FAULTS)},
         }

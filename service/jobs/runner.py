@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from service.callbacks.early import take_early_callback
 from service.db import session_scope
 from service.dispatch.queue import Grant
-from service.jobs import service
+from service.jobs import resubmission, service
 from service.jobs.batching import Claimed, Moved, batcher
 from service.jobs.polls import enqueue_poll
 from service.jobs.service import StartedJob, Transition
@@ -116,6 +116,14 @@ async def _run_granted(state: State, grant: Grant) -> None:
     started, spec = claimed
     provider = state.registry.providers[grant.account]
     request = generation_request(state, spec, started)
+    earlier = await resubmission.look_before_sending(state, provider, started, request)
+    if isinstance(earlier, RemoteJob):
+        await _submitted(state, spec, provider, started, earlier)
+        return
+    if earlier is not None:
+        await limiter.refund(grant.job_id)
+        await _record_error(state, spec, started, earlier, None)
+        return
     if grant.paced:
         await limiter.wait_turn(grant.job_id)
     sent_at = now_ms()
@@ -128,6 +136,7 @@ async def _run_granted(state: State, grant: Grant) -> None:
         outcome = await provider.submit(request)
     except ProviderError as error:
         await limiter.release(grant.job_id)
+        await resubmission.remember_unconfirmed(state, provider, started, error)
         await _record_error(state, spec, started, error, _ms_since(began), sent_at_ms=sent_at)
         return
     except Exception as exc:  # a bug must not leave the job running

@@ -63,3 +63,8 @@ class AttemptOut(BaseModel):
     usage: dict[str, Any] | None = Field(
         description="What the provider reported it used (tokens, seconds of compute)"
     )
+    note: str | None = Field(
+        None,
+        description="What the outcome does not say: e.g. that this attempt resumed a "
+        "generation an earlier attempt had made (its answer was lost) instead of paying again",
+    )

@@ -33,3 +33,10 @@ class JobAttempt(IdMixin, Base):
     latency_ms: Mapped[int | None]
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # This attempt's create may have reached the provider although no handle came back
+    # (a reset or timeout after sending, a 5xx): predictions made from here on may be
+    # its. The next attempt looks for one at the provider before it sends again.
+    unconfirmed_since: Mapped[datetime | None]
+    # What an operator should know that the outcome does not say (this attempt resumed
+    # a generation an earlier one had made, rather than sending a new request).
+    note: Mapped[str | None] = mapped_column(Text)

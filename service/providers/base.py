@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 RemoteStatus = Literal["pending", "succeeded", "failed", "canceled"]
@@ -162,3 +163,20 @@ class ImageProvider(Protocol):
     async def cancel(self, remote_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class SubmissionLookup(Protocol):
+    """An asynchronous provider that can find a generation it was asked for, when the
+    answer to the request was lost (a reset, a timeout, a 5xx after the body went out).
+
+    Providers cannot deduplicate a create, so without this a retry may pay twice; with
+    it, the next attempt looks first and resumes what it finds."""
+
+    async def find_submitted(
+        self, request: GenerationRequest, since: datetime, *, exclude: frozenset[str]
+    ) -> RemoteJob | None:
+        """The newest generation created at or after `since` for exactly this request,
+        other than those in `exclude` (handles earlier attempts already own); None when
+        there is none. Raises ProviderError when the provider cannot be asked."""
+        ...

@@ -103,10 +103,26 @@ class ProviderHTTP:
         self, method: str, path: str, *, json_body: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Call the API and return its JSON object; any other outcome raises ProviderError."""
+        return await self._request_json(
+            method, join_url(self.account.base_url, path), json_body=json_body
+        )
+
+    async def get_json_url(self, url: str) -> dict[str, Any]:
+        """GET an absolute URL the API handed out (a pagination cursor's `next`). The
+        token goes with it only on the API's own origin; anything else is refused."""
+        if self._api_origin is None or _origin(url) != self._api_origin:
+            raise ProviderRetryableError(
+                "malformed_response", f"{self.name}: a link off the API's origin: {url[:200]}"
+            )
+        return await self._request_json("GET", url)
+
+    async def _request_json(
+        self, method: str, url: str, *, json_body: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         self.require_configured()
         request = self._client.build_request(
             method,
-            join_url(self.account.base_url, path),
+            url,
             json=json_body,
             headers={"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT},
             timeout=self._timeout,

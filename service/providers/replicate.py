@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -51,9 +52,15 @@ _STATUSES: dict[str, RemoteStatus] = {
     "canceled": "canceled",
     "aborted": "canceled",
 }
-_SAFETY_WORDS = ("nsfw", "safety", "content policy", "sensitive", "flagged")
-# Replicate's own words for a failure a new prediction may not repeat.
-_TRANSIENT_WORDS = ("please retry", "(code: pa)")
+# A failed prediction is retried unless its error says the input can never work: these
+# words (in Replicate's and its models' error texts) are the only permanent failures.
+_PERMANENT_FAILURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("content_policy", ("nsfw", "safety", "content policy", "sensitive", "flagged")),
+    ("invalid_input", ("input validation", "invalid input", "validation error")),
+    ("model_not_found", ("model not found", "version not found", "does not exist")),
+)
+# Listing pages looked through for a lost create before giving up (100 predictions each).
+_LOOKUP_MAX_PAGES = 50
 # Cancelling something that is gone or already finished is not an error.
 _CANCEL_NOOP_STATUSES = frozenset({400, 404, 409, 410, 422})
 
@@ -79,6 +86,43 @@ class ReplicateProvider:
             body["webhook_events_filter"] = ["completed"]
         payload = await self._http.request_json("POST", path, json_body=body)
         return self.parse_remote(payload)
+
+    async def find_submitted(
+        self, request: GenerationRequest, since: datetime, *, exclude: frozenset[str]
+    ) -> RemoteJob | None:
+        """Page through the account's predictions, newest first, down to `since`, for one
+        with this model (or version) and exactly this input. Too many pages to reach
+        `since` is an error: resubmitting blind is what the lookup is there to avoid."""
+        _, body = prediction_request(request)
+        wanted = _Wanted(request.model_ref, body["input"])
+        since_text = since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        page = await self._http.request_json(
+            "GET", f"v1/predictions?created_after={quote(since_text, '')}"
+        )
+        for _ in range(_LOOKUP_MAX_PAGES):
+            results = page.get("results")
+            if not isinstance(results, list):
+                raise ProviderRetryableError(
+                    "malformed_response", f"{self.name}: prediction list without results"
+                )
+            reached_since = False
+            for item in results:
+                created = _created_at(item)
+                if created is not None and created < since:
+                    reached_since = True
+                    break
+                # One whose output is gone (an hour after it ended) cannot be resumed.
+                usable = not item.get("data_removed") and item.get("id") not in exclude
+                if usable and wanted.matches(item):
+                    return self.parse_remote(item)
+            following = page.get("next")
+            if reached_since or not isinstance(following, str) or not following:
+                return None
+            page = await self._http.get_json_url(following)
+        raise ProviderRetryableError(
+            "lookup_incomplete",
+            f"{self.name}: over {_LOOKUP_MAX_PAGES} pages of predictions since {since_text}",
+        )
 
     async def poll(self, remote_id: str) -> RemoteJob:
         payload = await self._http.request_json("GET", f"v1/predictions/{quote(remote_id, '')}")
@@ -198,15 +242,8 @@ class ReplicateProvider:
         return RemoteJob(id=remote_id, status=status, payload=kept, error=error)
 
     def _prediction_error(self, remote_id: str, status: Any, error: Any) -> ProviderError | None:
-        text = str(error).strip() if error else ""
         if status == "failed":
-            message = f"{self.name}: prediction {remote_id} failed: {text or 'no reason given'}"
-            lowered = text.lower()
-            if any(word in lowered for word in _SAFETY_WORDS):
-                return ProviderPermanentError("content_policy", message)
-            if any(word in lowered for word in _TRANSIENT_WORDS):
-                return ProviderRetryableError("provider_interrupted", message)
-            return ProviderPermanentError("provider_failed", message)
+            return prediction_failure(self.name, remote_id, error)
         if status == "aborted":
             return ProviderRetryableError(
                 "aborted", f"{self.name}: prediction {remote_id} was aborted before it ran"
@@ -264,3 +301,44 @@ def _first_output(output: Any) -> str | None:
     if isinstance(output, list) and output:
         output = output[0]
     return output if isinstance(output, str) and output else None
+
+
+def prediction_failure(provider: str, remote_id: str, error: Any) -> ProviderError:
+    """The one place a `failed` prediction is classified. Permanent only when the error
+    says the input can never work (content policy, invalid input, no such model);
+    anything else (out of memory, a worker crash, a timeout, no reason at all) is worth
+    another attempt, as a 5xx is."""
+    text = " ".join(str(error).split()) if error else ""
+    message = f"{provider}: prediction {remote_id} failed: {text or 'no reason given'}"
+    lowered = text.lower()
+    for code, words in _PERMANENT_FAILURES:
+        if any(word in lowered for word in words):
+            return ProviderPermanentError(code, message)
+    return ProviderRetryableError("provider_failed", message)
+
+
+class _Wanted:
+    """What a create sent, to recognise its prediction in a listing: the model (or the
+    exact version) and the input, compared as JSON values."""
+
+    def __init__(self, model_ref: str, input_: Mapping[str, Any]) -> None:
+        self.model, _, self.version = model_ref.partition(":")
+        self.input = dict(input_)
+
+    def matches(self, item: Any) -> bool:
+        if not isinstance(item, Mapping) or item.get("input") != self.input:
+            return False
+        if self.version:
+            return bool(item.get("version") == self.version)
+        return bool(item.get("model") == self.model)
+
+
+def _created_at(item: Any) -> datetime | None:
+    raw = item.get("created_at") if isinstance(item, Mapping) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        created = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return created if created.tzinfo is not None else None

@@ -1,6 +1,8 @@
 """A flaky provider over 1,000 jobs: 10% of creations answered 5xx (500, 502 and 503 in
 equal parts), 5% cut by a TCP reset, 2% left hanging. Every job still ends, either
-succeeded or failed with an error code and message; none is left running."""
+succeeded or failed with an error code and message; none is left running. A reset or a
+hang comes after the prediction was made: the next attempt finds it and resumes it, so
+at most 1% of jobs are paid twice (a count, not a timing)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,4 @@ async def test_every_job_ends_with_a_reason_despite_5xx_resets_and_hangs(stack: 
     assert completed_at is not None
     # The faults did happen, every kind of them.
     assert all(stats["faults"][kind] > 0 for kind in WANTED), stats["faults"]
+    assert stats["duplicate_submissions"] <= JOBS // 100, stats["duplicate_submissions"]

@@ -28,6 +28,7 @@ from service.providers.build import build_provider
 from service.providers.config import ProviderAccount
 from service.providers.replicate import ReplicateProvider, aspect_ratio, prediction_request
 from simulators import SimConfig, SimulatorHandle, run_simulator
+from simulators.predictions import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from tests.webhooks.receiver import Received, running_receiver
 
 TOKEN_ENV = "DARKROOM_TEST_REPLICATE_TOKEN"
@@ -292,18 +293,32 @@ async def test_content_policy_failure(provider: ReplicateProvider) -> None:
 
 
 def test_failure_classification() -> None:
+    """Only an error that says the input can never work is permanent; everything else
+    (out of memory, a crash, a timeout, no reason) is worth another attempt."""
     provider = ReplicateProvider("replicate", account("http://x"))
 
     def failed(error: object) -> RemoteJob:
         return provider.parse_remote({"id": "p", "status": "failed", "error": error})
 
-    plain = failed("CUDA error: device-side assert triggered").error
-    assert isinstance(plain, ProviderPermanentError)
-    assert plain.code == "provider_failed"
-    assert "CUDA error" in plain.message
-    assert failed(None).error is not None
-    interrupted = failed("Prediction interrupted; please retry (code: PA)").error
-    assert isinstance(interrupted, ProviderRetryableError)
+    for text in (*TRANSIENT_ERRORS, None, "CUDA error: device-side assert triggered"):
+        transient = failed(text).error
+        assert isinstance(transient, ProviderRetryableError), text
+        assert transient.code == "provider_failed"
+        assert "prediction p failed" in transient.message
+    assert "no reason given" in (failed(None).error or Exception()).args[0]
+    assert "CUDA out of memory" in (failed(TRANSIENT_ERRORS[0]).error or Exception()).args[0]
+    codes = {
+        text: (failed(text).error or ProviderRetryableError("", "")) for text in PERMANENT_ERRORS
+    }
+    assert {type(error) for error in codes.values()} == {ProviderPermanentError}
+    assert [error.code for error in codes.values()] == [
+        "content_policy",
+        "content_policy",
+        "invalid_input",
+    ]
+    gone = failed("Model not found: the version does not exist").error
+    assert isinstance(gone, ProviderPermanentError)
+    assert gone.code == "model_not_found"
     aborted = provider.parse_remote({"id": "p", "status": "aborted"})
     assert aborted.status == "canceled"
     assert isinstance(aborted.error, ProviderRetryableError)
