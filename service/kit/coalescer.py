@@ -6,8 +6,9 @@ turn of the event loop) are handed to the flush function together, so a worker r
 16 jobs pays for one transaction where it paid for 16. Under light load nothing waits:
 a lone item is flushed on the next turn of the loop.
 
-A group that fails as a whole is retried one item at a time, so one bad item (or a
-deadlock between two groups) costs its own caller an exception and nobody else anything.
+A group that fails as a whole is retried item by item (each alone, all at once), so one
+bad item (or a deadlock between two groups) costs its own caller an exception and nobody
+else anything.
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ class Coalescer(Generic[T, R]):
             log.warning(
                 "coalesced_group_failed", group=self._name, size=len(group), error=repr(exc)
             )
-            for entry in group:
-                await self._flush_group([entry])
+            # At once, not in turn: if the database is away, every caller hears so after
+            # one timeout, not after one per item.
+            await asyncio.gather(*(self._flush_group([entry]) for entry in group))
             return
         for (_, future), result in zip(group, results, strict=True):
             _settle(future, result)
