@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from arq.connections import ArqRedis as Redis
 
+from service.kit.coalescer import Coalescer
 from service.providers.config import Limits
 
 # Multiplicative decrease on a 429.
@@ -248,6 +249,7 @@ class AccountLimiter:
         self._sent = redis.register_script(_SENT)
         self._rate_limited = redis.register_script(_RATE_LIMITED)
         self._refund = redis.register_script(_REFUND)
+        self._releases = Coalescer(self._release_group, name=f"slot_releases:{account}")
 
     async def wait_turn(self, job_id: str) -> None:
         """Take the job's rate token, waiting as long as the limiter says: call it right
@@ -268,8 +270,14 @@ class AccountLimiter:
         return int(wait_ms) / 1000
 
     async def release(self, job_id: str) -> None:
-        """The generation finished (or never started): its slot is free at once."""
-        await self.redis.zrem(self._slots, job_id)
+        """The generation finished (or never started): its slot is free at once (with
+        the slots of the other generations of this process that finished meanwhile, in
+        one call)."""
+        await self._releases.submit(job_id)
+
+    async def _release_group(self, job_ids: Sequence[str]) -> list[None]:
+        await self.redis.zrem(self._slots, *job_ids)
+        return [None] * len(job_ids)
 
     async def renew(self, job_id: str, lease_s: float) -> None:
         """Hold (or take back, after Redis lost it) the slot of a generation still

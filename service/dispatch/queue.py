@@ -12,7 +12,8 @@ Per account:
 
 `take` is one Lua script: it checks the account's limits (service.ratelimit), picks the
 next job fairly and takes its slot, all atomically, so any number of processes on any
-number of hosts can call it. The rate token is taken later, right before the request
+number of hosts can call it. `take_many` runs it several times in one call, for a
+process with room for several jobs. The rate token is taken later, right before the request
 leaves (AccountLimiter.wait_turn).
 """
 
@@ -163,9 +164,23 @@ return {0, 'empty', 0}
 """
 
 
+# ARGV[7]: how many grants to try for. Returns a list of results of one grant each, in
+# order, ending at the first refusal.
+_TAKE_LOOP = """
+local results = {}
+for _ = 1, tonumber(ARGV[7]) do
+  local result = take_one()
+  table.insert(results, result)
+  if result[1] == 0 then break end
+end
+return results
+"""
+
+
 def _take_script() -> str:
     check, commit = admit_lua(lim=5, slots=6, pending=7)
-    return _TAKE_HEAD + check + _TAKE_PICK.replace("COMMIT", commit)
+    take_one = _TAKE_HEAD + check + _TAKE_PICK.replace("COMMIT", commit)
+    return f"local function take_one()\n{take_one}\nend\n{_TAKE_LOOP}"
 
 
 _TAKE = _take_script()
@@ -249,6 +264,12 @@ class DispatchQueue:
         return int(await self._purge(keys=keys, args=[batch_id]))
 
     async def take(self) -> Grant | Refusal:
+        [outcome] = await self.take_many(1)
+        return outcome
+
+    async def take_many(self, count: int) -> list[Grant | Refusal]:
+        """Up to `count` grants in one round trip, each picked and admitted as `take`
+        would (atomically, one after the other); the list ends at the first refusal."""
         now = now_ms()
         keys = [
             self.keys.ring(Priority.realtime),
@@ -266,8 +287,11 @@ class DispatchQueue:
             self.limits.burst,
             self.limits.max_concurrent or 0,
             self.lease_ms,
+            count,
         ]
-        result = await self._take(keys=keys, args=args)
+        return [self._outcome(result, now) for result in await self._take(keys=keys, args=args)]
+
+    def _outcome(self, result: list[bytes | int], now: int) -> Grant | Refusal:
         if int(result[0]) == 1:
             return Grant(
                 job_id=_text(result[1]),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import ColumnElement, Uuid, any_, bindparam, exists, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from service.models import (
     ACTIVE_JOB_STATUSES,
@@ -41,6 +44,92 @@ async def lock_job(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
     return (await session.execute(query)).scalar_one_or_none()
 
 
+def _in(column: InstrumentedAttribute[uuid.UUID], ids: Iterable[uuid.UUID]) -> ColumnElement[bool]:
+    """`column = ANY(:ids)`: one bound array, so a group of any size is the same
+    statement (prepared once), where IN (...) would be one statement per size."""
+    return column == any_(bindparam(None, sorted(set(ids)), type_=ARRAY(Uuid())))
+
+
+async def lock_jobs(session: AsyncSession, job_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, Job]:
+    """One statement for a group of jobs, locked in id order (every group locks in the
+    same order, so two groups never wait on each other in a cycle)."""
+    query = (
+        select(Job)
+        .where(_in(Job.id, job_ids))
+        .order_by(Job.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {job.id: job for job in (await session.execute(query)).scalars()}
+
+
+@dataclass(frozen=True)
+class JobHead:
+    """What a claim reads before it takes any lock: the job's state and its batch."""
+
+    id: uuid.UUID
+    status: JobStatus
+    model: str
+    batch: Batch
+
+
+async def job_heads(
+    session: AsyncSession, job_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, JobHead]:
+    query = select(Job.id, Job.status, Job.model, Batch).join(Batch, Batch.id == Job.batch_id)
+    query = query.where(_in(Job.id, job_ids))
+    return {row[0]: JobHead(*row) for row in await session.execute(query)}
+
+
+async def get_batches(
+    session: AsyncSession, batch_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Batch]:
+    query = select(Batch).where(_in(Batch.id, batch_ids))
+    return {batch.id: batch for batch in (await session.execute(query)).scalars()}
+
+
+async def lock_batches(
+    session: AsyncSession, batch_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Batch]:
+    """Batch rows locked in id order; lock order everywhere: batch rows, then job rows."""
+    if not batch_ids:
+        return {}
+    query = (
+        select(Batch)
+        .where(_in(Batch.id, batch_ids))
+        .order_by(Batch.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {batch.id: batch for batch in (await session.execute(query)).scalars()}
+
+
+async def open_attempts(
+    session: AsyncSession, job_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, JobAttempt]:
+    if not job_ids:
+        return {}
+    query = select(JobAttempt).where(
+        _in(JobAttempt.job_id, job_ids), JobAttempt.finished_at.is_(None)
+    )
+    found: dict[uuid.UUID, JobAttempt] = {}
+    for attempt in (await session.execute(query)).scalars():
+        found.setdefault(attempt.job_id, attempt)
+    return found
+
+
+async def numbered_attempts(
+    session: AsyncSession, keys: Collection[tuple[uuid.UUID, int]]
+) -> dict[tuple[uuid.UUID, int], JobAttempt]:
+    """By (job id, number); fetched by job id (a job has a few attempts at most)."""
+    if not keys:
+        return {}
+    query = select(JobAttempt).where(_in(JobAttempt.job_id, (job_id for job_id, _ in keys)))
+    wanted = set(keys)
+    found = ((a.job_id, a.number, a) for a in (await session.execute(query)).scalars())
+    return {(job_id, n): a for job_id, n, a in found if (job_id, n) in wanted}
+
+
 async def open_attempt(session: AsyncSession, job_id: uuid.UUID) -> JobAttempt | None:
     query = select(JobAttempt).where(JobAttempt.job_id == job_id, JobAttempt.finished_at.is_(None))
     return (await session.execute(query)).scalars().first()
@@ -64,6 +153,15 @@ async def mark_batch_running(session: AsyncSession, batch_id: uuid.UUID) -> None
         .values(status=BatchStatus.running)
         .execution_options(synchronize_session=False)
     )
+
+
+async def batches_with_active_jobs(
+    session: AsyncSession, batch_ids: Collection[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these batches still have an active job: one index probe each."""
+    active = exists().where(Job.batch_id == Batch.id, Job.status.in_(ACTIVE_JOB_STATUSES))
+    query = select(Batch.id).where(_in(Batch.id, batch_ids), active)
+    return set((await session.execute(query)).scalars())
 
 
 async def batch_has_active_jobs(session: AsyncSession, batch_id: uuid.UUID) -> bool:

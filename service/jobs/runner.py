@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -29,12 +28,14 @@ from service.callbacks.early import take_early_callback
 from service.db import session_scope
 from service.dispatch.queue import Grant
 from service.jobs import resubmission, service
+from service.jobs.batching import Claimed, Moved, batcher
 from service.jobs.polls import enqueue_poll
 from service.jobs.service import StartedJob, Transition
+from service.jobs.transitions import Failed, Outcome, RateLimited, Succeeded
 from service.kit.backoff import exponential_backoff
 from service.kit.base import utcnow
 from service.logging import get_logger
-from service.models import Batch, Job
+from service.models import Batch
 from service.providers.base import (
     GeneratedImage,
     GenerationRequest,
@@ -152,42 +153,20 @@ async def _run_granted(state: State, grant: Grant) -> None:
 
 
 async def _claim(state: State, grant: Grant) -> tuple[StartedJob, ModelSpec] | None:
-    """Claim the granted job's attempt in Postgres. None: nothing is to be sent (the
-    grant is given back)."""
+    """Claim the granted job's attempt in Postgres (with the other jobs granted at the
+    same time: service.jobs.batching). None: nothing is to be sent (the grant is given
+    back)."""
     limiter = state.dispatch.limiter(grant.account)
-    job_id = uuid.UUID(grant.job_id)
-    async with session_scope(state.sessionmaker) as session:
-        job = await session.get(Job, job_id)
-        spec = state.registry.model(job.model) if job is not None else None
-        if job is not None and spec is not None and spec.provider != grant.account:
-            # The configuration moved the model to another account since it was queued.
-            await limiter.refund(grant.job_id)
-            batch = await session.get(Batch, job.batch_id)
-            priority = batch.priority if batch is not None else grant.priority
-            await state.dispatch.queue(spec.provider).enqueue(
-                grant.batch_id, [grant.job_id], priority
-            )
-            return None
-        if job is None or spec is None:
-            started: StartedJob | Transition | None = None
-            if job is not None:
-                started = await service.fail_unconfigured(
-                    session, job_id, public_url=state.settings.public_url
-                )
-        else:
-            started = await service.start_attempt(
-                session,
-                job_id,
-                account=grant.account,
-                max_attempts=spec.max_attempts,
-                price=spec.price_per_image,
-                public_url=state.settings.public_url,
-            )
-    if isinstance(started, StartedJob) and spec is not None:
-        return started, spec
+    claimed = await batcher(state).claim(grant)
+    if isinstance(claimed, Claimed):
+        return claimed.started, claimed.spec
     await limiter.refund(grant.job_id)
-    if isinstance(started, Transition):
-        await settle(state, started)
+    if isinstance(claimed, Moved):
+        await state.dispatch.queue(claimed.account).enqueue(
+            grant.batch_id, [grant.job_id], claimed.priority
+        )
+    elif isinstance(claimed, Transition):
+        await settle(state, claimed)
     return None
 
 
@@ -267,18 +246,8 @@ async def _store_and_record(
         await _record_error(state, spec, started, error, latency_ms)
         return
     cost = image.cost_usd or spec.price_per_image
-    async with session_scope(state.sessionmaker) as session:
-        transition = await service.record_success(
-            session,
-            started,
-            image,
-            stored,
-            latency_ms=latency_ms,
-            cost=cost,
-            price=spec.price_per_image,
-            public_url=state.settings.public_url,
-        )
-    await settle(state, transition)
+    outcome = Succeeded(started, image, stored, latency_ms, cost, spec.price_per_image)
+    await settle(state, await batcher(state).record(outcome))
 
 
 async def _record_error(
@@ -291,22 +260,15 @@ async def _record_error(
     sent_at_ms: int | None = None,
 ) -> None:
     log.warning("job_attempt_failed", code=error.code, error=error.message)
-    async with session_scope(state.sessionmaker) as session:
-        if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
-            transition = await service.record_rate_limited(
-                session, started, error, latency_ms=latency_ms or 0, price=spec.price_per_image
-            )
-        else:
-            transition = await service.record_failure(
-                session,
-                started,
-                error,
-                latency_ms=latency_ms,
-                max_attempts=spec.max_attempts,
-                retry_in_s=retry_delay_s(started.attempt),
-                price=spec.price_per_image,
-                public_url=state.settings.public_url,
-            )
+    outcome: Outcome
+    if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
+        outcome = RateLimited(started, error, latency_ms or 0, spec.price_per_image)
+    else:
+        retry_in_s = retry_delay_s(started.attempt)
+        outcome = Failed(
+            started, error, latency_ms, spec.max_attempts, retry_in_s, spec.price_per_image
+        )
+    transition = await batcher(state).record(outcome)
     if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
         limiter = state.dispatch.limiter(started.account)
         new_rate = await limiter.rate_limited(
@@ -346,8 +308,7 @@ async def settle(state: State, transition: Transition) -> None:
     then deliver the events. If this fails, the reconciler completes the batch later."""
     events = list(transition.event_ids)
     if transition.batch_to_check is not None:
-        async with session_scope(state.sessionmaker) as session:
-            events += await service.complete_if_done(session, transition.batch_to_check)
+        events += await batcher(state).complete_if_done(transition.batch_to_check)
     await enqueue_deliveries(state, events)
 
 

@@ -2,6 +2,10 @@
 
 Writes are atomic (temp file in the same directory, fsync, rename), so a reader or a crashed worker
 never sees half an image, and a task that runs twice simply replaces the file with the same bytes.
+`put` returns once the file is durable: its data synced, then its directory entry (the rename, and
+the folder itself when it was just made). The directory is synced once for all the files renamed
+into it while the previous sync ran, not once per file: a folder's fsync costs about what a file's
+does, and a worker stores many outputs of one batch at a time.
 Keys are checked strictly before they touch the filesystem: a key that could name anything outside
 the root, or a hidden file, is refused with ValueError rather than "cleaned".
 """
@@ -14,8 +18,10 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+from service.kit.coalescer import Coalescer
 from service.storage.base import StoredObject
 
 # One path segment: no leading dot (so no ".", "..", hidden files), no separators, no spaces.
@@ -28,6 +34,7 @@ class LocalStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
+        self._directory_syncs = Coalescer(_sync_directories, name="directory_syncs")
 
     def path_for(self, key: str) -> Path:
         """The file a key maps to (it may not exist yet). Raises ValueError for unsafe keys."""
@@ -46,7 +53,9 @@ class LocalStorage:
     async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         """Store `data` under `key`. content_type is not kept: the key's extension carries it."""
         path = self.path_for(key)
-        digest = await asyncio.to_thread(_write_atomically, path, data)
+        digest, directories = await asyncio.to_thread(_write_atomically, path, data)
+        for directory in directories:  # the file's folder; before it, any folder just made
+            await self._directory_syncs.submit(directory)
         return StoredObject(key=key, bytes=len(data), sha256=digest)
 
     async def get(self, key: str) -> bytes:
@@ -58,8 +67,10 @@ class LocalStorage:
         return await asyncio.to_thread(path.is_file)
 
 
-def _write_atomically(path: Path, data: bytes) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_atomically(path: Path, data: bytes) -> tuple[str, list[Path]]:
+    """Write, sync and rename into place; returns the digest and the directories whose
+    entries changed (to sync, parents first: a folder just made, then the file's)."""
+    directories = _make_directories(path.parent)
     digest = hashlib.sha256(data).hexdigest()
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".part")
     try:
@@ -73,8 +84,30 @@ def _write_atomically(path: Path, data: bytes) -> str:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    _fsync_directory(path.parent)
-    return digest
+    return digest, [*directories, path.parent]
+
+
+def _make_directories(directory: Path) -> list[Path]:
+    """Make `directory` and missing parents; the parents whose entries that changed."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another worker made it meanwhile
+            new.mkdir()
+    return [new.parent for new in reversed(missing)]
+
+
+async def _sync_directories(directories: Sequence[Path]) -> list[None]:
+    """One fsync per distinct directory, for every caller that renamed into it."""
+    await asyncio.to_thread(_fsync_directories, list(dict.fromkeys(directories)))
+    return [None] * len(directories)
+
+
+def _fsync_directories(directories: list[Path]) -> None:
+    for directory in directories:
+        _fsync_directory(directory)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -117,3 +118,46 @@ async def test_symlink_out_of_root_is_refused(storage: LocalStorage, tmp_path: P
     with pytest.raises(ValueError, match="outside the storage root"):
         await storage.put("batch/x.png", b"x", "image/png")
     assert list(outside.iterdir()) == []
+
+
+async def test_put_returns_only_once_its_rename_and_new_folders_are_synced(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durable before recorded: each put's return follows an fsync of its folder (and of
+    the parent of a folder it made) that began after its rename, however the syncs of
+    concurrent puts were grouped."""
+    import service.storage.local as local
+
+    events: list[tuple[str, str]] = []
+    real_replace, real_sync = os.replace, local._fsync_directory
+
+    def replace(source: str, target: Path) -> None:
+        real_replace(source, target)
+        events.append(("renamed", str(target)))
+
+    def sync(directory: Path) -> None:
+        events.append(("sync-begins", str(directory)))
+        real_sync(directory)
+        events.append(("synced", str(directory)))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(local, "_fsync_directory", sync)
+    keys = [f"b_{n % 2}/out-{n}.png" for n in range(12)]
+
+    async def put(key: str) -> None:
+        await storage.put(key, key.encode(), "image/png")
+        events.append(("returned", key))
+
+    await asyncio.gather(*(put(key) for key in keys))
+
+    def synced_between(directory: Path, after: int, before: int) -> bool:
+        begun = {i for i, e in enumerate(events) if e == ("sync-begins", str(directory))}
+        ended = {i for i, e in enumerate(events) if e == ("synced", str(directory))}
+        return any(b > after and any(b < e < before for e in ended) for b in begun)
+
+    for key in keys:
+        path = storage.path_for(key)
+        renamed = events.index(("renamed", str(path)))
+        returned = events.index(("returned", key))
+        assert synced_between(path.parent, renamed, returned), key
+        assert synced_between(storage.root, 0, returned), key  # the folder's own entry
