@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from service.callbacks.early import take_early_callback
 from service.db import session_scope
+from service.dispatch.lease import slot_kept
 from service.dispatch.queue import Grant
 from service.jobs import resubmission, service
 from service.jobs.batching import Claimed, Moved, batcher
@@ -116,7 +117,9 @@ async def _run_granted(state: State, grant: Grant) -> None:
     started, spec = claimed
     provider = state.registry.providers[grant.account]
     request = generation_request(state, spec, started)
-    earlier = await resubmission.look_before_sending(state, provider, started, request)
+    lease_s = state.dispatch.queue(grant.account).lease_ms / 1000
+    async with slot_kept(limiter, grant.job_id, lease_s):
+        earlier = await resubmission.look_before_sending(state, provider, started, request)
     if isinstance(earlier, RemoteJob):
         await _submitted(state, spec, provider, started, earlier)
         return
