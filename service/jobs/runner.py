@@ -29,7 +29,7 @@ from service.callbacks.early import take_early_callback
 from service.db import session_scope
 from service.dispatch.queue import Grant
 from service.jobs import service
-from service.jobs.polls import enqueue_poll, first_poll_delay_s
+from service.jobs.polls import schedule_polls
 from service.jobs.service import StartedJob, Transition
 from service.kit.backoff import exponential_backoff
 from service.kit.base import utcnow
@@ -200,8 +200,7 @@ async def _submitted(
         return
     limiter = state.dispatch.limiter(started.account)
     await limiter.renew(str(started.job_id), REMOTE_LEASE_S)
-    delay_s = await first_poll_delay_s(state, provider, started.model)
-    await enqueue_poll(state, started.job_id, delay_s=delay_s)
+    await schedule_polls(state, provider, started)
 
 
 async def complete_remote(

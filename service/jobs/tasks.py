@@ -22,12 +22,14 @@ from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.db import session_scope
+from service.dispatch.latency import FLOOR_S
 from service.jobs import repository, runner, service
 from service.jobs.polls import (
     enqueue_poll,
     next_poll_delay_s,
     observe_completion,
     poll_job_id,
+    polling,
     waited_s,
 )
 from service.jobs.queue import missing_from_queue
@@ -78,8 +80,25 @@ async def poll_job(ctx: dict[str, Any], job_id: str) -> None:
         raise Retry(defer=timedelta(seconds=again_in))
 
 
+async def poll_once(state: State, job_id: uuid.UUID) -> None:
+    """The first poll, on time, from the process that submitted the generation; arq's
+    deferred poll follows one step later whatever this finds (see jobs.polls)."""
+    with structlog.contextvars.bound_contextvars(job_id=str(job_id)):
+        try:
+            await _poll_job(state, job_id, polls=1)
+        except Exception:
+            log.exception("on_time_poll_failed")
+
+
 async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | None:
     """Ask the provider how the generation is doing. Returns seconds until the next poll."""
+    async with polling(state, job_id) as mine:
+        if not mine:  # another poll is under way: look again once it is done
+            return FLOOR_S
+        return await _poll_job_now(state, job_id, polls=polls)
+
+
+async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float | None:
     async with state.sessionmaker() as session:
         started = await service.resume_remote(session, job_id)
     if started is None or started.remote_id is None:
