@@ -43,6 +43,7 @@ from bench._dispatch_env import (
     CpuAccount,
     DispatchStack,
     async_bench_env,
+    epoch,
     job_figures,
 )
 from bench._harness import log
@@ -91,10 +92,12 @@ CASES = {
 
 async def predictions(
     sim_url: str, pg: Any, batch_ids: list[uuid.UUID]
-) -> list[tuple[float, float]]:
-    """(created, completed) of every prediction the run made, from the simulator."""
+) -> list[tuple[float, float, float, float]]:
+    """(claimed, created, completed, recorded) of every prediction the run made: the
+    middle two from the simulator, the others from the job's row."""
     rows = await pg.fetch(
-        """SELECT a.remote_id FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+        """SELECT a.remote_id, j.started_at, j.finished_at
+           FROM job_attempts a JOIN jobs j ON j.id = a.job_id
            WHERE j.batch_id = ANY($1) AND a.remote_id IS NOT NULL""",
         batch_ids,
     )
@@ -102,15 +105,16 @@ async def predictions(
     limit = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=sim_url, headers=headers, timeout=30) as client:
 
-        async def one(remote_id: str) -> tuple[float, float] | None:
+        async def one(row: Any) -> tuple[float, float, float, float] | None:
             async with limit:
-                body = (await client.get(f"/v1/predictions/{remote_id}")).json()
+                body = (await client.get(f"/v1/predictions/{row['remote_id']}")).json()
             created, completed = body.get("created_at"), body.get("completed_at")
             if not created or not completed:
                 return None
-            return _ts(created), _ts(completed)
+            claimed, recorded = epoch(row["started_at"]), epoch(row["finished_at"])
+            return claimed or math.nan, _ts(created), _ts(completed), recorded or math.nan
 
-        found = await asyncio.gather(*(one(row["remote_id"]) for row in rows))
+        found = await asyncio.gather(*(one(row) for row in rows))
     return [span for span in found if span is not None]
 
 
@@ -118,8 +122,11 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def provider_figures(spans: list[tuple[float, float]], case: Case, trim: float) -> dict[str, Any]:
+def provider_figures(
+    rows: list[tuple[float, float, float, float]], case: Case, trim: float
+) -> dict[str, Any]:
     """Achieved rate, ceiling and busy share over the steady window, from the spans."""
+    spans = [(c, d) for _, c, d, _ in rows]
     created = sorted(c for c, _ in spans)
     start, end = created[0] + trim, created[-1] - trim
     if end - start < 1:
@@ -139,6 +146,9 @@ def provider_figures(spans: list[tuple[float, float]], case: Case, trim: float) 
         "ratio_to_ceiling": r(achieved / ceiling),
         "slots_busy_mean": r(busy),
         "slots_busy_share": r(busy / max_conc),
+        # Where a slot's time goes besides the generation (latest attempt of each job):
+        "claim_to_create_mean_s": r(statistics.fmean(c - a for a, c, _, _ in rows)),
+        "complete_to_recorded_mean_s": r(statistics.fmean(f - d for _, _, d, f in rows)),
     }
 
 
@@ -194,6 +204,7 @@ async def run_case(args: argparse.Namespace, case: Case, setup: str) -> dict[str
         if case.target == "ratio"
         else "slots_busy_share >= 0.90",
         "rate_limited_total": stats["rate_limited"],
+        "rate_limited_by_cause": stats["rate_limited_by_cause"],
         "concurrency_peak": peak,
         "concurrency_limit": case.sim["max_concurrent"],
         "targets_met": {
