@@ -62,7 +62,8 @@ async def schedule_polls(state: State, provider: ImageProvider, started: Started
     profile = await _profile(state, started.account, started.model)
     backup_s = delay_s + latency.next_poll_delay_s(profile, waited_s=delay_s, polls=1)
     await enqueue_poll(state, started.job_id, delay_s=backup_s)
-    asyncio.get_running_loop().call_later(delay_s, _poll_on_time, state, started.job_id)
+    due_in = max(0.0, delay_s - waited_s(started))  # counted from the submission
+    asyncio.get_running_loop().call_later(due_in, _poll_on_time, state, started.job_id)
 
 
 _ON_TIME: set[asyncio.Task[None]] = set()
