@@ -56,6 +56,7 @@ def account_key(account: str) -> str:
 class Profile:
     """Quantiles (seconds) of recent submission-to-completion times."""
 
+    p10: float
     p50: float
     p90: float
     p99: float
@@ -70,7 +71,7 @@ def profile_of(values: Sequence[float]) -> Profile | None:
     def quantile(q: float) -> float:
         return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
-    return Profile(quantile(0.5), quantile(0.9), quantile(0.99), len(ordered))
+    return Profile(quantile(0.1), quantile(0.5), quantile(0.9), quantile(0.99), len(ordered))
 
 
 def first_poll_delay_s(profile: Profile | None, *, callbacks_arriving: bool) -> float:
@@ -78,7 +79,7 @@ def first_poll_delay_s(profile: Profile | None, *, callbacks_arriving: bool) -> 
     tail: the first poll then waits for p90, as the safety net of the slow ones."""
     if profile is None:
         return UNKNOWN_FIRST_S
-    target = profile.p90 if callbacks_arriving else profile.p50
+    target = profile.p90 if callbacks_arriving else profile.p10
     return min(CAP_S, max(FLOOR_S, target))
 
 

@@ -17,7 +17,7 @@ def test_too_few_observations_make_no_profile() -> None:
 
 def test_profile_quantiles() -> None:
     profile = profile_of([float(n) for n in range(1, 101)])
-    assert profile == Profile(p50=50.0, p90=90.0, p99=99.0, samples=100)
+    assert profile == Profile(p10=10.0, p50=50.0, p90=90.0, p99=99.0, samples=100)
 
 
 def test_with_nothing_observed_polls_start_fast_and_slow_down() -> None:
@@ -26,18 +26,18 @@ def test_with_nothing_observed_polls_start_fast_and_slow_down() -> None:
     assert delays == [1.0, 1.5, 2.25, latency.UNKNOWN_CAP_S]
 
 
-def test_first_poll_near_the_median_or_the_tail_when_callbacks_arrive() -> None:
-    profile = Profile(p50=2.0, p90=8.0, p99=20.0, samples=200)
-    assert latency.first_poll_delay_s(profile, callbacks_arriving=False) == 2.0
+def test_first_poll_where_completions_begin_or_at_the_tail_when_callbacks_arrive() -> None:
+    profile = Profile(p10=0.6, p50=2.0, p90=8.0, p99=20.0, samples=200)
+    assert latency.first_poll_delay_s(profile, callbacks_arriving=False) == 0.6
     assert latency.first_poll_delay_s(profile, callbacks_arriving=True) == 8.0
-    fast = Profile(p50=0.01, p90=0.02, p99=0.05, samples=200)
+    fast = Profile(p10=0.005, p50=0.01, p90=0.02, p99=0.05, samples=200)
     assert latency.first_poll_delay_s(fast, callbacks_arriving=False) == latency.FLOOR_S
-    slow = Profile(p50=600.0, p90=900.0, p99=1200.0, samples=200)
+    slow = Profile(p10=500.0, p50=600.0, p90=900.0, p99=1200.0, samples=200)
     assert latency.first_poll_delay_s(slow, callbacks_arriving=False) == latency.CAP_S
 
 
 def test_later_polls_follow_the_tail_then_back_off() -> None:
-    profile = Profile(p50=2.0, p90=8.0, p99=20.0, samples=200)
+    profile = Profile(p10=0.6, p50=2.0, p90=8.0, p99=20.0, samples=200)
 
     def after(waited_s: float) -> float:
         return latency.next_poll_delay_s(profile, waited_s=waited_s, polls=2)
@@ -68,7 +68,7 @@ async def test_observations_are_shared_and_capped(state: State) -> None:
 
     profile = await reader.profile("acct", "model-a")
 
-    assert profile == Profile(p50=1.0, p90=1.0, p99=1.0, samples=latency.SAMPLES)
+    assert profile == Profile(p10=1.0, p50=1.0, p90=1.0, p99=1.0, samples=latency.SAMPLES)
     assert await reader.profile("acct", "model-b") is None  # one observation says little
     whole = await reader.account_profile("acct")
     assert whole is not None
