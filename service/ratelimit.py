@@ -9,13 +9,15 @@ Every worker process on every host shares them:
   request moves it one emission interval on, and up to `burst` may go back to back.
 - adaptivity (AIMD): a 429 cuts the account's effective rate (x0.7) and blocks it for
   the provider's hinted wait. A lone 429 on a request the account's own pacing sent on
-  time, with a short hint or none, is most likely arrival jitter (a request a few ms
-  early at a provider that allows no burst): it blocks for its hint but keeps the rate;
-  a second within LONE_WINDOW_MS cuts, so a provider that really lowered its limit is
-  followed down within its first few 429s. The rate then climbs back additively: slowly up to the
-  rate that drew the 429 (probing carefully where the limit was), then faster, up to
-  the configured rate. Only a request sent after the last cut can cut again, so one
-  burst of 429s from requests already in flight counts once.
+  time at its configured rate, with a short hint or none, is most likely arrival jitter
+  (a request a few ms early at a provider that allows no burst): it blocks for its hint
+  but keeps the rate; a second within LONE_WINDOW_MS cuts, so a provider that really
+  lowered its limit is followed down within its first few 429s. Below the configured
+  rate (cut, climbing back) a 429 says where the limit is: it cuts at once. The rate
+  then climbs back additively: slowly up to the rate that drew the 429 (probing
+  carefully where the limit was), then faster, up to the configured rate. Only a request
+  sent after the last cut can cut again, so one burst of 429s from requests already in
+  flight counts once.
 
 A job goes out in two steps. The grant (service.dispatch.queue.take: one script) picks
 the next job fairly and takes its concurrency slot; on a rate-limited account it also
@@ -56,8 +58,9 @@ HEADROOM = 0.02
 UNLIMITED_RATE = 1_000_000.0
 # Check again at least this often while waiting for a turn (a 429 may block the account).
 MAX_TURN_WAIT_S = 1.0
-# A lone 429 on a paced account with a hint of at most LONE_HINT_MS (or none) is taken as
-# arrival jitter: its hint is honoured, the rate kept. Another within LONE_WINDOW_MS cuts.
+# A lone 429 on an account paced at its configured rate, with a hint of at most
+# LONE_HINT_MS (or none), is taken as arrival jitter: its hint is honoured, the rate
+# kept. Another within LONE_WINDOW_MS cuts.
 LONE_HINT_MS = 1_000
 LONE_WINDOW_MS = 10_000
 # 429s are counted over this window for the account's status.
@@ -193,7 +196,8 @@ local lim = redis.call('HMGET', KEYS[1], 'rate', 'last_cut', 'blocked_until', 'w
 local result = ''
 if sent_at >= (tonumber(lim[2]) or 0) then
   local lone_at = tonumber(lim[6])
-  if configured > 0 and hint <= {LONE_HINT_MS}
+  local at_configured = tonumber(lim[1]) == nil or tonumber(lim[1]) >= configured
+  if configured > 0 and at_configured and hint <= {LONE_HINT_MS}
       and (lone_at == nil or now - lone_at > {LONE_WINDOW_MS}) then
     redis.call('HSET', KEYS[1], 'lone_at', now)
     redis.call('HINCRBY', KEYS[1], 'forgiven', 1)

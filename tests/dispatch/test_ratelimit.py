@@ -473,6 +473,15 @@ async def test_429s_further_apart_than_the_window_are_each_forgiven(
     assert (await limiter.snapshot()).rate_limited_last_minute == 1
 
 
+async def test_a_429_below_the_configured_rate_cuts_at_once(state: State, clock: Clock) -> None:
+    _, limiter = await account(state, Limits(rate_per_s=10))
+    await cut(limiter, clock)
+    clock.advance(LONE_WINDOW_MS / 1000 + 1)  # climbing back, not yet at 10/s
+
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None) is not None
+    assert (await limiter.snapshot()).forgiven == 1  # only the first, at the configured rate
+
+
 async def test_an_unpaced_account_is_never_forgiven(state: State, clock: Clock) -> None:
     _, limiter = await account(state, Limits())
 
