@@ -326,8 +326,6 @@ class DispatchStack:
         return {
             "DARKROOM_CONFIG": str(self.config_path),
             SIM_TOKEN_ENV: SIM_TOKEN,
-            # bench_env's placeholder public URL must never be used for callbacks.
-            "DARKROOM_PROVIDER_CALLBACKS": "false",
         }
 
     def start_api(self) -> str:
@@ -355,7 +353,7 @@ class DispatchStack:
         if callbacks:
             if self.api_url is None:
                 raise RuntimeError("callbacks need the API")
-            extra |= {"DARKROOM_PUBLIC_URL": self.api_url, "DARKROOM_PROVIDER_CALLBACKS": "true"}
+            extra |= {"DARKROOM_CALLBACK_URL": self.api_url}
         for _ in range(count):
             name = f"worker-{len(self.workers)}"
             if self.trace_workers:

@@ -8,10 +8,8 @@ request reached httpx's transport and when the response headers came back; and, 
 $DARKROOM_TRACE_FILE when the worker exits.
 
 What-ifs (bench only, to try a suggested change to service/ratelimit.py without editing
-it): DARKROOM_BENCH_WHATIF=forgive,headroom3
-- forgive: a lone 429 while the account is paced at its configured rate is taken as
-  arrival jitter: the next token waits one more interval, the rate is kept; a second
-  429 within FORGIVE_MS cuts the rate as before (hints are honoured either way).
+it): DARKROOM_BENCH_WHATIF=headroom3,gentle (the former "forgive" is now what
+service/ratelimit.py does: a lone 429 keeps the rate)
 - headroom3: pace 3% under the configured rate instead of 2%.
 - gentle: near the configured rate (>= 90% of it) a 429 cuts by 10%, not 30%, and the
   rate climbs back in 5 s, not 30 s; further down, as before.
@@ -42,21 +40,6 @@ SENDS: dict[str, dict[str, float]] = {}
 LAG_MS: list[float] = []
 
 WHATIF = {w for w in os.environ.get("DARKROOM_BENCH_WHATIF", "").split(",") if w}
-FORGIVE_MS = 10_000
-_CUT_HEAD = "local result = ''\nif sent_at >= (tonumber(lim[2]) or 0) then"
-_FORGIVE_HEAD = f"""local result = ''
-local jitter = redis.call('HMGET', KEYS[1], 'last_429', 'tat')
-local last_429 = tonumber(jitter[1]) or 0
-redis.call('HSET', KEYS[1], 'last_429', now)
-local at_ceiling = configured > 0 and (tonumber(lim[1]) == nil or tonumber(lim[1]) >= configured)
-if at_ceiling and now - last_429 > {FORGIVE_MS} then
-  local tat = math.max(tonumber(jitter[2]) or now, now)
-  redis.call('HSET', KEYS[1], 'tat', tat + 1000 / configured)
-  redis.call('HINCRBY', KEYS[1], 'forgiven', 1)
-elseif sent_at >= (tonumber(lim[2]) or 0) then"""
-if "forgive" in WHATIF:
-    assert _CUT_HEAD in ratelimit._RATE_LIMITED, "service/ratelimit.py changed: update the what-if"
-    ratelimit._RATE_LIMITED = ratelimit._RATE_LIMITED.replace(_CUT_HEAD, _FORGIVE_HEAD)
 if "headroom3" in WHATIF:
     old = f"(1 - {ratelimit.HEADROOM})"
     assert old in ratelimit._WAIT_TURN, "service/ratelimit.py changed: update the what-if"

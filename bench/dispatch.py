@@ -1044,7 +1044,7 @@ def main() -> None:
         "--whatif",
         default="",
         help="diagnosis: traced workers with a bench-only change to the limiter "
-        "(forgive, headroom3; see bench/_traced_worker.py)",
+        "(headroom3, gentle, hintcap, confirm; see bench/_traced_worker.py)",
     )
     parser.add_argument(
         "--profile", type=float, default=0, help="overhead: py-spy the worker for this many s"

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from service.accounts.endpoints import router as accounts_router
 from service.batches.endpoints import router as batches_router
 from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batches_router)
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
+    app.include_router(accounts_router)
 
     @app.middleware("http")
     async def bind_request_id(

@@ -35,11 +35,13 @@ class Settings(BaseSettings):
     local_defaults: bool = True
     data_dir: Path = Path(".data")
     storage_dir: Path = Path(".data/outputs")
+    # Where outputs are served from (the base of every output URL handed to callers).
     public_url: str = "http://127.0.0.1:8000"
-    # Ask asynchronous providers to call back to public_url + /v1/callbacks/<kind> when a
-    # generation finishes. Default: only when DARKROOM_PUBLIC_URL was set explicitly (the
-    # built-in default is not reachable from a provider); polling works either way.
-    provider_callbacks: bool | None = None
+    # Where providers can reach this service: asynchronous providers are asked to call
+    # back to callback_url + /v1/callbacks/<kind> when a generation finishes. Unset: no
+    # callbacks are requested. It is not derived from public_url, which callers reach but
+    # a provider often cannot (a private network, a firewall); polls finish jobs either way.
+    callback_url: str | None = None
     config: Path | None = None
     # Peppers the stored hashes of API keys: a leaked database alone cannot check guesses.
     # Changing it invalidates every key.
@@ -85,10 +87,7 @@ class Settings(BaseSettings):
 
     @property
     def provider_callback_base(self) -> str | None:
-        wanted = self.provider_callbacks
-        if wanted is None:
-            wanted = "public_url" in self.model_fields_set
-        return self.public_url.rstrip("/") if wanted else None
+        return self.callback_url.rstrip("/") if self.callback_url else None
 
     @property
     def webhooks_may_reach_private_networks(self) -> bool:

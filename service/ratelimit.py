@@ -8,10 +8,16 @@ Every worker process on every host shares them:
 - rate: GCRA. One hash per account holds the theoretical arrival time (`tat`, ms); each
   request moves it one emission interval on, and up to `burst` may go back to back.
 - adaptivity (AIMD): a 429 cuts the account's effective rate (x0.7) and blocks it for
-  the provider's hinted wait. The rate then climbs back additively: slowly up to the
-  rate that drew the 429 (probing carefully where the limit was), then faster, up to
-  the configured rate. Only a request sent after the last cut can cut again, so one
-  burst of 429s from requests already in flight counts once.
+  the provider's hinted wait. A lone 429 on a request the account's own pacing sent on
+  time at its configured rate, with a short hint or none, is most likely arrival jitter
+  (a request a few ms early at a provider that allows no burst): it blocks for its hint
+  but keeps the rate; a second within LONE_WINDOW_MS cuts, so a provider that really
+  lowered its limit is followed down within its first few 429s. Below the configured
+  rate (cut, climbing back) a 429 says where the limit is: it cuts at once. The rate
+  then climbs back additively: slowly up to the rate that drew the 429 (probing
+  carefully where the limit was), then faster, up to the configured rate. Only a request
+  sent after the last cut can cut again, so one burst of 429s from requests already in
+  flight counts once.
 
 A job goes out in two steps. The grant (service.dispatch.queue.take: one script) picks
 the next job fairly and takes its concurrency slot; on a rate-limited account it also
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -52,6 +59,13 @@ HEADROOM = 0.02
 UNLIMITED_RATE = 1_000_000.0
 # Check again at least this often while waiting for a turn (a 429 may block the account).
 MAX_TURN_WAIT_S = 1.0
+# A lone 429 on an account paced at its configured rate, with a hint of at most
+# LONE_HINT_MS (or none), is taken as arrival jitter: its hint is honoured, the rate
+# kept. Another within LONE_WINDOW_MS cuts.
+LONE_HINT_MS = 1_000
+LONE_WINDOW_MS = 10_000
+# 429s are counted over this window for the account's status.
+RECENT_MS = 60_000
 
 
 def limiter_key(account: str) -> str:
@@ -64,6 +78,10 @@ def slots_key(account: str) -> str:
 
 def pending_key(account: str) -> str:
     return f"dr:a:{{{account}}}:pending"
+
+
+def recent_429s_key(account: str) -> str:
+    return f"dr:a:{{{account}}}:429s"
 
 
 def now_ms() -> int:
@@ -166,30 +184,40 @@ redis.call('ZREM', KEYS[2], ARGV[4])
 return 0
 """
 
-# KEYS: limiter. ARGV: now, sent_at (ms), configured rate (0 = none), hint ms (0 = none).
-# Returns the new effective rate (as a string) or "" when unchanged.
+# KEYS: limiter, recent 429s. ARGV: now, sent_at (ms), configured rate (0 = none), hint
+# ms (0 = none), a unique member for the recent 429s. Returns the new effective rate (as
+# a string), "lone" when the 429 was forgiven, or "" when the rate is unchanged.
 _RATE_LIMITED = f"""
 local now = tonumber(ARGV[1])
 local sent_at = tonumber(ARGV[2])
 local configured = tonumber(ARGV[3])
 local hint = tonumber(ARGV[4])
 local lim = redis.call('HMGET', KEYS[1], 'rate', 'last_cut', 'blocked_until', 'win_prev',
-  'win_n')
+  'win_n', 'lone_at')
 local result = ''
 if sent_at >= (tonumber(lim[2]) or 0) then
-  local rate = tonumber(lim[1])
-  if rate == nil then
-    if configured > 0 then
-      rate = configured
-    else
-      rate = math.max(tonumber(lim[4]) or 0, tonumber(lim[5]) or 0, 1)
+  local lone_at = tonumber(lim[6])
+  local at_configured = tonumber(lim[1]) == nil or tonumber(lim[1]) >= configured
+  if configured > 0 and at_configured and hint <= {LONE_HINT_MS}
+      and (lone_at == nil or now - lone_at > {LONE_WINDOW_MS}) then
+    redis.call('HSET', KEYS[1], 'lone_at', now)
+    redis.call('HINCRBY', KEYS[1], 'forgiven', 1)
+    result = 'lone'
+  else
+    local rate = tonumber(lim[1])
+    if rate == nil then
+      if configured > 0 then
+        rate = configured
+      else
+        rate = math.max(tonumber(lim[4]) or 0, tonumber(lim[5]) or 0, 1)
+      end
     end
+    local new_rate = math.max(rate * {DECREASE}, 0.05)
+    redis.call('HSET', KEYS[1], 'w_max', rate, 'rate', new_rate, 'updated', now,
+      'last_cut', now, 'tat', now + 1000 / new_rate)
+    redis.call('HINCRBY', KEYS[1], 'cuts', 1)
+    result = tostring(new_rate)
   end
-  local new_rate = math.max(rate * {DECREASE}, 0.05)
-  redis.call('HSET', KEYS[1], 'w_max', rate, 'rate', new_rate, 'updated', now, 'last_cut', now,
-    'tat', now + 1000 / new_rate)
-  redis.call('HINCRBY', KEYS[1], 'cuts', 1)
-  result = tostring(new_rate)
 end
 if hint > 0 then
   local until_ms = now + hint
@@ -198,6 +226,8 @@ if hint > 0 then
   end
 end
 redis.call('HINCRBY', KEYS[1], 'rate_limited', 1)
+redis.call('ZADD', KEYS[2], now, ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - {RECENT_MS})
 return result
 """
 
@@ -233,6 +263,8 @@ class LimiterSnapshot:
     grants: int
     rate_limited: int
     cuts: int
+    forgiven: int = 0
+    rate_limited_last_minute: int = 0
 
 
 class AccountLimiter:
@@ -245,6 +277,7 @@ class AccountLimiter:
         self._limiter = limiter_key(account)
         self._slots = slots_key(account)
         self._pending = pending_key(account)
+        self._recent_429s = recent_429s_key(account)
         self._wait_turn = redis.register_script(_WAIT_TURN)
         self._sent = redis.register_script(_SENT)
         self._rate_limited = redis.register_script(_RATE_LIMITED)
@@ -288,15 +321,17 @@ class AccountLimiter:
         await self._refund(keys=[self._slots, self._pending], args=[job_id])
 
     async def rate_limited(self, *, sent_at_ms: int, retry_after_s: float | None) -> float | None:
-        """A 429: cut the rate (once per round of requests) and honour the hint.
-        Returns the new effective rate when this call cut it."""
+        """A 429: honour the hint, and cut the rate (once per round of requests) unless
+        it is a lone one on a paced account. Returns the new effective rate when this
+        call cut it."""
         hint_ms = int((retry_after_s or 0) * 1000)
+        now = now_ms()
         result = await self._rate_limited(
-            keys=[self._limiter],
-            args=[now_ms(), sent_at_ms, self.limits.rate_per_s or 0, hint_ms],
+            keys=[self._limiter, self._recent_429s],
+            args=[now, sent_at_ms, self.limits.rate_per_s or 0, hint_ms, f"{now}:{uuid.uuid4()}"],
         )
         text = result.decode() if isinstance(result, bytes) else str(result)
-        return float(text) if text else None
+        return float(text) if text and text != "lone" else None
 
     async def snapshot(self) -> LimiterSnapshot:
         fields = await cast(Awaitable[dict[bytes, bytes]], self.redis.hgetall(self._limiter))
@@ -304,6 +339,7 @@ class AccountLimiter:
         now = now_ms()
         in_flight = await self.redis.zcount(self._slots, now, "+inf")
         rate = values.get("rate")
+        recent = await self.redis.zcount(self._recent_429s, now - RECENT_MS, "+inf")
         return LimiterSnapshot(
             effective_rate=float(rate) if rate else self.limits.rate_per_s,
             in_flight=int(in_flight),
@@ -311,4 +347,6 @@ class AccountLimiter:
             grants=int(values.get("grants", 0)),
             rate_limited=int(values.get("rate_limited", 0)),
             cuts=int(values.get("cuts", 0)),
+            forgiven=int(values.get("forgiven", 0)),
+            rate_limited_last_minute=int(recent),
         )

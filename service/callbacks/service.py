@@ -31,6 +31,7 @@ async def accept_callback(
     session: AsyncSession, state: State, *, kind: str, headers: Mapping[str, str], body: bytes
 ) -> CallbackAck:
     provider, remote = await _verify(state, kind, headers, body)
+    await _note_arrival(state, provider.name)
     job = await repository.job_by_remote_id(session, remote.id)
     if job is None and remote.finished:
         # A fast provider can call back before the worker that submitted the job has
@@ -59,6 +60,15 @@ async def accept_callback(
         log.warning("callback_not_queued", job_id=str(job.id), error=repr(exc))
         raise ServiceUnavailable("cannot queue the result now; send it again later") from exc
     return CallbackAck(status="accepted")
+
+
+async def _note_arrival(state: State, account: str) -> None:
+    """Callbacks reach us: polls may count on them again (even when a poll finished this
+    job first). Best effort: the callback itself is what matters."""
+    try:
+        await state.dispatch.callbacks.arrived(account)
+    except (RedisError, OSError) as exc:
+        log.warning("callback_arrival_not_noted", error=repr(exc))
 
 
 async def _verify(

@@ -1,9 +1,12 @@
-"""The dispatch queue and limiter of every provider account, built once per process."""
+"""The dispatch queue and limiter of every provider account, built once per process,
+with what is observed about each account: its models' latencies and its callbacks."""
 
 from __future__ import annotations
 
 from arq.connections import ArqRedis as Redis
 
+from service.dispatch.callbacks import CallbackHealth
+from service.dispatch.latency import Latencies
 from service.dispatch.queue import DispatchQueue
 from service.providers.registry import ProviderRegistry
 from service.ratelimit import AccountLimiter
@@ -19,6 +22,8 @@ class Dispatch:
         self.registry = registry
         self._queues: dict[str, DispatchQueue] = {}
         self._limiters: dict[str, AccountLimiter] = {}
+        self.latencies = Latencies(redis)
+        self.callbacks = CallbackHealth(redis)
 
     def accounts(self) -> list[str]:
         return sorted(self.registry.providers)

@@ -177,6 +177,23 @@ return results
 """
 
 
+# KEYS: ring realtime, ring bulk, delayed. ARGV: flow prefix. Returns {realtime, bulk}:
+# jobs in line (backoffs included) per priority. Read-only, for the account's status.
+_QUEUED = """
+local counts = {0, 0}
+for r = 1, 2 do
+  for _, batch in ipairs(redis.call('LRANGE', KEYS[r], 0, -1)) do
+    counts[r] = counts[r] + redis.call('LLEN', ARGV[1] .. batch)
+  end
+end
+for _, member in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if string.sub(member, 1, 9) == 'realtime|' then counts[1] = counts[1] + 1
+  else counts[2] = counts[2] + 1 end
+end
+return counts
+"""
+
+
 def _take_script() -> str:
     check, commit = admit_lua(lim=5, slots=6, pending=7)
     take_one = _TAKE_HEAD + check + _TAKE_PICK.replace("COMMIT", commit)
@@ -222,6 +239,7 @@ class DispatchQueue:
         self._delay = redis.register_script(_DELAY)
         self._purge = redis.register_script(_PURGE)
         self._take = redis.register_script(_TAKE)
+        self._queued = redis.register_script(_QUEUED)
 
     async def enqueue(
         self,
@@ -322,6 +340,15 @@ class DispatchQueue:
                 pipe.zscore(self.keys.slots, job_id)
             scores = await pipe.execute()
         return [score is not None and float(score) > now for score in scores]
+
+    async def queued_by_priority(self) -> dict[Priority, int]:
+        keys = [
+            self.keys.ring(Priority.realtime),
+            self.keys.ring(Priority.bulk),
+            self.keys.delayed,
+        ]
+        realtime, bulk = await self._queued(keys=keys, args=[self.keys.flow_prefix])
+        return {Priority.realtime: int(realtime), Priority.bulk: int(bulk)}
 
     async def backlog(self) -> int:
         return int(await cast(Awaitable[int], self.redis.scard(self.keys.waiting)))

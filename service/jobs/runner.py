@@ -30,7 +30,7 @@ from service.dispatch.lease import slot_kept
 from service.dispatch.queue import Grant
 from service.jobs import resubmission, service
 from service.jobs.batching import Claimed, Moved, batcher
-from service.jobs.polls import enqueue_poll
+from service.jobs.polls import schedule_polls
 from service.jobs.service import StartedJob, Transition
 from service.jobs.transitions import Failed, Outcome, RateLimited, Succeeded
 from service.kit.backoff import exponential_backoff
@@ -191,18 +191,7 @@ async def _submitted(
         return
     limiter = state.dispatch.limiter(started.account)
     await limiter.renew(str(started.job_id), REMOTE_LEASE_S)
-    await enqueue_poll(state, started.job_id, delay_s=first_poll_delay_s(state, provider))
-
-
-def first_poll_delay_s(state: State, provider: ImageProvider) -> float:
-    return 5.0 if state.settings.provider_callback_base and provider.capabilities.callbacks else 1.0
-
-
-def next_poll_delay_s(polls: int, *, callbacks: bool) -> float:
-    """Fast at first, slower later: a generation usually takes seconds, sometimes
-    minutes. With callbacks, polls are only the safety net."""
-    base, cap = (5.0, 60.0) if callbacks else (1.0, 20.0)
-    return float(min(cap, base * 1.5 ** max(polls - 1, 0)))
+    await schedule_polls(state, provider, started)
 
 
 async def complete_remote(

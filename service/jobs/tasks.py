@@ -22,8 +22,16 @@ from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.db import session_scope
+from service.dispatch.latency import FLOOR_S
 from service.jobs import repository, runner, service
-from service.jobs.polls import enqueue_poll, poll_job_id
+from service.jobs.polls import (
+    enqueue_poll,
+    next_poll_delay_s,
+    observe_completion,
+    poll_job_id,
+    polling,
+    waited_s,
+)
 from service.jobs.queue import missing_from_queue
 from service.kit.base import utcnow
 from service.logging import get_logger
@@ -72,8 +80,25 @@ async def poll_job(ctx: dict[str, Any], job_id: str) -> None:
         raise Retry(defer=timedelta(seconds=again_in))
 
 
+async def poll_once(state: State, job_id: uuid.UUID) -> None:
+    """The first poll, on time, from the process that submitted the generation; arq's
+    deferred poll follows one step later whatever this finds (see jobs.polls)."""
+    with structlog.contextvars.bound_contextvars(job_id=str(job_id)):
+        try:
+            await _poll_job(state, job_id, polls=1)
+        except Exception:
+            log.exception("on_time_poll_failed")
+
+
 async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | None:
     """Ask the provider how the generation is doing. Returns seconds until the next poll."""
+    async with polling(state, job_id) as mine:
+        if not mine:  # another poll is under way: look again once it is done
+            return FLOOR_S
+        return await _poll_job_now(state, job_id, polls=polls)
+
+
+async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float | None:
     async with state.sessionmaker() as session:
         started = await service.resume_remote(session, job_id)
     if started is None or started.remote_id is None:
@@ -83,18 +108,14 @@ async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | N
     if spec is None or provider is None:
         await _fail_unconfigured(state, [job_id])
         return None
-    callbacks = state.settings.provider_callback_base is not None
-    waited = (utcnow() - (started.submitted_at or utcnow())).total_seconds()
-    await state.dispatch.limiter(started.account).renew(str(job_id), runner.REMOTE_LEASE_S)
     remote: RemoteJob | None = None
-    again_in = runner.next_poll_delay_s(polls, callbacks=callbacks)
+    again_in: float | None = None
     try:
         remote = await provider.poll(started.remote_id)
     except ProviderRateLimited as error:
-        again_in = max(error.retry_after_s or 0.0, runner.next_poll_delay_s(polls, callbacks=False))
+        again_in = error.retry_after_s
     except ProviderRetryableError as error:
         log.warning("poll_failed", code=error.code, error=error.message)
-        again_in = runner.next_poll_delay_s(polls, callbacks=False)
     except ProviderError as error:
         # The provider no longer knows the generation (404) or us (401): this attempt
         # is over; another may still succeed.
@@ -103,11 +124,20 @@ async def _poll_job(state: State, job_id: uuid.UUID, *, polls: int) -> float | N
     if remote is not None and remote.finished:
         # Even past the deadline: a late poll (its worker died, Redis was away) must not
         # throw away a generation that is done and paid for.
-        return await runner.complete_remote(state, spec, started, remote)
+        # The slot is freed first (complete_remote), what it took is noted after.
+        took_s = waited_s(started)
+        again_in = await runner.complete_remote(state, spec, started, remote)
+        await observe_completion(state, provider, started, remote, took_s=took_s, polled=True)
+        return again_in
+    waited = waited_s(started)
     if waited > spec.deadline_s:
         await _give_up(state, started, provider_cancel=True, waited_s=waited)
         return None
-    return again_in
+    # Renewed only now that the generation is known to run: a finished one's slot, freed
+    # by its callback meanwhile, is not taken back.
+    await state.dispatch.limiter(started.account).renew(str(job_id), runner.REMOTE_LEASE_S)
+    scheduled = await next_poll_delay_s(state, started, polls=polls)
+    return max(again_in or 0.0, scheduled)
 
 
 async def _give_up(
@@ -151,7 +181,10 @@ async def _finish_remote_job(
     spec = state.registry.model(started.model)
     if remote.id != started.remote_id or not remote.finished or spec is None:
         return None
-    return await runner.complete_remote(state, spec, started, remote)
+    took_s = waited_s(started)
+    again_in = await runner.complete_remote(state, spec, started, remote)
+    await observe_completion(state, provider, started, remote, took_s=took_s, polled=False)
+    return again_in
 
 
 async def cancel_remote_jobs(ctx: dict[str, Any], batch_id: str) -> None:

@@ -16,7 +16,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from service.dispatch.queue import DispatchQueue, Grant, Refusal
 from service.models import Priority
 from service.providers.config import Limits
-from service.ratelimit import DECREASE, HEADROOM, AccountLimiter, limiter_key
+from service.ratelimit import DECREASE, HEADROOM, LONE_WINDOW_MS, AccountLimiter, limiter_key
 from service.state import State
 from tests.dispatch import Clock, granted, hash_float, install_clock, refused, take_all
 
@@ -248,44 +248,50 @@ async def test_holders_are_recorded_without_a_concurrency_limit(state: State) ->
 # --- AIMD -------------------------------------------------------------------------------
 
 
-async def test_429_cuts_the_rate_and_blocks(state: State, clock: Clock) -> None:
+async def cut(limiter: AccountLimiter, clock: Clock) -> float | None:
+    """Two hintless 429s at once: the first is forgiven as a lone one, the second cuts."""
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None) is None
+    return await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+
+
+async def test_429_with_a_long_hint_cuts_the_rate_and_blocks(state: State, clock: Clock) -> None:
     queue, limiter = await account(state, Limits(rate_per_s=10, burst=1))
     granted(await queue.take())
 
-    new_rate = await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=1)
+    new_rate = await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=2)
 
     assert new_rate == pytest.approx(10 * DECREASE)
     snap = await limiter.snapshot()
     assert snap.effective_rate == pytest.approx(7.0)
-    assert snap.blocked_for_s == pytest.approx(1.0)
-    assert (snap.rate_limited, snap.cuts, snap.grants) == (1, 1, 1)
+    assert snap.blocked_for_s == pytest.approx(2.0)
+    assert (snap.rate_limited, snap.cuts, snap.grants, snap.forgiven) == (1, 1, 1, 0)
     blocked = refused(await queue.take(), "blocked")
-    assert blocked.wait_s == pytest.approx(1.0)
-    clock.advance(0.5)
+    assert blocked.wait_s == pytest.approx(2.0)
+    clock.advance(1.5)
     assert refused(await queue.take(), "blocked").wait_s == pytest.approx(0.5)
 
     clock.advance(0.5)
     granted(await queue.take())
-    # After the block, grants are paced at the cut rate.
-    assert refused(await queue.take(), "rate").wait_s == pytest.approx(interval_s(7), abs=0.002)
+    # After the block, grants are paced at the cut rate, climbed back for 2 s (+0.1/s).
+    assert refused(await queue.take(), "rate").wait_s == pytest.approx(interval_s(7.2), abs=0.002)
 
 
 async def test_only_a_request_sent_after_the_cut_cuts_again(state: State, clock: Clock) -> None:
     _, limiter = await account(state, Limits(rate_per_s=10))
     sent_before = clock.ms
     clock.advance(0.05)
-    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=1) is not None
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=2) is not None
     cut_at = clock.ms
     clock.advance(0.01)
 
     # In flight when the rate was cut: counted, but no second cut.
-    assert await limiter.rate_limited(sent_at_ms=sent_before, retry_after_s=1) is None
+    assert await limiter.rate_limited(sent_at_ms=sent_before, retry_after_s=2) is None
     assert await limiter.rate_limited(sent_at_ms=cut_at - 1, retry_after_s=None) is None
     snap = await limiter.snapshot()
     assert (snap.rate_limited, snap.cuts) == (3, 1)
     assert snap.effective_rate == pytest.approx(7.0)
 
-    again = await limiter.rate_limited(sent_at_ms=cut_at + 1, retry_after_s=1)
+    again = await limiter.rate_limited(sent_at_ms=cut_at + 1, retry_after_s=2)
 
     assert again == pytest.approx(7.0 * DECREASE)
     snap = await limiter.snapshot()
@@ -293,10 +299,10 @@ async def test_only_a_request_sent_after_the_cut_cuts_again(state: State, clock:
     assert snap.effective_rate == pytest.approx(4.9)
 
 
-async def test_429_without_a_hint_cuts_but_does_not_block(state: State, clock: Clock) -> None:
+async def test_429s_without_a_hint_cut_but_do_not_block(state: State, clock: Clock) -> None:
     queue, limiter = await account(state, Limits(rate_per_s=10, burst=1))
 
-    await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+    assert await cut(limiter, clock) == pytest.approx(7.0)
 
     assert (await limiter.snapshot()).blocked_for_s == 0
     # Not blocked, but the next token is one (cut) interval away.
@@ -353,7 +359,7 @@ async def test_observed_rate_counts_the_busier_of_the_last_two_windows(
 
 async def test_rate_recovers_to_the_rate_that_drew_the_429(state: State, clock: Clock) -> None:
     queue, limiter = await account(state, Limits(rate_per_s=10))
-    await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=1)
+    await cut(limiter, clock)
 
     clock.advance(15)
     granted(await queue.take())
@@ -372,7 +378,7 @@ async def test_rate_recovers_to_the_rate_that_drew_the_429(state: State, clock: 
 async def test_recovery_via_the_updated_field(state: State, clock: Clock) -> None:
     """The same climb, simulated by ageing the hash's `updated` field instead."""
     queue, limiter = await account(state, Limits(rate_per_s=10))
-    await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+    await cut(limiter, clock)
     key = limiter_key("acct")
     aged = state.redis.hset(key, mapping={"updated": clock.ms - 30_000, "tat": clock.ms})
     await cast(Awaitable[int], aged)
@@ -386,7 +392,7 @@ async def test_rate_climbs_past_w_max_towards_configured_never_above(
     state: State, clock: Clock
 ) -> None:
     queue, limiter = await account(state, Limits(rate_per_s=10))
-    await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+    await cut(limiter, clock)
     clock.advance(0.001)
     await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
     assert await stored_rate(state) == pytest.approx(4.9)
@@ -420,6 +426,102 @@ async def test_unlimited_account_becomes_unlimited_again(state: State, clock: Cl
     assert await stored_rate(state) is None
     assert (await limiter.snapshot()).effective_rate is None
     assert len(await take_all(queue)) == 97  # no pacing any more
+
+
+async def test_a_lone_429_blocks_for_its_hint_but_keeps_the_rate(
+    state: State, clock: Clock
+) -> None:
+    queue, limiter = await account(state, Limits(rate_per_s=10, burst=1))
+    granted(await queue.take())
+
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=1) is None
+
+    snap = await limiter.snapshot()
+    assert (snap.effective_rate, snap.cuts, snap.forgiven, snap.rate_limited) == (10, 0, 1, 1)
+    assert snap.rate_limited_last_minute == 1
+    assert refused(await queue.take(), "blocked").wait_s == pytest.approx(1.0)
+    clock.advance(1.0)
+    granted(await queue.take())
+    assert refused(await queue.take(), "rate").wait_s == pytest.approx(interval_s(10), abs=0.002)
+
+
+async def test_a_second_429_within_the_window_cuts(state: State, clock: Clock) -> None:
+    _, limiter = await account(state, Limits(rate_per_s=10))
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None) is None
+    clock.advance(LONE_WINDOW_MS / 1000 - 1)
+
+    again = await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+
+    assert again == pytest.approx(7.0)
+    snap = await limiter.snapshot()
+    assert (snap.cuts, snap.forgiven, snap.rate_limited_last_minute) == (1, 1, 2)
+
+
+async def test_429s_further_apart_than_the_window_are_each_forgiven(
+    state: State, clock: Clock
+) -> None:
+    _, limiter = await account(state, Limits(rate_per_s=10))
+    for _ in range(3):
+        assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=0.5) is None
+        clock.advance(LONE_WINDOW_MS / 1000 + 0.001)
+
+    snap = await limiter.snapshot()
+    assert (snap.effective_rate, snap.cuts, snap.forgiven) == (10, 0, 3)
+    assert snap.rate_limited_last_minute == 3
+    # The status counts the last minute only.
+    clock.advance(45)
+    assert (await limiter.snapshot()).rate_limited_last_minute == 1
+
+
+async def test_a_429_below_the_configured_rate_cuts_at_once(state: State, clock: Clock) -> None:
+    _, limiter = await account(state, Limits(rate_per_s=10))
+    await cut(limiter, clock)
+    clock.advance(LONE_WINDOW_MS / 1000 + 1)  # climbing back, not yet at 10/s
+
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None) is not None
+    assert (await limiter.snapshot()).forgiven == 1  # only the first, at the configured rate
+
+
+async def test_an_unpaced_account_is_never_forgiven(state: State, clock: Clock) -> None:
+    _, limiter = await account(state, Limits())
+
+    assert await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=1) is not None
+    assert (await limiter.snapshot()).forgiven == 0
+
+
+async def test_a_provider_that_lowered_its_limit_is_followed_down(
+    state: State, clock: Clock
+) -> None:
+    """#3's adaptivity: configured 20/s, the provider now allows 5/s with no burst and
+    answers plain 429s. Each request is sent as soon as the limiter allows, for 60
+    simulated seconds: the first 429 is forgiven as a lone one, yet the rate comes down
+    within seconds, and few 429s follow."""
+    queue, limiter = await account(state, Limits(rate_per_s=20), jobs=2_000)
+    start, next_free = clock.ms, clock.ms
+    sent: list[tuple[int, bool]] = []
+    down_at: int | None = None
+    while clock.ms - start < 60_000:
+        outcome = await queue.take()
+        if isinstance(outcome, Refusal):
+            clock.advance(max(outcome.wait_s, 0.001))
+            continue
+        accepted = clock.ms >= next_free
+        if accepted:
+            next_free = clock.ms + 200
+        else:
+            await limiter.rate_limited(sent_at_ms=clock.ms, retry_after_s=None)
+            if down_at is None and (await stored_rate(state) or 20) <= 5.5:
+                down_at = clock.ms - start
+        sent.append((clock.ms - start, accepted))
+        await limiter.release(outcome.job_id)
+
+    assert down_at is not None
+    assert down_at < 3_000
+    # #3's adaptivity target: 429s < 1 % of the requests within 30 s of the drop (from
+    # 1 s after it: the requests already on their way when it happened cannot know).
+    window = [ok for t, ok in sent if 1_000 <= t < 31_000]
+    assert window.count(False) / len(window) < 0.01
+    assert (await limiter.snapshot()).effective_rate <= 5.5  # type: ignore[operator]
 
 
 # --- atomicity across processes -----------------------------------------------------------

@@ -276,11 +276,10 @@ async def test_replicate_callbacks_finish_jobs_without_waiting_for_a_poll(
     client: httpx.AsyncClient, caller: Caller, state: State, accounts: SimulatorHandle
 ) -> None:
     with live_server(state.settings) as api_url:
-        state.settings.public_url = api_url
-        state.settings.provider_callbacks = True
+        state.settings.callback_url = api_url
         body = {"defaults": {"model": "flux-sim"}, "jobs": [{"prompt": f"p{n}"} for n in range(3)]}
         batch_id = await submit(client, caller, body)
-        # Dispatch and let the callbacks arrive; the first poll is 5 s away.
+        # Dispatch and let the callbacks arrive; the first poll is 1 s away.
         await run_until_idle(state)
         for _ in range(100):
             stats = await accounts.stats()
