@@ -4,7 +4,8 @@ A generation waiting at an asynchronous provider holds one of its account's conc
 slots until Darkroom learns it finished. A poll that comes late keeps the slot idle; a
 callback may never come (a private network, a firewall, a webhook outage). So polls are
 timed from what each model has been seen to take, whether or not a callback was asked
-for: the first near the typical completion (p50), later ones close behind while the
+for: the first where the model's completions begin (p10: with a wide spread, a first poll
+at the median would leave the faster half waiting), later ones close behind while the
 generation is within the observed spread, then spreading out past the slowest seen.
 
 Observations are shared by every worker process: a capped Redis list per model (and one
