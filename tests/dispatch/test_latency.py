@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import structlog
+from structlog.testing import LogCapture
 
-from service.dispatch import latency
+from service.dispatch import callbacks, latency
 from service.dispatch.callbacks import MISSING_AFTER, CallbackHealth
 from service.dispatch.latency import Latencies, Profile, profile_of
 from service.state import State
@@ -75,13 +78,22 @@ async def test_observations_are_shared_and_capped(state: State) -> None:
     assert whole.samples == latency.SAMPLES
 
 
+@pytest.fixture
+def callbacks_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The module's log lines (its logger is swapped: structlog caches loggers on first use,
+    so capture_logs would miss lines of a logger an earlier test already used)."""
+    capture = LogCapture()
+    monkeypatch.setattr(callbacks, "log", structlog.wrap_logger(None, processors=[capture]))
+    return capture.entries
+
+
 async def test_missing_callbacks_are_noticed_once_and_forgotten_when_one_arrives(
-    state: State,
+    state: State, callbacks_log: list[dict[str, Any]]
 ) -> None:
     health = CallbackHealth(state.redis)
-    with structlog.testing.capture_logs() as logs:
-        for _ in range(MISSING_AFTER + 5):
-            await health.completed_by_poll("acct")
+    logs = callbacks_log
+    for _ in range(MISSING_AFTER + 5):
+        await health.completed_by_poll("acct")
     missing = [entry for entry in logs if entry["event"] == "provider_callbacks_missing"]
     assert len(missing) == 1
     assert "unreachable" in missing[0]["reason"]
@@ -93,8 +105,8 @@ async def test_missing_callbacks_are_noticed_once_and_forgotten_when_one_arrives
     )
     assert await health.arriving("acct") is False
 
-    with structlog.testing.capture_logs() as logs:
-        await health.arrived("acct")
+    logs.clear()
+    await health.arrived("acct")
     assert [entry["event"] for entry in logs] == ["provider_callbacks_arriving_again"]
     assert await health.arriving("acct") is True
     status = await health.status("acct")
