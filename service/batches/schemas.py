@@ -75,7 +75,9 @@ class JobCreate(JobFields):
 
 
 PriorityName = Literal["realtime", "bulk"]
-Budget = Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)]
+# The column is NUMERIC(12, 6): six digits before the point, so a budget that rounds to a
+# million would not fit.
+Budget = Annotated[float, Field(gt=0, le=999_999, allow_inf_nan=False)]
 
 
 class BatchCreate(BaseModel):

@@ -88,6 +88,7 @@ BAD_BODIES = {
     "negative budget": (batch(budget_usd=-5), "budget_usd"),
     "budget as text": (batch(budget_usd="ten dollars"), "budget_usd"),
     "budget beyond a million": (batch(budget_usd=1e7), "budget_usd"),
+    "budget that rounds to a million": (batch(budget_usd=999999.9999999999), "budget_usd"),
 }
 
 
