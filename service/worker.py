@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
-from service.jobs.polls import POLL_JOB
+from service.jobs.polls import POLL_JOB, stop_on_time_polls
 from service.jobs.runner import run_granted
 from service.jobs.tasks import (
     CANCEL_REMOTE_JOBS,
@@ -142,6 +142,7 @@ async def run_until_idle(
             quiet = quiet + 1 if idle else 0
     finally:
         await dispatcher.stop(grace_s=5)
+        await stop_on_time_polls(grace_s=5)
         for main in mains:
             main.cancel()
         await asyncio.gather(*mains, return_exceptions=True)
@@ -192,6 +193,7 @@ async def run_workers(settings: Settings) -> None:
         log.info("worker_started", queues=[w.queue_name for w in workers])
         done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
         await dispatcher.stop(grace_s=30 if stop.is_set() else 10)
+        await stop_on_time_polls(grace_s=10)
         for worker in workers:
             # close() cancels the tasks still running and re-raises their CancelledError.
             await asyncio.gather(worker.close(), return_exceptions=True)

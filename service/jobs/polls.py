@@ -63,18 +63,36 @@ async def schedule_polls(state: State, provider: ImageProvider, started: Started
     backup_s = delay_s + latency.next_poll_delay_s(profile, waited_s=delay_s, polls=1)
     await enqueue_poll(state, started.job_id, delay_s=backup_s)
     due_in = max(0.0, delay_s - waited_s(started))  # counted from the submission
-    asyncio.get_running_loop().call_later(due_in, _poll_on_time, state, started.job_id)
+    loop = asyncio.get_running_loop()
+    _DUE[started.job_id] = loop.call_later(due_in, _poll_on_time, state, started.job_id)
 
 
+# On-time polls of this process: due (timers) and running (tasks).
+_DUE: dict[uuid.UUID, asyncio.TimerHandle] = {}
 _ON_TIME: set[asyncio.Task[None]] = set()
 
 
 def _poll_on_time(state: State, job_id: uuid.UUID) -> None:
     from service.jobs.tasks import poll_once  # tasks builds on this module
 
+    _DUE.pop(job_id, None)
     task = asyncio.ensure_future(poll_once(state, job_id))
     _ON_TIME.add(task)
     task.add_done_callback(_ON_TIME.discard)
+
+
+async def stop_on_time_polls(*, grace_s: float) -> None:
+    """Before a worker closes its connections: on-time polls not yet due are dropped (arq's
+    deferred poll, enqueued beside each, makes them), running ones get `grace_s` to finish."""
+    for handle in _DUE.values():
+        handle.cancel()
+    _DUE.clear()
+    if not _ON_TIME:
+        return
+    _, pending = await asyncio.wait(set(_ON_TIME), timeout=grace_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 # Longest a poll may hold its job's poll lock (arq's own poll timeout).

@@ -4,6 +4,7 @@ generation polled once by the process that submitted it, one poll of a job at a 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -109,3 +110,19 @@ async def test_only_one_poll_of_a_job_runs_at_a_time(
     assert (await accounts.stats())["requests_by_route"].get(POLL_ROUTE, 0) == 0
     assert await tasks._poll_job(state, started.job_id, polls=1) is None  # done now
     assert (await accounts.stats())["requests_by_route"][POLL_ROUTE] == 1
+
+
+async def test_a_stopping_worker_drops_its_due_on_time_polls_and_leaves_them_to_arq(
+    client: httpx.AsyncClient, caller: Caller, state: State, accounts: SimulatorHandle
+) -> None:
+    started = await submitted_job(client, caller, state)
+    provider = state.registry.providers["replicate"]
+
+    await polls.schedule_polls(state, provider, started)  # nothing observed: due in 1 s
+    await polls.stop_on_time_polls(grace_s=1)
+    await asyncio.sleep(1.5)
+
+    assert POLL_ROUTE not in (await accounts.stats())["requests_by_route"]
+    poll_id = polls.poll_job_id(started.job_id)
+    deferred = await state.redis.zscore(state.settings.queue_name, poll_id)
+    assert deferred is not None  # arq's deferred poll makes it instead
