@@ -2,10 +2,12 @@
 
 Writes are atomic (temp file in the same directory, fsync, rename), so a reader or a crashed worker
 never sees half an image, and a task that runs twice simply replaces the file with the same bytes.
-`put` returns once the file is durable: its data synced, then its directory entry (the rename, and
-the folder itself when it was just made). The directory is synced once for all the files renamed
-into it while the previous sync ran, not once per file: a folder's fsync costs about what a file's
-does, and a worker stores many outputs of one batch at a time.
+`put` returns once the file is durable: its data synced, then its directory entry (the rename), and
+the entry of every folder on its way from the root that this process has not yet seen synced (a
+folder another put just made counts too: its maker may not have synced it yet). The directory is
+synced once for all the files renamed into it while the previous sync ran, not once per file: a
+folder's fsync costs about what a file's does, and a worker stores many outputs of one batch at a
+time.
 Keys are checked strictly before they touch the filesystem: a key that could name anything outside
 the root, or a hidden file, is refused with ValueError rather than "cleaned".
 """
@@ -35,6 +37,8 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
         self._directory_syncs = Coalescer(_sync_directories, name="directory_syncs")
+        # Folders (the root and those under it) whose own entries this process has seen synced.
+        self._durable_folders: set[Path] = set()
 
     def path_for(self, key: str) -> Path:
         """The file a key maps to (it may not exist yet). Raises ValueError for unsafe keys."""
@@ -53,10 +57,21 @@ class LocalStorage:
     async def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
         """Store `data` under `key`. content_type is not kept: the key's extension carries it."""
         path = self.path_for(key)
-        digest, directories = await asyncio.to_thread(_write_atomically, path, data)
-        for directory in directories:  # the file's folder; before it, any folder just made
-            await self._directory_syncs.submit(directory)
+        digest = await asyncio.to_thread(_write_atomically, path, data)
+        for folder in self._folders_to_make_durable(path.parent):  # parents first
+            await self._directory_syncs.submit(folder.parent)
+            self._durable_folders.add(folder)
+        await self._directory_syncs.submit(path.parent)
         return StoredObject(key=key, bytes=len(data), sha256=digest)
+
+    def _folders_to_make_durable(self, directory: Path) -> list[Path]:
+        """The folders from the root (itself made on first use) down to `directory` not yet
+        seen synced."""
+        folders = []
+        while directory != self.root.parent and directory not in self._durable_folders:
+            folders.append(directory)
+            directory = directory.parent
+        return folders[::-1]
 
     async def get(self, key: str) -> bytes:
         path = self.path_for(key)
@@ -67,10 +82,9 @@ class LocalStorage:
         return await asyncio.to_thread(path.is_file)
 
 
-def _write_atomically(path: Path, data: bytes) -> tuple[str, list[Path]]:
-    """Write, sync and rename into place; returns the digest and the directories whose
-    entries changed (to sync, parents first: a folder just made, then the file's)."""
-    directories = _make_directories(path.parent)
+def _write_atomically(path: Path, data: bytes) -> str:
+    """Write, sync and rename into place (making missing folders); returns the digest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(data).hexdigest()
     fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX, suffix=".part")
     try:
@@ -84,19 +98,7 @@ def _write_atomically(path: Path, data: bytes) -> tuple[str, list[Path]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp_name)
         raise
-    return digest, [*directories, path.parent]
-
-
-def _make_directories(directory: Path) -> list[Path]:
-    """Make `directory` and missing parents; the parents whose entries that changed."""
-    missing = []
-    while not directory.is_dir():
-        missing.append(directory)
-        directory = directory.parent
-    for new in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another worker made it meanwhile
-            new.mkdir()
-    return [new.parent for new in reversed(missing)]
+    return digest
 
 
 async def _sync_directories(directories: Sequence[Path]) -> list[None]:
