@@ -54,12 +54,7 @@ async def remember_unconfirmed(
         return
     if not may_have_reached_provider(error):
         return
-    async with session_scope(state.sessionmaker) as session:
-        await session.execute(
-            update(JobAttempt)
-            .where(JobAttempt.job_id == started.job_id, JobAttempt.number == started.attempt)
-            .values(unconfirmed_since=JobAttempt.started_at)
-        )
+    await _set(state, started, unconfirmed_since=JobAttempt.started_at)
 
 
 async def look_before_sending(
