@@ -106,14 +106,15 @@ class SyncSimulatorHandle:
 class SimulatorThread:
     """uvicorn serving the simulator on its own event loop in a daemon thread."""
 
-    def __init__(self, config: SimConfig | None = None, port: int = 0) -> None:
+    def __init__(self, config: SimConfig | None = None, port: int = 0, app: Any = None) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((HOST, port))
         self.url = f"http://{HOST}:{self.sock.getsockname()[1]}"
         # log_config=None: leave the host process's logging alone.
         options = server_options() | {"log_config": None}
-        self.server = uvicorn.Server(uvicorn.Config(create_app(config), **options))
+        app = app if app is not None else create_app(config)
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
         self.thread = threading.Thread(target=self._run, name="provider-simulator", daemon=True)
 
     def _run(self) -> None:
@@ -138,13 +139,15 @@ class SimulatorThread:
         self.sock.close()
 
 
-def wait_until_answering(url: str, timeout: float, alive: Any = lambda: True) -> None:
+def wait_until_answering(
+    url: str, timeout: float, alive: Any = lambda: True, probe: str = "/_sim/config"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive():
             raise RuntimeError(f"provider simulator at {url} exited while starting")
         try:
-            if httpx.get(f"{url}/_sim/config", timeout=1).status_code == 200:
+            if httpx.get(f"{url}{probe}", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass

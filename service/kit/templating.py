@@ -1,0 +1,128 @@
+"""User-written Jinja2 templates (integration prompts, generic write-back requests),
+rendered in Jinja2's sandbox with a bound on time and on size.
+
+A template comes from an API caller, so it must not reach Python internals (the sandbox
+refuses attribute access to underscored names and unsafe callables), must not loop for
+ever (checked between output chunks and on every call it makes), and must not produce
+megabytes of prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes
+from jinja2 import TemplateError as JinjaTemplateError
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+DEFAULT_MAX_CHARS = 20_000
+DEFAULT_TIMEOUT_S = 0.5
+
+
+class TemplateError(Exception):
+    """The template cannot be rendered: a syntax error, an undefined variable, a sandbox
+    violation, or a bound passed. The message is fit to show the user."""
+
+
+class _TimeoutExceeded(Exception):
+    pass
+
+
+_LOOP_GUARD = "dr_bounded"
+# The largest string or list a `*` may make, and the largest exponent of a `**`.
+_MAX_PRODUCT = 100_000
+_MAX_EXPONENT = 64
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """Checks a deadline on every call the template makes and on every loop iteration
+    (each `for` iterates through a guard), so a template cannot spin without producing
+    output; bounds `*` and `**`, which could build a gigabyte before any output."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    deadline: float = float("inf")
+
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False)
+        self.globals[_LOOP_GUARD] = self._bounded
+
+    def _check_deadline(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise _TimeoutExceeded
+
+    def _bounded(self, iterable: Any) -> Any:
+        for index, item in enumerate(iterable):
+            if index % 64 == 0:
+                self._check_deadline()
+            yield item
+
+    def call(self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        self._check_deadline()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > _MAX_EXPONENT:
+            raise TemplateError(f"exponent {right} is larger than {_MAX_EXPONENT}")
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                if isinstance(sequence, str | list | tuple) and isinstance(times, int):
+                    if len(sequence) * times > _MAX_PRODUCT:
+                        raise TemplateError(
+                            f"'*' would make more than {_MAX_PRODUCT} items or characters"
+                        )
+        return super().call_binop(context, operator, left, right)
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.Name(_LOOP_GUARD, "load"), [loop.iter], [], None, None)
+        return tree
+
+
+def _environment() -> _BoundedEnvironment:
+    return _BoundedEnvironment()
+
+
+def check_syntax(source: str) -> None:
+    """Raise TemplateError if `source` does not parse (used when a template is saved)."""
+    try:
+        _environment().parse(source)
+    except JinjaTemplateError as exc:
+        raise TemplateError(_describe(exc)) from None
+
+
+def render(
+    source: str,
+    variables: dict[str, Any],
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> str:
+    environment = _environment()
+    environment.deadline = time.monotonic() + timeout_s
+    parts: list[str] = []
+    size = 0
+    try:
+        template = environment.from_string(source)
+        for chunk in template.generate(**variables):
+            size += len(chunk)
+            if size > max_chars:
+                raise TemplateError(f"template output is longer than {max_chars} characters")
+            if time.monotonic() > environment.deadline:
+                raise _TimeoutExceeded
+            parts.append(chunk)
+    except _TimeoutExceeded:
+        raise TemplateError(f"template took longer than {timeout_s} s to render") from None
+    except JinjaTemplateError as exc:
+        raise TemplateError(_describe(exc)) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
+        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from None
+    return "".join(parts)
+
+
+def _describe(exc: JinjaTemplateError) -> str:
+    line = getattr(exc, "lineno", None)
+    where = f" (line {line})" if line else ""
+    return f"{type(exc).__name__}: {exc.message or exc}{where}"

@@ -1,0 +1,154 @@
+"""What every CMS simulator shares: a log of the API requests it received, faults to
+inject on demand, the `/_sim` control routes, and a runner on a real port.
+
+Control routes (never logged, never faulted):
+- `GET /_sim/config`: the simulator's settings (secrets included: it is a test double);
+- `GET /_sim/state`: the CMS's content as the write-back left it (per simulator);
+- `GET /_sim/requests`: every API request received, oldest first;
+- `POST /_sim/faults` `{"method": "PUT", "path": "regex", "status": 503, "count": 2,
+  "body": {...}, "headers": {...}}`: the next `count` matching requests get that answer
+  (`"status": "reset"` drops the connection, `"status": "hang"` answers after `seconds`);
+- `POST /_sim/reset`: clears requests, faults and content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from simulators.faults import drop_connection, hang
+from simulators.responses import json_body, json_response
+from simulators.runner import SimulatorThread
+
+
+@dataclass
+class Fault:
+    method: str | None
+    path: re.Pattern[str]
+    status: int | str
+    count: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 30.0
+
+
+@dataclass
+class RequestLog:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body_bytes: int
+    json: Any = None
+
+
+class CmsSim:
+    """Mix into a simulator's state: `await sim.intercept(request)` at the top of every API
+    route logs the request and answers an injected fault if one matches."""
+
+    def __init__(self, kind: str, config: dict[str, Any] | None = None) -> None:
+        self.kind = kind
+        self.config: dict[str, Any] = dict(config or {})
+        self.requests: list[RequestLog] = []
+        self.faults: list[Fault] = []
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.faults.clear()
+
+    def state(self) -> Any:
+        """The CMS's content, for tests to verify a write-back. Override."""
+        return {}
+
+    async def intercept(self, request: Request) -> Response | None:
+        body = await request.body()
+        parsed = None
+        if body and "json" in request.headers.get("content-type", ""):
+            parsed = await json_body(request)
+        self.requests.append(
+            RequestLog(
+                method=request.method,
+                path=request.url.path,
+                query=request.url.query,
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body_bytes=len(body),
+                json=parsed,
+            )
+        )
+        for fault in self.faults:
+            if fault.count <= 0:
+                continue
+            if fault.method and fault.method.upper() != request.method:
+                continue
+            if not fault.path.search(request.url.path):
+                continue
+            fault.count -= 1
+            if fault.status == "reset":
+                return await drop_connection(request)
+            if fault.status == "hang":
+                return await hang(request, fault.seconds, json_response({}, 504))
+            return json_response(fault.body or {}, int(fault.status), headers=fault.headers)
+        return None
+
+    def control_routes(self) -> list[BaseRoute]:
+        async def get_config(request: Request) -> Response:
+            return json_response(self.config)
+
+        async def get_state(request: Request) -> Response:
+            return json_response(self.state())
+
+        async def get_requests(request: Request) -> Response:
+            return json_response([vars(entry) for entry in self.requests])
+
+        async def add_fault(request: Request) -> Response:
+            spec = await json_body(request)
+            if not isinstance(spec, dict) or "status" not in spec:
+                return json_response({"detail": "expected {status, path?, method?, count?}"}, 422)
+            self.faults.append(
+                Fault(
+                    method=spec.get("method"),
+                    path=re.compile(spec.get("path", ".*")),
+                    status=spec["status"],
+                    count=int(spec.get("count", 1)),
+                    body=spec.get("body"),
+                    headers=dict(spec.get("headers") or {}),
+                    seconds=float(spec.get("seconds", 30.0)),
+                )
+            )
+            return json_response({"faults": len(self.faults)})
+
+        async def reset(request: Request) -> Response:
+            self.reset()
+            return json_response({"reset": True})
+
+        return [
+            Route("/_sim/config", get_config, methods=["GET"]),
+            Route("/_sim/state", get_state, methods=["GET"]),
+            Route("/_sim/requests", get_requests, methods=["GET"]),
+            Route("/_sim/faults", add_fault, methods=["POST"]),
+            Route("/_sim/reset", reset, methods=["POST"]),
+        ]
+
+
+def cms_app(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
+    return Starlette(routes=[*sim.control_routes(), *routes])
+
+
+@asynccontextmanager
+async def run_cms(build: Callable[[], Starlette], *, port: int = 0) -> AsyncIterator[str]:
+    """A CMS simulator app on 127.0.0.1 in a background thread; yields its base URL."""
+    server = SimulatorThread(port=port, app=build())
+    url = await asyncio.to_thread(server.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.stop)
