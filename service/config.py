@@ -6,14 +6,17 @@ default forgotten there is a default every reader of this repository knows.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Any, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.kit.ssrf import parse_cidrs
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
 PLACEHOLDER_PASSWORDS = frozenset({"postgres", "password", "changeme", "secret", "darkroom"})
@@ -72,14 +75,20 @@ class Settings(BaseSettings):
 
     # Outbound webhooks
     webhook_timeout_s: float = 10.0
-    # May callback_urls resolve to loopback/private/link-local addresses? Default: yes in
-    # development (local receivers), no in production (no probing the internal network).
+    # Deprecated (use ssrf_allow_cidrs): false refuses loopback in development too; true
+    # is refused in production, where only the allowlist opens non-public addresses.
     webhook_allow_private_networks: bool | None = None
     # Retries back off exponentially (x3, capped at 4 h, jittered) and stop once an event
     # is this old: a receiver that is down for a day still gets everything.
     webhook_retry_window_s: float = 26 * 3600.0
     webhook_backoff_base_s: float = 10.0
     webhook_backoff_cap_s: float = 4 * 3600.0
+
+    # Outbound URLs that someone else chose (callback_urls, provider outputs, write-backs)
+    # never reach non-public addresses (service/kit/ssrf.py) except these CIDRs: a JSON
+    # list or comma-separated, e.g. `10.20.0.0/16,fd00:1::/64`. Loopback is open in
+    # development only.
+    ssrf_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @property
     def is_production(self) -> bool:
@@ -90,15 +99,46 @@ class Settings(BaseSettings):
         return self.callback_url.rstrip("/") if self.callback_url else None
 
     @property
+    def ssrf_allows_loopback(self) -> bool:
+        """Local receivers and simulators in development; never in production."""
+        return not self.is_production and self.webhook_allow_private_networks is not False
+
+    @property
     def webhooks_may_reach_private_networks(self) -> bool:
-        if self.webhook_allow_private_networks is not None:
-            return self.webhook_allow_private_networks
-        return not self.is_production
+        """Deprecated alias of ssrf_allows_loopback, for callers not yet moved over."""
+        return self.ssrf_allows_loopback
+
+    @field_validator("ssrf_allow_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: Any) -> Any:
+        """The environment gives a string: a JSON list, or CIDRs separated by commas."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"DARKROOM_SSRF_ALLOW_CIDRS is not a JSON list: {exc}") from None
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("ssrf_allow_cidrs")
+    @classmethod
+    def _check_cidrs(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(network) for network in parse_cidrs(value)]
+        except ValueError as exc:
+            raise ValueError(f"DARKROOM_SSRF_ALLOW_CIDRS: {exc}") from None
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Self:
         if not self.is_production:
             return self
+        if self.webhook_allow_private_networks:
+            raise ValueError(
+                "DARKROOM_WEBHOOK_ALLOW_PRIVATE_NETWORKS is no longer honoured in production; "
+                "list the networks receivers may use in DARKROOM_SSRF_ALLOW_CIDRS"
+            )
         if self.secret_key == PLACEHOLDER_SECRET or len(self.secret_key) < 32:
             raise ValueError(
                 "DARKROOM_SECRET_KEY must be set to a random value of at least 32 characters "

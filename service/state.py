@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.config import Settings
 from service.db import create_engine, create_sessionmaker
 from service.dispatch.accounts import Dispatch
+from service.kit.ssrf import guarded_client
 from service.providers.config import load_config
 from service.providers.registry import ProviderRegistry, build_registry
 from service.storage.local import LocalStorage
@@ -42,9 +43,10 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
     redis = await create_pool(
         redis_settings(settings), default_queue_name=settings.queue_name, retry=0
     )
-    http = httpx.AsyncClient(
+    # Outbound webhooks and write-backs go to URLs callers chose: SSRF-guarded.
+    http = guarded_client(
+        settings,
         timeout=httpx.Timeout(settings.webhook_timeout_s),
-        follow_redirects=False,
         headers={"user-agent": "Darkroom-Webhooks/0.1"},
     )
     registry = build_registry(load_config(settings.config))

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from service.config import get_settings
+from service.kit.ssrf import guarded_client
 from service.providers.base import (
     ProviderError,
     ProviderPermanentError,
@@ -72,13 +74,22 @@ class ProviderHTTP:
     """One account's API calls: auth, timeouts, size caps and error classification."""
 
     def __init__(
-        self, name: str, account: ProviderAccount, client: httpx.AsyncClient | None = None
+        self,
+        name: str,
+        account: ProviderAccount,
+        client: httpx.AsyncClient | None = None,
+        *,
+        downloads: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
         self.account = account
         self.token = account.token()
         self._client = client if client is not None else build_client(account, self.token)
         self._owns_client = client is None
+        # Output URLs are the provider's choice, not the operator's: they are fetched
+        # through the SSRF guard. An injected client (a test's mock) serves both.
+        self._downloads = downloads if downloads is not None else client
+        self._owns_downloads = False
         self._timeout = account_timeout(account)
         # A slow-dripping body could dodge the per-read timeout; this bounds the whole call.
         self._deadline_s = CONNECT_TIMEOUT_S + account.timeout_s
@@ -142,21 +153,37 @@ class ProviderHTTP:
             raise ProviderRetryableError(
                 "malformed_response", f"{self.name}: output URL is not http(s): {url[:200]}"
             )
-        request = self._client.build_request(
+        client = self._download_client()
+        request = client.build_request(
             "GET", target, headers={"User-Agent": USER_AGENT}, timeout=self._timeout
         )
         if self.token and self._api_origin is not None and _origin(target) == self._api_origin:
             request.headers["Authorization"] = f"Bearer {self.token}"
         else:
             request.headers.pop("Authorization", None)
-        return await self._send(request, limit, follow_redirects=True)
+        # Every redirect hop connects through the guard too.
+        return await self._send(request, limit, follow_redirects=True, client=client)
+
+    def _download_client(self) -> httpx.AsyncClient:
+        """The guarded client for output URLs, made on first use from the process's
+        settings (the ones the worker runs with) unless one was given."""
+        if self._downloads is None:
+            self._downloads = guarded_client(get_settings(), headers={"User-Agent": USER_AGENT})
+            self._owns_downloads = True
+        return self._downloads
 
     async def _send(
-        self, request: httpx.Request, limit: int, *, follow_redirects: bool = False
+        self,
+        request: httpx.Request,
+        limit: int,
+        *,
+        follow_redirects: bool = False,
+        client: httpx.AsyncClient | None = None,
     ) -> bytes:
+        client = client if client is not None else self._client
         try:
             async with asyncio.timeout(self._deadline_s):
-                response = await self._client.send(
+                response = await client.send(
                     request, stream=True, follow_redirects=follow_redirects
                 )
                 try:
@@ -184,6 +211,8 @@ class ProviderHTTP:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+        if self._owns_downloads and self._downloads is not None:
+            await self._downloads.aclose()
 
 
 async def read_capped(
