@@ -135,8 +135,9 @@ def refusal(
     ip: str | IPAddress, *, allow: Sequence[Network] = (), allow_loopback: bool = False
 ) -> str | None:
     """Why connecting to `ip` is refused, or None when it may be reached. `allow` is the
-    operator's allowlist and wins over every range; `allow_loopback` lets 127/8 and ::1
-    (development) through, but no IPv6 form that merely embeds a loopback address."""
+    operator's allowlist and wins over every range (it matches the address itself, not an
+    IPv4 address embedded in it); `allow_loopback` lets 127/8 and ::1 (development) through,
+    but no IPv6 form that merely embeds a loopback address."""
     address = parse_address(ip)
     if _within(address, allow) or (allow_loopback and _within(address, _LOOPBACK)):
         return None
