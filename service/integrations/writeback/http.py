@@ -9,7 +9,6 @@ name of an environment variable, never its value or a request header.
 from __future__ import annotations
 
 import email.utils
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -119,10 +118,6 @@ async def send(
         return response.json()
     except (ValueError, UnicodeDecodeError) as error:
         raise invalid_answer(action, "the body is not JSON", response.status_code) from error
-
-
-def json_message(body: Any) -> str:
-    return json.dumps(body, separators=(",", ":"))[:MAX_MESSAGE_CHARS]
 
 
 @dataclass(frozen=True)
