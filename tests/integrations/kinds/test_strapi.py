@@ -3,8 +3,10 @@ the simulator over real HTTP."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -316,3 +318,25 @@ def test_the_config_block_is_a_contract() -> None:
         StrapiWriteback.model_validate(
             {"base_url": "https://cms.example.com", "token_env": "T", "token": "secret"}
         )
+
+
+async def test_a_redirect_is_not_followed_and_a_retry_after_date_is_read(
+    strapi: str, http: httpx.AsyncClient
+) -> None:
+    moved = {
+        "path": "^/api/upload/files$",
+        "status": 301,
+        "headers": {"Location": "https://cms.example.com/api/upload/files"},
+    }
+    await http.post(f"{strapi}/_sim/faults", json=moved)
+    redirected = await expect_failure(http, config(strapi), article())
+    assert (redirected.permanent, redirected.status_code) == (True, 301)
+    assert "https://cms.example.com/api/upload/files" in redirected.message
+
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    busy = {"path": "^/api/upload/files$", "status": 429, "headers": {"Retry-After": later}}
+    await http.post(f"{strapi}/_sim/faults", json=busy)
+    limited = await expect_failure(http, config(strapi), article())
+    assert (limited.permanent, limited.status_code) == (False, 429)
+    assert limited.retry_after_s is not None
+    assert 100 < limited.retry_after_s <= 120
