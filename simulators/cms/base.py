@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from simulators.faults import drop_connection, hang
 from simulators.responses import json_body, json_response
@@ -139,8 +140,20 @@ class CmsSim:
         ]
 
 
+class CmsApp(Starlette):
+    """Hands handlers uvicorn's transport (`scope["sim.transport"]`, as the provider
+    simulator does) so that a `reset` fault can abort the TCP connection: only the
+    outermost app sees uvicorn's own `send`, the bound method that holds it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            owner = getattr(send, "__self__", None)
+            scope["sim.transport"] = getattr(owner, "transport", None)
+        await super().__call__(scope, receive, send)
+
+
 def cms_app(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
-    return Starlette(routes=[*sim.control_routes(), *routes])
+    return CmsApp(routes=[*sim.control_routes(), *routes])
 
 
 @asynccontextmanager

@@ -10,3 +10,6 @@ WRITEBACKS: dict[str, WritebackKind] = {}
 def register(kind: WritebackKind) -> WritebackKind:
     WRITEBACKS[kind.name] = kind
     return kind
+
+
+from service.integrations.writeback import sanity, strapi  # noqa: E402,F401  (registers)
