@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
@@ -243,7 +244,9 @@ def _names(value: Any) -> list[str]:
 
 
 def _slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80]
+    """A slug for an entry without one: "Nachtzüge Europas" -> "nachtzuge-europas"."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")[:80]
 
 
 register(ContentfulKind())
