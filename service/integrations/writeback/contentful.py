@@ -105,36 +105,31 @@ class _Cma:
         env = f"/spaces/{config.space_id}/environments/{config.environment}"
         self.root = f"{config.base_url}{env}"
 
-    async def call(
-        self,
-        method: str,
-        path: str,
-        doing: str,
-        *,
-        version: int | None = None,
-        body: Any = None,
-        ok_missing: bool = False,
-        ok_conflict: bool = False,
-    ) -> httpx.Response | None:
-        """One request; None for a 404 (`ok_missing`) or a 409 (`ok_conflict`) the caller
-        handles itself."""
+    async def send(
+        self, method: str, path: str, doing: str, *, version: int | None = None, body: Any = None
+    ) -> httpx.Response:
+        """One request, whatever it answers; no answer at all is a retryable error."""
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": JSON_TYPE}
         if version is not None:
             headers["X-Contentful-Version"] = str(version)
-        url = path if path.startswith("http") else f"{self.root}{path}"
         try:
-            response = await self.http.request(
-                method, url, headers=headers, json=body, follow_redirects=False
+            return await self.http.request(
+                method, f"{self.root}{path}", headers=headers, json=body, follow_redirects=False
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, f"Contentful: {doing}") from None
-        if response.status_code == 404 and ok_missing:
-            return None
-        if response.status_code == 409 and ok_conflict:
-            return None
-        if response.is_success:
-            return response
-        raise self.error(response, doing)
+
+    async def call(
+        self, method: str, path: str, doing: str, *, version: int | None = None, body: Any = None
+    ) -> dict[str, Any]:
+        """One request that must succeed; its JSON answer (empty for a 204)."""
+        response = await self.send(method, path, doing, version=version, body=body)
+        return self.result(response, doing)
+
+    def result(self, response: httpx.Response, doing: str) -> dict[str, Any]:
+        if not response.is_success:
+            raise self.error(response, doing)
+        return {} if response.status_code == 204 else _object(response, doing)
 
     def error(self, response: httpx.Response, doing: str) -> WritebackError:
         data = json_or_none(response)
@@ -148,10 +143,6 @@ class _Cma:
             secrets=(self.token,),
             rate_limit_headers=(RATE_LIMIT_RESET,),
         )
-
-    async def entity(self, path: str, doing: str, **options: Any) -> dict[str, Any] | None:
-        response = await self.call("GET", path, doing, **options)
-        return _object(response, doing) if response is not None else None
 
     async def upload(self, image: ImageSource) -> str:
         """Stream the bytes to the upload API (never held whole); returns the upload id."""
@@ -168,9 +159,7 @@ class _Cma:
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, f"Contentful: {doing}") from None
-        if not response.is_success:
-            raise self.error(response, doing)
-        upload_id = _sys(_object(response, doing)).get("id")
+        upload_id = _sys(self.result(response, doing)).get("id")
         if not isinstance(upload_id, str):
             raise WritebackError("Contentful's upload answer has no sys.id", permanent=False)
         return upload_id
@@ -188,7 +177,7 @@ class ContentfulWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        assert isinstance(config, ContentfulWriteback)
+        config = ContentfulWriteback.model_validate(config)
         entry_id = article.ref.get("entry_id")
         if not isinstance(entry_id, str) or not entry_id:
             raise WritebackError("the event names no Contentful entry", permanent=True)
@@ -212,18 +201,17 @@ async def _published_asset(
 ) -> tuple[dict[str, Any], bool]:
     """The asset, published with a processed file; (asset, whether bytes were uploaded)."""
     path = f"/assets/{asset_id}"
-    asset = await cma.entity(path, f"reading asset {asset_id}", ok_missing=True)
+    found = await cma.send("GET", path, f"reading asset {asset_id}")
+    asset = None if found.status_code == 404 else cma.result(found, f"reading asset {asset_id}")
     uploaded = False
     if asset is None or not _file_url(asset, cma.config.locale):
         asset = await _create_from_upload(cma, asset_id, asset, article, image)
         uploaded = True
     sys = _sys(asset)
     if sys.get("publishedVersion") is None or sys.get("version") != sys["publishedVersion"] + 1:
-        response = await cma.call(
+        asset = await cma.call(
             "PUT", f"{path}/published", f"publishing asset {asset_id}", version=sys.get("version")
         )
-        assert response is not None
-        asset = _object(response, f"publishing asset {asset_id}")
     return asset, uploaded
 
 
@@ -249,17 +237,12 @@ async def _create_from_upload(
     path = f"/assets/{asset_id}"
     doing = f"creating asset {asset_id}"
     version = _sys(existing).get("version") if existing else None
-    response = await cma.call(
-        "PUT", path, doing, version=version, body={"fields": fields}, ok_conflict=True
-    )
-    if response is None:  # made meanwhile (a concurrent attempt): update that one
-        current = await cma.entity(path, f"reading asset {asset_id}")
-        assert current is not None
-        response = await cma.call(
-            "PUT", path, doing, version=_sys(current).get("version"), body={"fields": fields}
-        )
-    assert response is not None
-    asset = _object(response, doing)
+    response = await cma.send("PUT", path, doing, version=version, body={"fields": fields})
+    if response.status_code == 409:  # made meanwhile (a concurrent attempt): update that one
+        current = await cma.call("GET", path, f"reading asset {asset_id}")
+        version = _sys(current).get("version")
+        response = await cma.send("PUT", path, doing, version=version, body={"fields": fields})
+    asset = cma.result(response, doing)
     await cma.call(
         "PUT",
         f"{path}/files/{locale}/process",
@@ -274,8 +257,7 @@ async def _processed(cma: _Cma, asset_id: str) -> dict[str, Any]:
     asynchronously). Not done in time: retryable, and the next attempt starts over."""
     for wait in (0.0, *PROCESS_POLLS_S):
         await asyncio.sleep(wait)
-        asset = await cma.entity(f"/assets/{asset_id}", f"reading asset {asset_id}")
-        assert asset is not None
+        asset = await cma.call("GET", f"/assets/{asset_id}", f"reading asset {asset_id}")
         if _file_url(asset, cma.config.locale):
             return asset
     raise WritebackError(f"Contentful did not finish processing asset {asset_id}", permanent=False)
@@ -290,8 +272,7 @@ async def _link(
     path = f"/entries/{entry_id}"
     doing = f"updating entry {entry_id}"
     for _ in range(LINK_ATTEMPTS):
-        entry = await cma.entity(path, f"reading entry {entry_id}")
-        assert entry is not None
+        entry = await cma.call("GET", path, f"reading entry {entry_id}")
         if _links(entry, config.field, config.locale, asset_id):
             return False, entry, await _republish(cma, entry, article, linked_now=False)
         body = {"fields": copy.deepcopy(entry.get("fields") or {})}
@@ -299,9 +280,9 @@ async def _link(
         if "metadata" in entry:
             body["metadata"] = entry["metadata"]
         version = _sys(entry).get("version")
-        response = await cma.call("PUT", path, doing, version=version, body=body, ok_conflict=True)
-        if response is not None:
-            updated = _object(response, doing)
+        response = await cma.send("PUT", path, doing, version=version, body=body)
+        if response.status_code != 409:  # a conflict: read the entry again
+            updated = cma.result(response, doing)
             return True, updated, await _republish(cma, updated, article, linked_now=True)
     raise WritebackError(
         f"Contentful entry {entry_id} kept changing (version conflict {LINK_ATTEMPTS} times)",
@@ -325,14 +306,12 @@ async def _republish(
     if not isinstance(announced, int) or published != announced - 1 or version != announced + 1:
         return False  # an editor's changes are pending (or it was published since)
     entry_id = sys.get("id", article.ref.get("entry_id"))
-    response = await cma.call(
-        "PUT",
-        f"/entries/{entry_id}/published",
-        f"publishing entry {entry_id}",
-        version=version,
-        ok_conflict=True,
-    )
-    return response is not None  # a conflict: edited meanwhile, the link waits in the draft
+    doing = f"publishing entry {entry_id}"
+    response = await cma.send("PUT", f"/entries/{entry_id}/published", doing, version=version)
+    if response.status_code == 409:
+        return False  # edited meanwhile: the link waits in the draft with the editor's change
+    cma.result(response, doing)
+    return True
 
 
 def _links(entry: Mapping[str, Any], field: str, locale: str, asset_id: str) -> bool:

@@ -168,7 +168,7 @@ class GenericWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        assert isinstance(config, GenericWriteback)
+        config = GenericWriteback.model_validate(config)
         variables = template_variables(article, image)
         url = _render(config.url, variables, "url").strip()
         if not re.match(r"^https?://[^/\s]+", url):
