@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service.integrations.kinds import KINDS
 from service.integrations.kinds.base import (
@@ -543,3 +547,39 @@ def test_the_asset_id_follows_the_image() -> None:
     assert asset_id_for(image_of()) != asset_id_for(image_of(IMAGE_BYTES[:-1]))
     assert asset_id_for(image_of()) != asset_id_for(image_of(name="other.webp"))
     assert len(asset_id_for(image_of())) <= 64
+
+
+async def test_the_simulator_publishes_and_sends_a_signed_webhook(cms: Cms) -> None:
+    """`/_sim/publish` bumps the version as a publish does and POSTs the webhook, which a
+    receiver verifies with the raw path and query it was sent to."""
+    received: list[InboundRequest] = []
+
+    async def hook(request: Request) -> Response:
+        raw_path = request.scope["raw_path"].decode()
+        query = request.scope["query_string"].decode()
+        path = f"{raw_path}?{query}" if query else raw_path
+        received.append(
+            InboundRequest("POST", path, {}, dict(request.headers), await request.body())
+        )
+        return Response(status_code=202)
+
+    async def ready(request: Request) -> Response:  # what run_cms waits for
+        return Response("{}", media_type="application/json")
+
+    routes = [Route(HOOK_PATH, hook, methods=["POST"]), Route("/_sim/config", ready)]
+    receiver = partial(Starlette, routes=routes)
+    await cms.sim("POST", "/_sim/entries", {"id": "post-9", "fields": ENTRY_FIELDS})
+    async with run_cms(receiver) as target:
+        for topic in ("ContentManagement.Entry.publish", "ContentManagement.Entry.save"):
+            spec = {"url": f"{target}{HOOK_PATH}?src=cf", "entry_id": "post-9", "topic": topic}
+            assert (await cms.sim("POST", "/_sim/publish", spec))["status"] == 202
+    published, saved = received
+    for request in received:
+        KIND.verify(request, {"secret": SECRET}, now_ms())
+    first = KIND.read(published, json.loads(published.body), KindOptions())
+    second = KIND.read(saved, json.loads(saved.body), KindOptions())
+    assert (first.event_type, second.event_type) == ("Entry.publish", "Entry.save")
+    # Seeded (1) and published (2); published again (3); saved (4).
+    assert (first.ref["version"], first.ref["published_version"]) == (3, 2)
+    assert second.ref["version"] == 4
+    assert first.dedupe_key != second.dedupe_key
