@@ -12,4 +12,4 @@ def register(kind: CmsKind) -> CmsKind:
     return kind
 
 
-from service.integrations.kinds import sanity, strapi  # noqa: E402,F401  (registers)
+from service.integrations.kinds import contentful, sanity, strapi  # noqa: E402,F401  (registers)

@@ -12,4 +12,4 @@ def register(kind: WritebackKind) -> WritebackKind:
     return kind
 
 
-from service.integrations.writeback import sanity, strapi  # noqa: E402,F401  (registers)
+from service.integrations.writeback import contentful, generic, sanity, strapi  # noqa: E402,F401  (registers)
