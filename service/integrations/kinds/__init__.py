@@ -10,3 +10,7 @@ KINDS: dict[str, CmsKind] = {}
 def register(kind: CmsKind) -> CmsKind:
     KINDS[kind.name] = kind
     return kind
+
+
+from service.integrations.kinds import ghost  # noqa: E402,F401,I001  (registers)
+from service.integrations.kinds import wordpress  # noqa: E402,F401  (registers)

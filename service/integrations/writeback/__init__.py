@@ -10,3 +10,7 @@ WRITEBACKS: dict[str, WritebackKind] = {}
 def register(kind: WritebackKind) -> WritebackKind:
     WRITEBACKS[kind.name] = kind
     return kind
+
+
+from service.integrations.writeback import ghost  # noqa: E402,F401,I001  (registers)
+from service.integrations.writeback import wordpress  # noqa: E402,F401  (registers)
