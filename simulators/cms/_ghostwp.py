@@ -13,6 +13,11 @@ import time
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+
+from simulators.cms.base import CmsSim
 
 Form = dict[str, tuple[str | None, str, bytes]]
 
@@ -70,3 +75,19 @@ def parse_form(content_type: str, body: bytes) -> Form:
             raw = data if isinstance(data, bytes) else b""
             parts[name] = (part.get_filename(), part.get_content_type(), raw)
     return parts
+
+
+class _TransportApp(Starlette):
+    """What `cms_app` makes, plus uvicorn's transport in the scope (as simulators/app.py
+    does for the providers), so that a "reset" fault aborts the TCP connection instead of
+    ending in a 500. Only the outermost app sees uvicorn's own bound `send`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            cycle = getattr(send, "__self__", None)
+            scope["sim.transport"] = getattr(cycle, "transport", None)
+        await super().__call__(scope, receive, send)
+
+
+def cms_app_with_resets(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
+    return _TransportApp(routes=[*sim.control_routes(), *routes])

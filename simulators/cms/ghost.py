@@ -29,8 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.cms._ghostwp import deliver, jwt_parts, now_ms, parse_form
-from simulators.cms.base import CmsSim, cms_app
+from simulators.cms._ghostwp import (
+    cms_app_with_resets,
+    deliver,
+    jwt_parts,
+    now_ms,
+    parse_form,
+)
+from simulators.cms.base import CmsSim
 from simulators.responses import dump, json_body, json_response
 
 DEFAULT_ADMIN_KEY_ID = "6650f1c2a3b4c5d6e7f80912"
@@ -388,4 +394,4 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
     """A Ghost simulator; `config`: admin_keys {id: hex secret}, webhook_secret, posts
     (seeded on start and on reset), url (the site's URL; default: where it is served)."""
     sim = GhostSim(config)
-    return cms_app(sim, [*control_routes(sim), *admin_routes(sim)])
+    return cms_app_with_resets(sim, [*control_routes(sim), *admin_routes(sim)])
