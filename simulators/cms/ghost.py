@@ -246,7 +246,8 @@ class GhostSim(CmsSim):
         if event == "post.published":
             post["status"] = "published"
             post["published_at"] = post.get("published_at") or iso(now_ms())
-            post["url"] = post["url"].rsplit("/p/", 1)[0] + f"/{post['slug']}/"
+            if "/p/" in post["url"]:  # a draft's preview URL becomes the public one
+                post["url"] = post["url"].rsplit("/p/", 1)[0] + f"/{post['slug']}/"
         elif event == "post.unpublished":
             post["status"] = "draft"
         post.update(changes)

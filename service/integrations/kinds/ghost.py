@@ -127,7 +127,10 @@ class GhostKind:
         raw_previous = post.get("previous")
         previous: dict[str, Any] = raw_previous if isinstance(raw_previous, dict) else {}
         event = self._event(payload, request, current, previous)
-        doc, where = (current, "post.current") if current else (previous, "post.previous")
+        # A deleted post has an empty current and the whole post in previous.
+        doc, where = (
+            (previous, "post.previous") if previous and not current else (current, "post.current")
+        )
         post_id = required_text(doc, "id", f"{where}.id")
         updated_at = required_text(doc, "updated_at", f"{where}.updated_at")
         return Article(

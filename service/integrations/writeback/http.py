@@ -171,7 +171,7 @@ def multipart_file(
     for name, value in (fields or {}).items():
         head += (
             f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
-            f"\r\n\r\n{value}\r\n"
+            f"\r\n\r\n{_quoted(value)}\r\n"
         ).encode()
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(field)}"; '

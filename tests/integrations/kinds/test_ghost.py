@@ -45,7 +45,7 @@ KIND = KINDS["ghost"]
 WRITEBACK = WRITEBACKS["ghost"]
 BLOCK = {"secret": DEFAULT_WEBHOOK_SECRET}
 ENV = {"GHOST_ADMIN_KEY": DEFAULT_ADMIN_KEY}
-POST = {
+POST: dict[str, Any] = {
     "id": "6650aa000000000000000001",
     "title": "Moon landing",
     "custom_excerpt": "Fifty years on.",
@@ -86,7 +86,7 @@ def article_for(post: dict[str, Any], event: str = "post.published") -> Article:
 
 
 def config(base: str) -> GhostConfig:
-    return GhostConfig(base_url=base, admin_key_env="GHOST_ADMIN_KEY")  # type: ignore[arg-type]
+    return GhostConfig(base_url=base, admin_key_env="GHOST_ADMIN_KEY")
 
 
 async def test_a_publish_from_the_simulator_verifies_and_reads(ghost: str, receiver: str) -> None:

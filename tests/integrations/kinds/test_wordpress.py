@@ -5,6 +5,7 @@ HTTP."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -95,7 +96,7 @@ def read(headers: dict[str, str], body: bytes, query: dict[str, str] | None = No
 
 
 def config(base: str, username: str = DEFAULT_USERNAME) -> WordPressConfig:
-    return WordPressConfig(base_url=base, username=username, app_password_env="WP_APP_PASSWORD")  # type: ignore[arg-type]
+    return WordPressConfig(base_url=base, username=username, app_password_env="WP_APP_PASSWORD")
 
 
 async def test_a_publish_from_the_simulator_verifies_and_reads(
@@ -371,3 +372,14 @@ async def test_transient_failures_are_retryable(
         )
     state = await control(wordpress, "/_sim/state")
     assert state["posts"][str(POST_ID)]["featured_media"] == done["media_id"]
+
+
+async def test_storage_that_yields_the_wrong_size_fails_the_attempt(
+    wordpress: str, http: httpx.AsyncClient
+) -> None:
+    data = png_bytes()
+    short = dataclasses.replace(image_source(data), size=len(data) + 10)
+    with pytest.raises(WritebackError, match="yielded") as caught:
+        await WRITEBACK.write_back(http, config(wordpress), article_for(), short, ENV)
+    assert not caught.value.permanent
+    assert (await control(wordpress, "/_sim/state"))["media"] == []
