@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import httpx
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -97,3 +98,14 @@ def receiver_app(kind: CmsKind, block: dict[str, Any]) -> Starlette:
         return JSONResponse(answer, 202)
 
     return cms_app(CmsSim("receiver"), [Route("/hook", hook, methods=["POST"])])
+
+
+async def control(base: str, path: str, body: Any = None) -> Any:
+    """A simulator's control route: GET without a body, POST with one."""
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        if body is None:
+            response = await client.get(path)
+        else:
+            response = await client.post(path, json=body)
+        response.raise_for_status()
+        return response.json()

@@ -34,6 +34,7 @@ from simulators.cms.ghost import (
     signed_webhook,
 )
 from tests.integrations.kinds.ghostwp_helpers import (
+    control,
     image_source,
     inbound,
     now_ms,
@@ -69,15 +70,6 @@ async def receiver() -> AsyncIterator[str]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=5) as client:
         yield client
-
-
-async def control(base: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        response = (
-            await client.post(path, json=body) if body is not None else await client.get(path)
-        )
-        response.raise_for_status()
-        return response.json()
 
 
 def article_for(post: dict[str, Any], event: str = "post.published") -> Article:
@@ -307,40 +299,33 @@ def unsigned_kid_token() -> str:
     return f"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{claims}.{signature}"  # header without kid
 
 
+KEY = (DEFAULT_ADMIN_KEY_ID, DEFAULT_ADMIN_KEY_SECRET)
+
+
 @pytest.mark.parametrize(
-    ("token", "status", "reason"),
+    ("key", "claims", "status", "reason"),
     [
-        (lambda: admin_token("0" * 24, DEFAULT_ADMIN_KEY_SECRET), 401, "Unknown Admin API Key"),
-        (lambda: admin_token(DEFAULT_ADMIN_KEY_ID, "ab" * 32), 401, "invalid signature"),
-        (
-            lambda: admin_token(
-                DEFAULT_ADMIN_KEY_ID, DEFAULT_ADMIN_KEY_SECRET, audience="/v2/content/"
-            ),
-            401,
-            "audience invalid",
-        ),
-        (
-            lambda: admin_token(
-                DEFAULT_ADMIN_KEY_ID, DEFAULT_ADMIN_KEY_SECRET, now_s=now_ms() // 1000 - 400
-            ),
-            401,
-            "jwt expired",
-        ),
-        (
-            lambda: admin_token(DEFAULT_ADMIN_KEY_ID, DEFAULT_ADMIN_KEY_SECRET, lifetime_s=3600),
-            401,
-            "lifetime exceeds 5 minutes",
-        ),
-        (unsigned_kid_token, 400, "kid missing"),
-        (lambda: "not-a-jwt", 400, "Invalid token"),
+        (("0" * 24, KEY[1]), {}, 401, "Unknown Admin API Key"),
+        ((KEY[0], "ab" * 32), {}, 401, "invalid signature"),
+        (KEY, {"audience": "/v2/content/"}, 401, "audience invalid"),
+        (KEY, {"now_s": now_ms() // 1000 - 400}, 401, "jwt expired"),
+        (KEY, {"lifetime_s": 3600}, 401, "lifetime exceeds 5 minutes"),
+        (None, {}, 400, "kid missing"),
+        ((), {}, 400, "Invalid token"),
     ],
     ids=["unknown-kid", "wrong-secret", "wrong-aud", "expired", "too-long", "no-kid", "garbage"],
 )
 async def test_the_simulator_refuses_bad_admin_tokens(
-    ghost: str, http: httpx.AsyncClient, token: Any, status: int, reason: str
+    ghost: str,
+    http: httpx.AsyncClient,
+    key: tuple[str, ...] | None,
+    claims: dict[str, Any],
+    status: int,
+    reason: str,
 ) -> None:
+    token = unsigned_kid_token() if key is None else admin_token(*key, **claims) if key else "x.y"
     url = f"{ghost}/ghost/api/admin/posts/{POST['id']}/"
-    refused = await http.get(url, headers={"authorization": f"Ghost {token()}"})
+    refused = await http.get(url, headers={"authorization": f"Ghost {token}"})
     assert refused.status_code == status
     [error] = refused.json()["errors"]
     assert error["type"] in {"UnauthorizedError", "BadRequestError"}

@@ -36,6 +36,7 @@ from simulators.cms.wordpress import (
     signed_webhook,
 )
 from tests.integrations.kinds.ghostwp_helpers import (
+    control,
     image_source,
     inbound,
     now_ms,
@@ -73,16 +74,6 @@ async def receiver() -> AsyncIterator[str]:
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=5) as client:
         yield client
-
-
-async def control(base: str, path: str, body: Any = None) -> Any:
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        if body is None:
-            response = await client.get(path)
-        else:
-            response = await client.post(path, json=body)
-        response.raise_for_status()
-        return response.json()
 
 
 def wp_post(status: str = "publish", **fields: Any) -> dict[str, Any]:
