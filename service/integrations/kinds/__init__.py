@@ -12,4 +12,10 @@ def register(kind: CmsKind) -> CmsKind:
     return kind
 
 
-from service.integrations.kinds import contentful, sanity, strapi  # noqa: E402,F401  (registers)
+from service.integrations.kinds import (  # noqa: E402,F401  (registers)
+    contentful,
+    ghost,
+    sanity,
+    strapi,
+    wordpress,
+)

@@ -12,4 +12,11 @@ def register(kind: WritebackKind) -> WritebackKind:
     return kind
 
 
-from service.integrations.writeback import contentful, generic, sanity, strapi  # noqa: E402,F401  (registers)
+from service.integrations.writeback import (  # noqa: E402,F401  (registers)
+    contentful,
+    generic,
+    ghost,
+    sanity,
+    strapi,
+    wordpress,
+)
