@@ -30,11 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.support import (
+from service.integrations.writeback.http import (
+    checked,
     env_secret,
-    json_or_none,
-    status_error,
-    transport_error,
+    json_object,
+    raw_upload,
+    send,
 )
 
 JSON_TYPE = "application/vnd.contentful.management.v1+json"
@@ -112,12 +113,8 @@ class _Cma:
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": JSON_TYPE}
         if version is not None:
             headers["X-Contentful-Version"] = str(version)
-        try:
-            return await self.http.request(
-                method, f"{self.root}{path}", headers=headers, json=body, follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, f"Contentful: {doing}") from None
+        request = self.http.build_request(method, f"{self.root}{path}", headers=headers, json=body)
+        return await send(self.http, request, f"Contentful: {doing}", secrets=[self.token])
 
     async def call(
         self, method: str, path: str, doing: str, *, version: int | None = None, body: Any = None
@@ -127,42 +124,40 @@ class _Cma:
         return self.result(response, doing)
 
     def result(self, response: httpx.Response, doing: str) -> dict[str, Any]:
-        if not response.is_success:
-            raise self.error(response, doing)
-        return {} if response.status_code == 204 else _object(response, doing)
-
-    def error(self, response: httpx.Response, doing: str) -> WritebackError:
-        data = json_or_none(response)
-        sys = data.get("sys") if isinstance(data, dict) else None
-        error_id = sys.get("id") if isinstance(sys, dict) else None
-        said = data.get("message") if isinstance(data, dict) else None
-        words = " ".join(str(part) for part in (error_id, said) if part) or response.reason_phrase
-        return status_error(
+        """The answer's JSON object (empty for a 204), or its WritebackError."""
+        action = f"Contentful: {doing}"
+        checked(
             response,
-            f"Contentful {response.status_code} while {doing}: {words}",
-            secrets=(self.token,),
-            rate_limit_headers=(RATE_LIMIT_RESET,),
+            action,
+            contentful_message,
+            secrets=[self.token],
+            wait_headers=[RATE_LIMIT_RESET],
         )
+        return {} if response.status_code == 204 else json_object(response, action)
 
     async def upload(self, image: ImageSource) -> str:
         """Stream the bytes to the upload API (never held whole); returns the upload id."""
         url = f"{self.config.upload_url}/spaces/{self.config.space_id}/uploads"
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Content-Type": "application/octet-stream",
-            "Content-Length": str(image.size),
-        }
+        headers, content = raw_upload(image)
+        headers |= {"Authorization": f"Bearer {self.token}"}
+        headers["content-type"] = "application/octet-stream"
         doing = "uploading the image"
-        try:
-            response = await self.http.post(
-                url, headers=headers, content=image.open(), follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, f"Contentful: {doing}") from None
+        request = self.http.build_request("POST", url, headers=headers, content=content)
+        response = await send(self.http, request, f"Contentful: {doing}", secrets=[self.token])
         upload_id = _sys(self.result(response, doing)).get("id")
         if not isinstance(upload_id, str):
             raise WritebackError("Contentful's upload answer has no sys.id", permanent=False)
         return upload_id
+
+
+def contentful_message(body: Any) -> str | None:
+    """Contentful's own words: the error's `sys.id` and its `message`."""
+    if not isinstance(body, dict):
+        return None
+    sys = body.get("sys")
+    error_id = sys.get("id") if isinstance(sys, dict) else None
+    said = body.get("message")
+    return " ".join(str(part) for part in (error_id, said) if part) or None
 
 
 class ContentfulWritebackKind:
@@ -334,15 +329,6 @@ def _file_url(asset: Mapping[str, Any], locale: str) -> str | None:
 def _sys(entity: Mapping[str, Any] | None) -> dict[str, Any]:
     sys = entity.get("sys") if entity else None
     return sys if isinstance(sys, dict) else {}
-
-
-def _object(response: httpx.Response, doing: str) -> dict[str, Any]:
-    data = json_or_none(response)
-    if not isinstance(data, dict):
-        raise WritebackError(
-            f"Contentful's answer to {doing} is not a JSON object", permanent=False
-        )
-    return data
 
 
 register(ContentfulWritebackKind())

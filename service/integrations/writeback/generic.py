@@ -30,12 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.support import (
-    env_secret,
-    excerpt,
-    status_error,
-    transport_error,
-)
+from service.integrations.writeback.http import checked, env_secret, send
 from service.kit.templating import TemplateError, check_syntax, render
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
@@ -183,19 +178,10 @@ class GenericWritebackKind:
                 headers[name] = _render(value, variables, f"headers.{name}")
         body = None if config.body is None else _render_body(config.body, variables, "body")
         target = url.split("?", 1)[0]  # a query may hold a token: never shown
-        try:
-            response = await http.request(
-                config.method, url, headers=headers, json=body, follow_redirects=False
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, f"{config.method} {target}") from None
-        if not response.is_success:
-            said = excerpt(response) or response.reason_phrase
-            raise status_error(
-                response,
-                f"{config.method} {target}: {response.status_code} {said}",
-                secrets=secrets,
-            )
+        action = f"{config.method} {target}"
+        request = http.build_request(config.method, url, headers=headers, json=body)
+        response = await send(http, request, action, secrets=secrets)
+        checked(response, action, secrets=secrets)
         return {"method": config.method, "url": target, "status": response.status_code}
 
 

@@ -38,13 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.http_gw import (
+from service.integrations.writeback.http import (
+    checked,
+    clip,
     env_secret,
     json_object,
-    multipart_file,
-    response_text,
-    status_error,
-    transport_error,
+    multipart,
+    send,
     upload_name,
 )
 
@@ -109,15 +109,14 @@ def parse_admin_key(raw: str, env_name: str) -> tuple[str, str]:
     return key_id, secret
 
 
-def ghost_message(response: httpx.Response) -> str:
+def ghost_message(body: Any) -> str | None:
     """Ghost's own words: `{"errors": [{"message", "context", "type"}]}`."""
-    try:
-        errors = response.json().get("errors")
-        first = errors[0]
-        parts = [first.get("type"), first.get("message"), first.get("context")]
-        return " ".join(str(p) for p in parts if p) or response_text(response)[:300]
-    except (ValueError, AttributeError, IndexError, KeyError, TypeError):
-        return response_text(response)[:300]
+    errors = body.get("errors") if isinstance(body, dict) else None
+    first = errors[0] if isinstance(errors, list) and errors else None
+    if not isinstance(first, dict):
+        return None
+    parts = [first.get("type"), first.get("message"), first.get("context")]
+    return clip(" ".join(str(p) for p in parts if p)) or None
 
 
 def _file_matches(feature_image: Any, name: str) -> bool:
@@ -147,24 +146,23 @@ class _AdminApi:
 
     async def _send(self, what: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = self._headers() | kwargs.pop("headers", {})
-        try:
-            return await self.http.request(method, self.root + path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what) from None
+        request = self.http.build_request(method, self.root + path, headers=headers, **kwargs)
+        return await send(self.http, request, what, secrets=[self.key[1]])
+
+    def _checked(self, response: httpx.Response, what: str) -> httpx.Response:
+        return checked(response, what, ghost_message, secrets=[self.key[1]])
 
     async def get_post(self, post_id: str) -> dict[str, Any]:
         what = f"read Ghost post {post_id}"
         response = await self._send(what, "GET", f"/posts/{urllib.parse.quote(post_id)}/")
-        if not response.is_success:
-            raise status_error(response, what, ghost_message(response))
+        self._checked(response, what)
         return _first(json_object(response, what), "posts", what)
 
     async def upload(self, image: ImageSource, name: str) -> str:
         what = "upload the image to Ghost"
-        headers, body = multipart_file("file", image, name, {"ref": name})
+        headers, body = multipart("file", image, name, [("ref", name)])
         response = await self._send(what, "POST", "/images/upload/", headers=headers, content=body)
-        if not response.is_success:
-            raise status_error(response, what, ghost_message(response))
+        self._checked(response, what)
         uploaded = _first(json_object(response, what), "images", what)
         if not isinstance(uploaded.get("url"), str):
             raise WritebackError(f"{what}: the answer has no image url", permanent=True)
@@ -180,8 +178,7 @@ class _AdminApi:
             if response.status_code != 409:
                 break
             updated_at = (await self.get_post(post_id)).get("updated_at")
-        if not response.is_success:
-            raise status_error(response, what, ghost_message(response))
+        self._checked(response, what)
         return _first(json_object(response, what), "posts", what)
 
 

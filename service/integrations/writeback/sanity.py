@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.kinds.sanity import is_draft
 from service.integrations.writeback import register
-from service.integrations.writeback.http import invalid_answer, read_env, send
+from service.integrations.writeback.http import call, env_secret, invalid_answer, raw_upload
 
 API_VERSION = "v2021-06-07"
 
@@ -104,7 +104,7 @@ class SanityWritebackKind:
         env: Mapping[str, str],
     ) -> dict[str, Any]:
         assert isinstance(config, SanityWriteback)
-        token = read_env(env, config.token_env)
+        token = env_secret(env, config.token_env)
         document_id = article.ref.get("_id")
         if not isinstance(document_id, str) or not document_id:
             raise WritebackError("the event carried no document _id", permanent=True)
@@ -141,7 +141,9 @@ class SanityWritebackKind:
             f"{api}/data/doc/{quote(dataset)}/{quote(','.join(ids), safe=',')}",
             headers=headers,
         )
-        body = await send(http, request, "read the document", error_message)
+        body = await call(
+            http, request, "read the document", error_message, secrets=_credential(headers)
+        )
         found = body.get("documents") if isinstance(body, Mapping) else None
         if not isinstance(found, list):
             raise invalid_answer("read the document", "no documents list", 200)
@@ -162,18 +164,17 @@ class SanityWritebackKind:
         headers: dict[str, str],
         image: ImageSource,
     ) -> Mapping[str, Any]:
+        upload_headers, content = raw_upload(image)
         request = http.build_request(
             "POST",
             f"{api}/assets/images/{quote(dataset)}",
             params={"filename": image.filename},
-            content=image.open(),
-            headers={
-                **headers,
-                "content-type": image.content_type,
-                "content-length": str(image.size),
-            },
+            content=content,
+            headers=headers | upload_headers,
         )
-        body = await send(http, request, "upload the image", error_message)
+        body = await call(
+            http, request, "upload the image", error_message, secrets=_credential(headers)
+        )
         asset = body.get("document") if isinstance(body, Mapping) else None
         if not isinstance(asset, Mapping) or not isinstance(asset.get("_id"), str):
             raise invalid_answer("upload the image", "no asset document", 200)
@@ -199,10 +200,17 @@ class SanityWritebackKind:
             json={"mutations": mutations},
             headers=headers,
         )
-        body = await send(http, request, "set the image field", error_message)
+        body = await call(
+            http, request, "set the image field", error_message, secrets=_credential(headers)
+        )
         if not isinstance(body, Mapping):
             raise invalid_answer("set the image field", "not a JSON object", 200)
         return body
+
+
+def _credential(headers: Mapping[str, str]) -> list[str]:
+    """The token in the request's headers, to blank out of any echoed error."""
+    return [headers["authorization"].removeprefix("Bearer ")]
 
 
 register(SanityWritebackKind())

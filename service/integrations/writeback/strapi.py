@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import PurePosixPath
 from typing import Any, ClassVar
 from urllib.parse import urljoin
 
@@ -31,7 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.http import invalid_answer, multipart, read_env, send
+from service.integrations.writeback.http import (
+    call,
+    env_secret,
+    invalid_answer,
+    multipart,
+    upload_name,
+)
 
 
 class StrapiWriteback(BaseModel):
@@ -55,11 +60,6 @@ def error_message(body: Any) -> str | None:
         if isinstance(body.get("message"), str):
             return str(body["message"])
     return None
-
-
-def upload_name(image: ImageSource) -> str:
-    path = PurePosixPath(image.filename)
-    return f"{path.stem}-{image.sha256[:12]}{path.suffix}"
 
 
 def _files(body: Any) -> list[Mapping[str, Any]]:
@@ -96,7 +96,7 @@ class StrapiWritebackKind:
         env: Mapping[str, str],
     ) -> dict[str, Any]:
         assert isinstance(config, StrapiWriteback)
-        token = read_env(env, config.token_env)
+        token = env_secret(env, config.token_env)
         row_id = article.ref.get("id")
         if row_id is None or row_id == "":
             raise WritebackError("the event carried no entry id to link to", permanent=True)
@@ -138,7 +138,9 @@ class StrapiWritebackKind:
             params={"filters[name][$eq]": name, "populate": "related"},
             headers=headers,
         )
-        body = await send(http, request, "look up the file", error_message)
+        body = await call(
+            http, request, "look up the file", error_message, secrets=_credential(headers)
+        )
         return next((f for f in _files(body) if _linked(f, uid, row_id)), None)
 
     async def _upload(
@@ -156,22 +158,22 @@ class StrapiWritebackKind:
         title = article.variables.get("title")
         if isinstance(title, str) and title:
             fields.append(("fileInfo", _file_info(title)))
-        body = multipart(fields, "files", name, image)
+        form_headers, body = multipart("files", image, name, fields)
         request = http.build_request(
-            "POST",
-            urljoin(base, "api/upload"),
-            content=body.stream(),
-            headers={
-                **headers,
-                "content-type": body.content_type,
-                "content-length": str(body.length),
-            },
+            "POST", urljoin(base, "api/upload"), content=body, headers=headers | form_headers
         )
-        files = await send(http, request, "upload the image", error_message)
+        files = await call(
+            http, request, "upload the image", error_message, secrets=_credential(headers)
+        )
         if not isinstance(files, list) or not files or not isinstance(files[0], Mapping):
             raise invalid_answer("upload the image", "expected a list of one file", 201)
         uploaded: Mapping[str, Any] = files[0]
         return uploaded
+
+
+def _credential(headers: Mapping[str, str]) -> list[str]:
+    """The API token in the request's headers, to blank out of any echoed error."""
+    return [headers["authorization"].removeprefix("Bearer ")]
 
 
 def _file_info(title: str) -> str:

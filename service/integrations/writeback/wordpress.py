@@ -29,14 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.http_gw import (
+from service.integrations.writeback.http import (
+    checked,
     content_disposition,
     env_secret,
-    exact_bytes,
+    json_body,
     json_object,
-    response_text,
-    status_error,
-    transport_error,
+    raw_upload,
+    send,
     upload_name,
 )
 
@@ -61,13 +61,11 @@ class WordPressConfig(BaseModel):
         return value
 
 
-def wp_message(response: httpx.Response) -> str:
+def wp_message(body: Any) -> str | None:
     """WordPress's own words: `{"code", "message", "data": {"status"}}`."""
-    try:
-        body = response.json()
-        return f"{body['code']}: {body['message']}"
-    except (ValueError, KeyError, TypeError):
-        return response_text(response)[:300]
+    if not isinstance(body, dict) or "code" not in body or "message" not in body:
+        return None
+    return f"{body['code']}: {body['message']}"
 
 
 def _stored_names(media: Mapping[str, Any]) -> set[str]:
@@ -99,15 +97,12 @@ class _RestApi:
         self.http = http
         self.root = str(config.base_url).rstrip("/") + "/wp-json/wp/v2"
         self.auth = httpx.BasicAuth(config.username, password)
+        self.secrets = [password]
 
     async def _send(self, what: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = await self.http.request(method, self.root + path, auth=self.auth, **kwargs)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, what) from None
-        if not response.is_success:
-            raise status_error(response, what, wp_message(response))
-        return response
+        request = self.http.build_request(method, self.root + path, **kwargs)
+        response = await send(self.http, request, what, secrets=self.secrets, auth=self.auth)
+        return checked(response, what, wp_message, secrets=self.secrets)
 
     async def get_post(self, post_id: int | str) -> dict[str, Any]:
         what = f"read WordPress post {post_id}"
@@ -119,10 +114,7 @@ class _RestApi:
         stem = name.rsplit(".", 1)[0]
         params = {"search": stem, "per_page": str(SEARCH_PAGE), "media_type": "image"}
         response = await self._send(what, "GET", "/media", params=params)
-        try:
-            found = response.json()
-        except ValueError:
-            found = None
+        found = json_body(response, what)
         if not isinstance(found, list):
             raise WritebackError(f"{what}: the answer is not a list", permanent=True)
         return next(
@@ -132,12 +124,8 @@ class _RestApi:
 
     async def upload(self, image: ImageSource, name: str) -> dict[str, Any]:
         what = "upload the image to WordPress"
-        headers = {
-            "content-type": image.content_type,
-            "content-disposition": content_disposition(name),
-            "content-length": str(image.size),
-        }
-        body = exact_bytes(image.open, image.size)
+        headers, body = raw_upload(image)
+        headers["content-disposition"] = content_disposition(name)
         response = await self._send(what, "POST", "/media", headers=headers, content=body)
         media = json_object(response, what)
         if not isinstance(media.get("id"), int):

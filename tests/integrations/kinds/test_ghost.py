@@ -22,7 +22,7 @@ from service.integrations.kinds.base import (
 )
 from service.integrations.writeback import WRITEBACKS
 from service.integrations.writeback.ghost import GhostConfig, admin_token
-from service.integrations.writeback.http_gw import upload_name
+from service.integrations.writeback.http import upload_name
 from simulators.cms.base import run_cms
 from simulators.cms.ghost import (
     DEFAULT_ADMIN_KEY,

@@ -22,7 +22,8 @@ from service.integrations.kinds.base import (
     WritebackError,
 )
 from service.integrations.writeback import WRITEBACKS
-from service.integrations.writeback.strapi import StrapiWriteback, upload_name
+from service.integrations.writeback.http import upload_name
+from service.integrations.writeback.strapi import StrapiWriteback
 from simulators.cms.base import run_cms
 from simulators.cms.strapi import DEFAULT_CONFIG, build_app, signed_webhook
 from simulators.images import image_bytes

@@ -24,7 +24,7 @@ from service.integrations.kinds.base import (
     WritebackError,
 )
 from service.integrations.writeback import WRITEBACKS
-from service.integrations.writeback.http_gw import retry_after_s, upload_name
+from service.integrations.writeback.http import retry_after_s, upload_name
 from service.integrations.writeback.wordpress import WordPressConfig
 from simulators.cms.base import run_cms
 from simulators.cms.wordpress import (
@@ -225,10 +225,13 @@ def test_the_blocks_are_the_contract() -> None:
 
 
 def test_retry_after_reads_seconds_and_dates() -> None:
-    assert retry_after_s("12") == 12.0
-    assert retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
-    assert retry_after_s("soon") is None
-    assert retry_after_s("-3") == 0.0
+    assert retry_after_s({"Retry-After": "12"}) == 12.0
+    date = {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    assert retry_after_s(date, now=1445412470.0) == 10.0
+    assert retry_after_s(date, now=1445412490.0) == 0.0  # a date in the past: no wait
+    assert retry_after_s({"Retry-After": "soon"}) is None
+    assert retry_after_s({"Retry-After": "-3"}) is None  # not delta-seconds (RFC 9110)
+    assert retry_after_s({}) is None
 
 
 def article_for(status: str = "publish") -> Article:
