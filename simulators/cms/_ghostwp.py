@@ -1,25 +1,15 @@
 """Pieces the Ghost and WordPress simulators share: a clock, delivering a signed webhook to
-a target, reading a JWT, and parsing a multipart form (python-multipart is not a
-dependency, and a simulator reads small bodies whole)."""
+a target, and reading a JWT."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import email.parser
-import email.policy
 import json
 import time
 from typing import Any
 
 import httpx
-from starlette.applications import Starlette
-from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
-
-from simulators.cms.base import CmsSim
-
-Form = dict[str, tuple[str | None, str, bytes]]
 
 
 def now_ms() -> int:
@@ -59,35 +49,3 @@ def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None
     return header, claims, f"{pieces[0]}.{pieces[1]}".encode(), signature
-
-
-def parse_form(content_type: str, body: bytes) -> Form:
-    """multipart/form-data parts by name: (filename, content type, bytes)."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    parts: Form = {}
-    if not message.is_multipart():
-        return parts
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if isinstance(name, str):
-            data = part.get_payload(decode=True)
-            raw = data if isinstance(data, bytes) else b""
-            parts[name] = (part.get_filename(), part.get_content_type(), raw)
-    return parts
-
-
-class _TransportApp(Starlette):
-    """What `cms_app` makes, plus uvicorn's transport in the scope (as simulators/app.py
-    does for the providers), so that a "reset" fault aborts the TCP connection instead of
-    ending in a 500. Only the outermost app sees uvicorn's own bound `send`."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            cycle = getattr(send, "__self__", None)
-            scope["sim.transport"] = getattr(cycle, "transport", None)
-        await super().__call__(scope, receive, send)
-
-
-def cms_app_with_resets(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
-    return _TransportApp(routes=[*sim.control_routes(), *routes])

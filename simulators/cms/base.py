@@ -14,6 +14,8 @@ Control routes (never logged, never faulted):
 from __future__ import annotations
 
 import asyncio
+import email.parser
+import email.policy
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -140,6 +142,36 @@ class CmsSim:
         ]
 
 
+@dataclass(frozen=True)
+class FormPart:
+    """One part of a multipart/form-data body; `filename` is None for a plain field."""
+
+    name: str
+    filename: str | None
+    content_type: str
+    data: bytes
+
+    def text(self) -> str:
+        return self.data.decode()
+
+
+def parse_multipart(content_type: str, body: bytes) -> list[FormPart]:
+    """The named parts of a multipart/form-data body, in order (stdlib email parser:
+    python-multipart is not a dependency, and a simulator reads small bodies whole)."""
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        return []
+    parts: list[FormPart] = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            data = part.get_payload(decode=True)
+            raw = data if isinstance(data, bytes) else b""
+            parts.append(FormPart(name, part.get_filename(), part.get_content_type(), raw))
+    return parts
+
+
 class CmsApp(Starlette):
     """Hands handlers uvicorn's transport (`scope["sim.transport"]`, as the provider
     simulator does) so that a `reset` fault can abort the TCP connection: only the
@@ -153,6 +185,8 @@ class CmsApp(Starlette):
 
 
 def cms_app(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
+    """The simulator's app: its control routes, then its API `routes`; "reset" faults
+    abort the connection (see CmsApp)."""
     return CmsApp(routes=[*sim.control_routes(), *routes])
 
 

@@ -29,14 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.cms._ghostwp import (
-    cms_app_with_resets,
-    deliver,
-    jwt_parts,
-    now_ms,
-    parse_form,
-)
-from simulators.cms.base import CmsSim
+from simulators.cms._ghostwp import deliver, jwt_parts, now_ms
+from simulators.cms.base import CmsSim, FormPart, cms_app, parse_multipart
 from simulators.responses import dump, json_body, json_response
 
 DEFAULT_ADMIN_KEY_ID = "6650f1c2a3b4c5d6e7f80912"
@@ -256,8 +250,9 @@ class GhostSim(CmsSim):
             return {}
         return {key: before.get(key) for key in post if post.get(key) != before.get(key)}
 
-    def store_upload(self, site: str, form: Any) -> dict[str, Any]:
-        filename, content_type, data = form["file"]
+    def store_upload(self, site: str, form: dict[str, FormPart]) -> dict[str, Any]:
+        file = form["file"]
+        filename, content_type, data = file.filename or "", file.content_type, file.data
         folder = datetime.now(UTC).strftime("%Y/%m")
         taken = {u["path"] for u in self.uploads}
         stem, dot, ext = filename.rpartition(".")
@@ -265,7 +260,7 @@ class GhostSim(CmsSim):
         while f"{folder}/{name}" in taken:
             n += 1
             name = f"{stem}-{n}{dot}{ext}"
-        ref = form["ref"][2].decode() if "ref" in form else None
+        ref = form["ref"].text() if "ref" in form else None
         upload = {
             "path": f"{folder}/{name}",
             "filename": name,
@@ -324,10 +319,11 @@ def admin_routes(sim: GhostSim) -> list[Route]:
     async def upload_image(request: Request) -> Response:
         if (early := await guarded(request)) is not None:
             return early
-        form = parse_form(request.headers.get("content-type", ""), await request.body())
+        parts = parse_multipart(request.headers.get("content-type", ""), await request.body())
+        form = {part.name: part for part in parts}
         if "file" not in form:
             return ghost_error(422, "ValidationError", "Please select an image.")
-        filename, content_type, _ = form["file"]
+        filename, content_type = form["file"].filename, form["file"].content_type
         if (
             not filename
             or not filename.lower().endswith(IMAGE_EXTENSIONS)
@@ -395,4 +391,4 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
     """A Ghost simulator; `config`: admin_keys {id: hex secret}, webhook_secret, posts
     (seeded on start and on reset), url (the site's URL; default: where it is served)."""
     sim = GhostSim(config)
-    return cms_app_with_resets(sim, [*control_routes(sim), *admin_routes(sim)])
+    return cms_app(sim, [*control_routes(sim), *admin_routes(sim)])

@@ -21,8 +21,6 @@ simulator one row whose `publishedAt` says which it is.
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import hashlib
 import io
 import itertools
@@ -38,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.cms.base import CmsSim, cms_app
+from simulators.cms.base import CmsSim, FormPart, cms_app, parse_multipart
 from simulators.responses import bearer_token, dump, json_body, json_response
 
 DEFAULT_UID = "api::article.article"
@@ -80,24 +78,6 @@ def signed_webhook(
 def strapi_error(status: int, name: str, message: str) -> Response:
     error = {"status": status, "name": name, "message": message, "details": {}}
     return json_response({"data": None, "error": error}, status)
-
-
-def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], list[Any]]:
-    """Form fields and file parts of a multipart/form-data body (stdlib email parser)."""
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-    fields: dict[str, str] = {}
-    files: list[Any] = []
-    if not message.is_multipart():
-        return fields, files
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if part.get_filename() is not None:
-            files.append((name, part))
-        elif isinstance(name, str):
-            payload = part.get_payload(decode=True)
-            fields[name] = payload.decode() if isinstance(payload, bytes) else ""
-    return fields, files
 
 
 class StrapiSim(CmsSim):
@@ -155,15 +135,15 @@ class StrapiSim(CmsSim):
             ]
         return view
 
-    def store_file(self, part: Any, fields: dict[str, str]) -> dict[str, Any] | Response:
-        data: bytes = part.get_payload(decode=True) or b""
+    def store_file(self, part: FormPart, fields: dict[str, str]) -> dict[str, Any] | Response:
+        data = part.data
         try:
             with Image.open(io.BytesIO(data)) as picture:
                 width, height = picture.size
         except (UnidentifiedImageError, OSError):
             return strapi_error(400, "ApplicationError", "File is not a valid image")
         info = json.loads(fields.get("fileInfo") or "{}")
-        name = str(info.get("name") or part.get_filename())
+        name = str(info.get("name") or part.filename)
         stem, _, ext = name.rpartition(".")
         file_id = next(self.ids)
         hashed = f"{(stem or ext).replace(' ', '_')}_{secrets.token_hex(5)}"
@@ -178,7 +158,7 @@ class StrapiSim(CmsSim):
             "height": height,
             "hash": hashed,
             "ext": f".{ext}" if stem else "",
-            "mime": part.get_content_type(),
+            "mime": part.content_type,
             "size": round(len(data) / 1000, 2),
             "sizeInBytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
@@ -198,8 +178,9 @@ class StrapiSim(CmsSim):
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("multipart/form-data"):
             return strapi_error(400, "ValidationError", "Files are empty")
-        fields, files = parse_multipart(content_type, await request.body())
-        files = [part for name, part in files if name == "files"]
+        parts = parse_multipart(content_type, await request.body())
+        fields = {part.name: part.text() for part in parts if part.filename is None}
+        files = [part for part in parts if part.name == "files" and part.filename is not None]
         if not files:
             return strapi_error(400, "ValidationError", "Files are empty")
         link: dict[str, Any] | None = None

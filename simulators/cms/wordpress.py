@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators.cms._ghostwp import cms_app_with_resets, deliver
-from simulators.cms.base import CmsSim
+from simulators.cms._ghostwp import deliver
+from simulators.cms.base import CmsSim, cms_app
 from simulators.responses import json_body, json_response
 
 DEFAULT_USERNAME = "editor"
@@ -396,4 +396,4 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
     """A WordPress simulator; `config`: username, app_password, webhook_secret, posts
     (seeded on start and on reset), url (the site's URL; default: where it is served)."""
     sim = WordPressSim(config)
-    return cms_app_with_resets(sim, [*control_routes(sim), *rest_routes(sim)])
+    return cms_app(sim, [*control_routes(sim), *rest_routes(sim)])

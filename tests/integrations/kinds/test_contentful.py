@@ -35,6 +35,7 @@ from service.integrations.writeback import WRITEBACKS
 from service.integrations.writeback.contentful import ContentfulWriteback, asset_id_for
 from simulators.cms.base import run_cms
 from simulators.cms.contentful import DEFAULTS, build_app, signed_webhook
+from tests.integrations.kinds.support import image_source, now_ms
 
 SECRET = DEFAULTS["signing_secret"]
 TOKEN = DEFAULTS["token"]
@@ -69,10 +70,6 @@ def entry(version: int = 2, fields: dict[str, Any] | None = None) -> dict[str, A
         },
         "fields": ENTRY_FIELDS if fields is None else fields,
     }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # -- verification ----------------------------------------------------------------------
@@ -280,18 +277,7 @@ WRITER = WRITEBACKS["contentful"]
 
 
 def image_of(data: bytes = IMAGE_BYTES, name: str = "night-trains-cover.webp") -> ImageSource:
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(data), 64 * 1024):
-            yield data[start : start + 64 * 1024]
-
-    return ImageSource(
-        filename=name,
-        content_type="image/webp",
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        url=f"https://cdn.example.com/outputs/{name}",
-        open=chunks,
-    )
+    return image_source(data, name, content_type="image/webp", chunk=64 * 1024)
 
 
 def config_for(url: str, **changes: Any) -> ContentfulWriteback:

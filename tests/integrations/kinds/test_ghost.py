@@ -33,7 +33,7 @@ from simulators.cms.ghost import (
     make_post,
     signed_webhook,
 )
-from tests.integrations.kinds.ghostwp_helpers import (
+from tests.integrations.kinds.support import (
     control,
     image_source,
     inbound,

@@ -26,12 +26,7 @@ from service.integrations.writeback.sanity import SanityWriteback
 from simulators.cms.base import run_cms
 from simulators.cms.sanity import DEFAULT_CONFIG, build_app, signed_webhook
 from simulators.images import image_bytes
-from tests.integrations.kinds.strapisanity_support import (
-    image_source,
-    inbound_request,
-    now_ms,
-    receiver,
-)
+from tests.integrations.kinds.support import image_source, inbound, now_ms, receiver_app
 
 KIND = KINDS["sanity"]
 WRITEBACK = WRITEBACKS["sanity"]
@@ -64,7 +59,7 @@ POST: dict[str, Any] = {
 
 
 def read(headers: dict[str, str], body: bytes) -> Article:
-    request = inbound_request(headers, body)
+    request = inbound(headers, body)
     KIND.verify(request, KIND.check_inbound(INBOUND), now_ms())
     return KIND.read(request, json.loads(body), KindOptions())
 
@@ -105,7 +100,7 @@ def test_an_update_and_a_draft_are_not_publishes() -> None:
 
 
 def verify(headers: dict[str, str], body: bytes, secret: str = SECRET) -> None:
-    KIND.verify(inbound_request(headers, body), {"secret": secret}, now_ms())
+    KIND.verify(inbound(headers, body), {"secret": secret}, now_ms())
 
 
 @pytest.mark.parametrize(
@@ -169,7 +164,7 @@ def test_any_of_several_v1_signatures_may_match() -> None:
     ],
 )
 def test_a_body_missing_a_field_names_it(body: Any, headers: dict[str, str], field: str) -> None:
-    request = inbound_request(headers, json.dumps(body).encode())
+    request = inbound(headers, json.dumps(body).encode())
     with pytest.raises(PayloadError) as caught:
         KIND.read(request, body, KindOptions())
     assert caught.value.field == field
@@ -203,7 +198,7 @@ async def publish(http: httpx.AsyncClient, sanity: str, **spec: Any) -> dict[str
 async def test_the_simulator_publishes_to_a_receiver_forged_and_stale_get_401(
     sanity: str, http: httpx.AsyncClient
 ) -> None:
-    async with run_cms(lambda: receiver(KIND, KIND.check_inbound(INBOUND))) as hook:
+    async with run_cms(lambda: receiver_app(KIND, KIND.check_inbound(INBOUND))) as hook:
         url = f"{hook}/hook"
         good = await publish(http, sanity, url=url, _id="post-1", changes={"title": "New"})
         forged = await publish(http, sanity, url=url, _id="post-1", secret="wrong")

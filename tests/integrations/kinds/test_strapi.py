@@ -27,12 +27,7 @@ from service.integrations.writeback.strapi import StrapiWriteback
 from simulators.cms.base import run_cms
 from simulators.cms.strapi import DEFAULT_CONFIG, build_app, signed_webhook
 from simulators.images import image_bytes
-from tests.integrations.kinds.strapisanity_support import (
-    image_source,
-    inbound_request,
-    now_ms,
-    receiver,
-)
+from tests.integrations.kinds.support import image_source, inbound, now_ms, receiver_app
 
 KIND = KINDS["strapi"]
 WRITEBACK = WRITEBACKS["strapi"]
@@ -54,7 +49,7 @@ ENTRY: dict[str, Any] = {
 
 
 def read(headers: dict[str, str], body: bytes) -> Article:
-    request = inbound_request(headers, body)
+    request = inbound(headers, body)
     KIND.verify(request, KIND.check_inbound(INBOUND), now_ms())
     return KIND.read(request, json.loads(body), KindOptions())
 
@@ -105,11 +100,11 @@ def test_a_v4_entry_without_document_id_keys_on_its_id() -> None:
 def test_a_wrong_or_missing_header_is_refused(header: str, value: str) -> None:
     headers, body = signed_webhook("entry.publish", dict(ENTRY), header=header, value=value)
     with pytest.raises(SignatureError, match="Authorization"):
-        KIND.verify(inbound_request(headers, body), KIND.check_inbound(INBOUND), now_ms())
+        KIND.verify(inbound(headers, body), KIND.check_inbound(INBOUND), now_ms())
 
 
 @pytest.mark.parametrize(
-    ("inbound", "field"),
+    ("block", "field"),
     [
         ({"value": "Bearer a-long-enough-token"}, "inbound.header"),
         ({"header": "Bad Header", "value": "Bearer a-long-enough-token"}, "inbound.header"),
@@ -120,9 +115,9 @@ def test_a_wrong_or_missing_header_is_refused(header: str, value: str) -> None:
         ({"header": "Authorization", "value": "Bearer long-token", "secret": "x"}, "secret"),
     ],
 )
-def test_check_inbound_names_the_bad_field(inbound: dict[str, Any], field: str) -> None:
+def test_check_inbound_names_the_bad_field(block: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
-        KIND.check_inbound(inbound)
+        KIND.check_inbound(block)
 
 
 @pytest.mark.parametrize(
@@ -138,7 +133,7 @@ def test_check_inbound_names_the_bad_field(inbound: dict[str, Any], field: str) 
 def test_a_body_missing_a_field_names_it(body: Any, field: str) -> None:
     raw = json.dumps(body).encode()
     with pytest.raises(PayloadError) as caught:
-        KIND.read(inbound_request({}, raw), body, KindOptions())
+        KIND.read(inbound({}, raw), body, KindOptions())
     assert caught.value.field == field
 
 
@@ -157,7 +152,7 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 async def test_the_simulator_publishes_to_a_receiver_and_forgeries_get_401(
     strapi: str, http: httpx.AsyncClient
 ) -> None:
-    async with run_cms(lambda: receiver(KIND, KIND.check_inbound(INBOUND))) as hook:
+    async with run_cms(lambda: receiver_app(KIND, KIND.check_inbound(INBOUND))) as hook:
         published = (
             await http.post(f"{strapi}/_sim/publish", json={"url": f"{hook}/hook", "id": 7})
         ).json()

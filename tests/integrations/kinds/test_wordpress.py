@@ -35,7 +35,7 @@ from simulators.cms.wordpress import (
     make_post,
     signed_webhook,
 )
-from tests.integrations.kinds.ghostwp_helpers import (
+from tests.integrations.kinds.support import (
     control,
     image_source,
     inbound,

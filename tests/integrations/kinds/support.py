@@ -1,6 +1,7 @@
-"""What the Ghost and WordPress tests share: a real image as an ImageSource, an
-InboundRequest from headers and a body, and a receiver that verifies and reads webhooks
-with a kind, served on a real port as a simulator's webhook target."""
+"""What the CMS kind tests share: images as an ImageSource, an InboundRequest from headers
+and a body, a receiver that verifies and reads webhooks with a kind (as the ingest endpoint
+does), served on a real port as a simulator's webhook target, and a simulator's control
+routes."""
 
 from __future__ import annotations
 
@@ -40,15 +41,21 @@ def png_bytes(seed: int = 1, size: tuple[int, int] = (160, 96)) -> bytes:
 
 
 def image_source(
-    data: bytes, filename: str = "moon-landing-cover.png", chunk: int = 8192
+    data: bytes,
+    filename: str = "my-post-cover.png",
+    *,
+    content_type: str = "image/png",
+    chunk: int = 1000,
 ) -> ImageSource:
+    """`data` as storage serves it: in several chunks, `chunk` bytes each."""
+
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(data), chunk):
             yield data[start : start + chunk]
 
     return ImageSource(
         filename=filename,
-        content_type="image/png",
+        content_type=content_type,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         url=f"https://cdn.example.com/{filename}",
@@ -73,21 +80,19 @@ def now_ms() -> int:
 
 
 def receiver_app(kind: CmsKind, block: dict[str, Any]) -> Starlette:
-    """A webhook target that answers as Darkroom's ingest would: 202 with what the kind
-    read, 401 for a bad signature, 422 naming a missing field."""
+    """A webhook target at `/hook` that answers as Darkroom's ingest would: 202 with what
+    the kind read, 401 for a bad signature, 422 naming a missing field."""
 
     async def hook(request: Request) -> Response:
         body = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        req = inbound(headers, body, dict(request.query_params))
+        req = inbound(request.headers, body, dict(request.query_params))
         try:
             kind.verify(req, block, now_ms())
+            article = kind.read(req, json.loads(body), KindOptions())
         except SignatureError as exc:
             return JSONResponse({"error": str(exc)}, 401)
-        try:
-            article = kind.read(req, json.loads(body), KindOptions())
         except PayloadError as exc:
-            return JSONResponse({"field": exc.field}, 422)
+            return JSONResponse({"error": exc.message, "field": exc.field}, 422)
         variables = {k: v for k, v in article.variables.items() if k != "raw"}
         answer = {
             "event_type": article.event_type,
