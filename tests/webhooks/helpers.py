@@ -13,13 +13,25 @@ from service.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint, Webh
 from service.state import State
 from service.webhooks.schedule import MAX_ATTEMPTS
 from service.webhooks.service import record_outbox_event
+from service.webhooks.tasks import enqueue_deliveries
 
 
-async def new_event(state: State, api_key_id: uuid.UUID, url: str, type: str = "test.ping") -> str:
+async def new_event(
+    state: State,
+    api_key_id: uuid.UUID,
+    url: str,
+    type: str = "test.ping",
+    *,
+    enqueue: bool = False,
+) -> str:
+    """An event in the outbox; with `enqueue`, on its way as after a real commit."""
     async with session_scope(state.sessionmaker) as session:
-        return await record_outbox_event(
+        event_id = await record_outbox_event(
             session, api_key_id=api_key_id, url=url, type=type, data={"n": 1}
         )
+    if enqueue:
+        await enqueue_deliveries(state, [event_id])
+    return event_id
 
 
 async def make_due(state: State) -> None:
