@@ -35,7 +35,8 @@ async def test_a_trickling_receiver_is_cut_off_at_the_total_deadline(
     assert 400 <= attempt.duration_ms < 1500
     assert elapsed < 2.5  # the attempt and its recording
     found = await event(state, event_id)
-    assert found.status is DeliveryStatus.pending and found.attempts == 1
+    assert found.status is DeliveryStatus.pending
+    assert found.attempts == 1
     assert found.next_attempt_at > attempt.started_at
 
 
@@ -63,7 +64,8 @@ async def test_at_most_20_kb_of_the_answer_is_kept(state: State, caller: Caller)
     failed, delivered = await attempts(state, event_id)
     assert failed.response_body == "x" * MAX_RESPONSE_BODY_CHARS
     assert MAX_RESPONSE_BODY_CHARS == 20 * 1024
-    assert delivered.status_code == 200 and delivered.error is None
+    assert delivered.status_code == 200
+    assert delivered.error is None
     assert delivered.response_body == "\ufffdthanks\ufffd"  # what Postgres text can hold
 
 
@@ -106,7 +108,8 @@ async def test_a_cancelled_attempt_is_still_recorded_and_its_slot_freed(
     assert attempt.status_code is None
     assert "cancelled" in (attempt.error or "")
     found = await event(state, event_id)
-    assert found.attempts == 1 and found.status is DeliveryStatus.pending
+    assert found.attempts == 1
+    assert found.status is DeliveryStatus.pending
     assert found.next_attempt_at > utcnow() - timedelta(seconds=1)  # moved on, not stale
     endpoint = await endpoint_of(state, event_id)
     assert await endpoint_slots(state).in_flight(endpoint.id) == 0

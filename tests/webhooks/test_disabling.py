@@ -58,7 +58,8 @@ async def test_410_disables_the_endpoint_and_tells_the_other_enabled_ones(
     async with state.sessionmaker() as session:
         mine = select(WebhookEvent).where(WebhookEvent.type == "endpoint.disabled")
         [row] = (await session.execute(mine)).scalars()
-    assert row.api_key_id == caller.api_key_id and row.batch_id is None
+    assert row.api_key_id == caller.api_key_id
+    assert row.batch_id is None
 
 
 async def test_an_endpoint_failing_for_five_days_is_disabled(state: State, caller: Caller) -> None:
@@ -91,10 +92,12 @@ async def test_a_success_ends_the_failing_run(state: State, caller: Caller) -> N
         event_id = await new_event(state, caller.api_key_id, receiver.url)
         await _deliver_webhook(state, event_id)
         failing = await endpoint_of(state, event_id)
-        assert failing.failing_since is not None and failing.last_success_at is None
+        assert failing.failing_since is not None
+        assert failing.last_success_at is None
         await run_until_idle(state)
     healthy = await endpoint_of(state, event_id)
-    assert healthy.failing_since is None and healthy.last_success_at is not None
+    assert healthy.failing_since is None
+    assert healthy.last_success_at is not None
 
 
 async def test_events_for_a_disabled_endpoint_are_failed_not_sent(
