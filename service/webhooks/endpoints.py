@@ -36,7 +36,7 @@ from service.webhooks.tasks import enqueue_deliveries
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(max_length=200)]
-EventId = Annotated[str, Path(max_length=40)]
+EventId = Annotated[str, Path(max_length=40, pattern="^[A-Za-z0-9_]+$")]
 
 
 @router.get("/endpoints")
