@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.accounts.endpoints import router as accounts_router
+from service.auth.endpoints import router as keys_router
 from service.batches.endpoints import router as batches_router
 from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
@@ -27,6 +28,7 @@ from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
 from service.logging import configure_logging, get_logger
 from service.state import State, build_state, close_state
+from service.webhooks.endpoints import router as webhooks_router
 
 READY_TIMEOUT_S = 2.0
 access_log = get_logger("darkroom.access")
@@ -65,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
     app.include_router(accounts_router)
+    app.include_router(webhooks_router)
+    app.include_router(keys_router)
 
     @app.middleware("http")
     async def bind_request_id(

@@ -73,16 +73,22 @@ class Settings(BaseSettings):
     queue_name: str = "darkroom:jobs"
     webhook_queue_name: str = "darkroom:webhooks"
 
-    # Outbound webhooks
-    webhook_timeout_s: float = 10.0
+    # Outbound webhooks and write-backs (the outbox)
+    # The total deadline of one attempt: connect, send and the whole answer, however
+    # slowly a receiver trickles it (not a per-read timeout).
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
     # Deprecated (use ssrf_allow_cidrs): false refuses loopback in development too; true
     # is refused in production, where only the allowlist opens non-public addresses.
     webhook_allow_private_networks: bool | None = None
-    # Retries back off exponentially (x3, capped at 4 h, jittered) and stop once an event
-    # is this old: a receiver that is down for a day still gets everything.
-    webhook_retry_window_s: float = 26 * 3600.0
-    webhook_backoff_base_s: float = 10.0
-    webhook_backoff_cap_s: float = 4 * 3600.0
+    # Multiplies every step of the retry schedule (0 s, 5 s, 5 min, 30 min, 2 h, 5 h,
+    # 10 h, 10 h, jittered): 1 in production, small in tests so they need not wait.
+    webhook_schedule_scale: float = Field(default=1.0, gt=0)
+    # Deliveries one endpoint may have in flight at once, across every worker; a failing
+    # endpoint (no success since its last failure) gets fewer, so its backlog waits.
+    webhook_endpoint_slots: int = Field(default=4, ge=1)
+    webhook_failing_endpoint_slots: int = Field(default=1, ge=1)
+    # An endpoint failing without a single success for this long is disabled.
+    webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)
 
     # Outbound URLs that someone else chose (callback_urls, provider outputs, write-backs)
     # never reach non-public addresses (service/kit/ssrf.py) except these CIDRs: a JSON
@@ -102,11 +108,6 @@ class Settings(BaseSettings):
     def ssrf_allows_loopback(self) -> bool:
         """Local receivers and simulators in development; never in production."""
         return not self.is_production and self.webhook_allow_private_networks is not False
-
-    @property
-    def webhooks_may_reach_private_networks(self) -> bool:
-        """Deprecated alias of ssrf_allows_loopback, for callers not yet moved over."""
-        return self.ssrf_allows_loopback
 
     @field_validator("ssrf_allow_cidrs", mode="before")
     @classmethod

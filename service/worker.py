@@ -94,6 +94,8 @@ def build_workers(state: State) -> list[Worker]:
         max_tries=ARQ_MAX_TRIES,
         poll_delay=settings.worker_poll_delay_s,
     )
+    # A delivery's attempt ends by its deadline (webhook_timeout_s) and is recorded after:
+    # arq's timeout must leave room for both, or arq cancels the recording it waits for.
     webhooks = Worker(
         functions=[func(deliver_webhook, name="deliver_webhook", max_tries=ARQ_MAX_TRIES)],
         queue_name=settings.webhook_queue_name,
@@ -104,7 +106,7 @@ def build_workers(state: State) -> list[Worker]:
         job_timeout=int(settings.webhook_timeout_s) + 30,
         keep_result=0,
         max_tries=ARQ_MAX_TRIES,
-        poll_delay=0.5,
+        poll_delay=0.25,
     )
     cancellations = Worker(
         functions=[

@@ -65,7 +65,7 @@ def settings(services: ServiceUrls, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         public_url="http://testserver",
         reconcile_stale_after_s=30,
-        webhook_backoff_base_s=0.05,
+        webhook_schedule_scale=0.01,
     )
 
 

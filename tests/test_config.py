@@ -23,9 +23,9 @@ def test_production_with_real_secrets_starts() -> None:
     url = "postgresql+asyncpg://darkroom:S3cure-and-long@db:5432/darkroom"
     settings = Settings(env="production", secret_key=REAL_SECRET, database_url=url)
     assert settings.is_production
-    assert not settings.webhooks_may_reach_private_networks
+    assert not settings.ssrf_allows_loopback
 
 
 def test_development_allows_local_webhook_receivers_unless_told_otherwise() -> None:
-    assert Settings().webhooks_may_reach_private_networks
-    assert not Settings(webhook_allow_private_networks=False).webhooks_may_reach_private_networks
+    assert Settings().ssrf_allows_loopback
+    assert not Settings(webhook_allow_private_networks=False).ssrf_allows_loopback

@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import text
 
 from service.app import create_app
 from service.config import Settings
@@ -82,11 +83,14 @@ async def test_errors_outside_the_document_use_the_envelope(
 
 
 async def run_jobs(settings: Settings, job_ids: list[str]) -> None:
-    """Run jobs to the end on a State of this loop's own (the fixture's belongs to another)."""
+    """Run jobs to the end on a State of this loop's own (the fixture's belongs to another).
+    Their webhooks (to a port nobody listens on) end failed, so they can be redelivered."""
     state = await build_state(settings, pool_size=2)
     try:
         for job_id in job_ids:
             await run_attempt(state, uuid.UUID(job_id))
+        async with state.engine.begin() as connection:
+            await connection.execute(text("UPDATE webhook_events SET status = 'failed'"))
     finally:
         await close_state(state)
 
@@ -97,6 +101,7 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     http.headers.update(caller.headers)
     body = {
         "name": "fuzz",
+        "callback_url": "http://127.0.0.1:9/fuzz",
         "metadata": {"big": 2**70, "nested": {"a": [1, 2.5, None, True]}},
         "jobs": [
             {"prompt": "a red bicycle", "width": 64, "height": 64, "seed": 1},
@@ -118,7 +123,14 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     for job_id in job_ids[finished]:
         job = http.get(f"{base_url}/v1/jobs/{job_id}", timeout=10).json()
         assert job["status"] == "succeeded", job
-    return {"batch_id": batches, "job_id": job_ids[queued] + job_ids[finished]}
+    events = http.get(f"{base_url}/v1/webhooks/events", timeout=10).json()["items"]
+    assert events, "the finished batch's webhooks"
+    return {
+        "batch_id": batches,
+        "job_id": job_ids[queued] + job_ids[finished],
+        "event_id": [event["id"] for event in events],
+        "endpoint_id": sorted({event["endpoint_id"] for event in events}),
+    }
 
 
 @dataclass

@@ -10,6 +10,7 @@ from service.models.job import (
     JobStatus,
 )
 from service.models.job_attempt import JobAttempt
+from service.models.webhook_endpoint import WebhookEndpoint
 from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "JobStatus",
     "Priority",
     "WebhookAttempt",
+    "WebhookEndpoint",
     "WebhookEvent",
 ]

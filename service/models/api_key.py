@@ -18,4 +18,8 @@ class ApiKey(IdMixin, TimestampMixin, Base):
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     webhook_secret: Mapped[str] = mapped_column(String(100))
+    # After a rotation the previous secret still signs deliveries (a second signature)
+    # until it expires, so a receiver can switch secrets without losing an event.
+    previous_webhook_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_webhook_secret_expires_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

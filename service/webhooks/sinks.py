@@ -42,3 +42,16 @@ class Sink(Protocol):
         """Called in the transaction that marks the event delivered or failed for good.
         Returns ids of new outbox events to enqueue after commit (e.g. writeback.failed)."""
         ...
+
+
+# Every sink a worker can deliver through, by the name in webhook_events.sink.
+SINKS: dict[str, Sink] = {}
+
+
+def register_sink(name: str, sink: Sink) -> None:
+    """A sink module registers itself at import (the `webhook` sink below; the write-back
+    sink from service.integrations)."""
+    SINKS[name] = sink
+
+
+from service.webhooks import webhook_sink  # noqa: E402,F401  (registers "webhook")

@@ -1,33 +1,38 @@
-"""Delivering outbox events to callers' callback URLs (Standard Webhooks).
+"""arq tasks and enqueueing for outbox deliveries (webhooks and write-backs alike).
 
-Deliveries run on their own arq queue and worker, so a slow or dead receiver never
-takes a slot from image jobs. Each attempt is recorded; a failed one is rescheduled
-with backoff until the event is older than the retry window (about a day).
+Deliveries run on their own arq queue and worker, so a slow or dead receiver never takes
+a slot from image jobs; within it, an endpoint holds at most a few tasks at once and the
+rest of its backlog waits parked in Redis, not in arq (`fairness.py`).
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import structlog
 from redis.exceptions import RedisError
 
-from service.db import session_scope
 from service.jobs.queue import DELIVER_WEBHOOK, missing_from_queue
 from service.kit.base import utcnow
-from service.kit.signing import sign
 from service.logging import get_logger
-from service.models import DeliveryStatus, WebhookAttempt
 from service.state import State
 from service.webhooks import repository
-from service.webhooks.service import retry_delay_s
-from service.webhooks.ssrf import blocked_reason
+from service.webhooks.delivery import (
+    attempt_and_record,
+    endpoint_slots,
+    ms,
+    plan,
+    release_slot,
+    slot_limit,
+)
+from service.webhooks.repository import Queued
+from service.webhooks.service import disabled_error, url_host
+
+__all__ = ["deliver_webhook", "enqueue_deliveries", "reconcile_webhooks", "url_host"]
 
 log = get_logger(__name__)
 
@@ -37,169 +42,126 @@ def delivery_job_id(event_id: str, attempts: int) -> str:
     return f"{event_id}:{attempts}"
 
 
+async def _enqueue(state: State, event_id: str, job_id: str, **options: Any) -> None:
+    try:
+        await state.redis.enqueue_job(
+            DELIVER_WEBHOOK,
+            event_id,
+            _job_id=job_id,
+            _queue_name=state.settings.webhook_queue_name,
+            **options,
+        )
+    except (RedisError, OSError) as exc:  # the reconciler finds it later
+        log.warning("webhook_enqueue_failed", event_id=event_id, error=repr(exc))
+
+
 async def enqueue_deliveries(state: State, event_ids: Sequence[str]) -> None:
-    """Best effort: a Redis failure here is repaired by the reconciler."""
-    for event_id in event_ids:
+    """Send new events on their way after commit: each takes (reserves) one of its
+    endpoint's slots and goes to arq, or, when the endpoint is full, waits parked. Best
+    effort: a Redis failure here is repaired by the reconciler."""
+    if not event_ids:
+        return
+    async with state.sessionmaker() as session:
+        queued = await repository.queued_events(session, event_ids)
+    slots = endpoint_slots(state)
+    for item in queued:
         try:
-            await state.redis.enqueue_job(
-                DELIVER_WEBHOOK,
-                event_id,
-                _job_id=delivery_job_id(event_id, 0),
-                _queue_name=state.settings.webhook_queue_name,
+            grant = await slots.acquire(
+                item.endpoint_id,
+                item.event_id,
+                limit=slot_limit(state, item.failing),
+                due_ms=ms(item.next_attempt_at),
+                handed=False,
             )
         except (RedisError, OSError) as exc:
-            log.warning("webhook_enqueue_failed", event_id=event_id, error=repr(exc))
+            log.warning("webhook_enqueue_failed", event_id=item.event_id, error=repr(exc))
+            continue
+        if grant == "granted":
+            await _enqueue(
+                state, item.event_id, delivery_job_id(item.event_id, item.attempts), handed=True
+            )
 
 
-async def deliver_webhook(ctx: dict[str, Any], event_id: str) -> None:
+async def enqueue_handed(state: State, event_ids: Sequence[str]) -> None:
+    """Parked events a finished delivery handed its slot to."""
+    stamp = int(time.time() * 1000)
+    for event_id in event_ids:
+        await _enqueue(state, event_id, f"{event_id}:h{stamp}", handed=True)
+
+
+async def enqueue_retry(state: State, event_id: str, attempts: int, at: datetime) -> None:
+    await _enqueue(state, event_id, delivery_job_id(event_id, attempts), _defer_until=at)
+
+
+async def deliver_webhook(ctx: dict[str, Any], event_id: str, handed: bool = False) -> None:
     with structlog.contextvars.bound_contextvars(event_id=event_id):
-        await _deliver_webhook(ctx["state"], event_id)
+        await _deliver_webhook(ctx["state"], event_id, handed=handed)
 
 
-async def _deliver_webhook(state: State, event_id: str) -> None:
-    async with state.sessionmaker() as session:
-        found = await repository.get_event_with_secret(session, event_id)
-    if found is None or found[0].status is not DeliveryStatus.pending:
+async def _deliver_webhook(state: State, event_id: str, *, handed: bool = False) -> None:
+    """One delivery task. `handed`: a slot was reserved for this event (at enqueue, or by
+    the delivery that finished before it), and must be given back if nothing is sent."""
+    planned = await plan(state, event_id)
+    event, endpoint = planned.event, planned.endpoint
+    if planned.skip == "disabled" and event is not None and endpoint is not None:
+        await _fail_for_disabled(state, event_id, disabled_error(endpoint))
+    if planned.skip is not None or event is None or endpoint is None:
+        if handed and endpoint is not None:
+            await enqueue_handed(
+                state, await release_slot(state, endpoint.id, event_id, failing=False)
+            )
         return
-    event, secret = found
-    if not state.settings.webhooks_may_reach_private_networks:
-        reason = await blocked_reason(event.url)
-        if reason is not None:
-            await _record_attempt(state, event_id, utcnow(), 0, None, reason, final=True)
-            return
-    body = json.dumps(event.payload, separators=(",", ":")).encode()
-    timestamp = int(time.time())
-    headers = {
-        "content-type": "application/json",
-        "webhook-id": event.id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, event.id, timestamp, body),
-    }
-    started_at = utcnow()
-    began = time.perf_counter()
-    status_code: int | None = None
-    error: str | None = None
-    try:
-        # Streamed and never read: a receiver's answer is its status, not its body.
-        async with state.http.stream("POST", event.url, content=body, headers=headers) as response:
-            status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"receiver answered HTTP {status_code}"
-    except httpx.InvalidURL as exc:  # no retry can fix the address itself
-        error = f"callback_url cannot be used: {exc}"
-        await _record_attempt(state, event_id, started_at, 0, None, error, final=True)
-        return
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    duration_ms = int((time.perf_counter() - began) * 1000)
-    await _record_attempt(state, event_id, started_at, duration_ms, status_code, error)
+    failing = endpoint.failing_since is not None
+    grant = await endpoint_slots(state).acquire(
+        endpoint.id,
+        event_id,
+        limit=slot_limit(state, failing),
+        due_ms=ms(event.next_attempt_at),
+        handed=handed,
+    )
+    if grant != "granted":
+        return  # parked (a finishing delivery hands it a slot) or already running
+    await attempt_and_record(state, event, endpoint)
 
 
-async def _record_attempt(
-    state: State,
-    event_id: str,
-    started_at: datetime,
-    duration_ms: int,
-    status_code: int | None,
-    error: str | None,
-    *,
-    final: bool = False,
-) -> None:
-    """Record one attempt; on failure, reschedule it unless `final` or past the window."""
-    settings = state.settings
-    retry_job: tuple[str, float] | None = None
+async def _fail_for_disabled(state: State, event_id: str, error: str) -> None:
+    from service.db import session_scope
+    from service.models import DeliveryStatus
+
     async with session_scope(state.sessionmaker) as session:
         event = await repository.lock_event(session, event_id)
-        if event is None or event.status is not DeliveryStatus.pending:
-            return
-        event.attempts += 1
-        session.add(
-            WebhookAttempt(
-                event_id=event_id,
-                number=event.attempts,
-                started_at=started_at,
-                duration_ms=duration_ms,
-                status_code=status_code,
-                error=error,
-            )
-        )
-        now = utcnow()
-        if error is None:
-            event.status = DeliveryStatus.delivered
-            event.delivered_at = now
-            event.last_error = None
-            return
-        event.last_error = error
-        delay = retry_delay_s(
-            event.attempts,
-            base_s=settings.webhook_backoff_base_s,
-            cap_s=settings.webhook_backoff_cap_s,
-        )
-        give_up_at = event.created_at + timedelta(seconds=settings.webhook_retry_window_s)
-        failure = {
-            "event_id": event_id,
-            "event_type": event.type,
-            "host": url_host(event.url),
-            "attempt": event.attempts,
-            "status_code": status_code,
-            "error": error,
-        }
-        if final or now + timedelta(seconds=delay) > give_up_at:
-            event.status = DeliveryStatus.failed
-            log.warning("webhook_given_up", **failure, next_attempt_at=None)
-            return
-        event.next_attempt_at = now + timedelta(seconds=delay)
-        log.warning(
-            "webhook_attempt_failed",
-            **failure,
-            next_attempt_at=event.next_attempt_at.isoformat(),
-            retry_in_s=round(delay, 1),
-        )
-        retry_job = (delivery_job_id(event_id, event.attempts), delay)
-    if retry_job is not None:
-        job_id, delay = retry_job
-        try:
-            await state.redis.enqueue_job(
-                DELIVER_WEBHOOK,
-                event_id,
-                _job_id=job_id,
-                _defer_by=delay,
-                _queue_name=settings.webhook_queue_name,
-            )
-        except (RedisError, OSError) as exc:
-            log.warning("webhook_enqueue_failed", error=repr(exc))
-
-
-def url_host(url: str) -> str:
-    """Host and port only: a callback URL's path and query may carry the receiver's token,
-    and its user-info a password."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return "(unparseable URL)"
-    if host is None:
-        return "(no host)"
-    return host if port is None else f"{host}:{port}"
+        if event is not None and event.status is DeliveryStatus.pending:
+            event.status, event.last_error = DeliveryStatus.failed, error
 
 
 async def reconcile_webhooks(state: State) -> int:
-    """Re-enqueue pending deliveries whose arq job Redis no longer has."""
+    """Put back pending events Redis lost, and start endpoints whose slots were left free.
+
+    Only events already overdue by `reconcile_stale_after_s` are looked at, so a retry
+    waiting for its time is never re-queued early. An overdue event is where it should be
+    if arq holds its task, or it is parked, or it holds a live slot (being delivered);
+    anything else is parked again, in order of its due time. Then each of those endpoints
+    hands its free slots to the head of its line (a worker that died held them)."""
     settings = state.settings
-    due_before = utcnow() - timedelta(seconds=settings.reconcile_stale_after_s)
+    due_before = utcnow().timestamp() - settings.reconcile_stale_after_s
     async with state.sessionmaker() as session:
         overdue = await repository.overdue_pending_events(
-            session, due_before=due_before, limit=5_000
+            session, due_before=datetime.fromtimestamp(due_before, tz=utcnow().tzinfo), limit=5_000
         )
-    by_job_id = {delivery_job_id(event_id, attempts): event_id for event_id, attempts in overdue}
-    missing = await missing_from_queue(state.redis, list(by_job_id))
-    for job_id in missing:
-        await state.redis.enqueue_job(
-            DELIVER_WEBHOOK,
-            by_job_id[job_id],
-            _job_id=job_id,
-            _queue_name=settings.webhook_queue_name,
-        )
-    if missing:
-        log.warning("reconciler_restored_deliveries", count=len(missing))
-    return len(missing)
+    by_endpoint: dict[Any, list[Queued]] = defaultdict(list)
+    for item in overdue:
+        by_endpoint[item.endpoint_id].append(item)
+    slots = endpoint_slots(state)
+    restored = 0
+    for endpoint_id, items in by_endpoint.items():
+        parked, held = await slots.whereabouts(endpoint_id, [i.event_id for i in items])
+        loose = [i for i in items if i.event_id not in parked and i.event_id not in held]
+        jobs = {delivery_job_id(i.event_id, i.attempts): i for i in loose}
+        missing = [jobs[job_id] for job_id in await missing_from_queue(state.redis, list(jobs))]
+        await slots.park(endpoint_id, [(i.event_id, ms(i.next_attempt_at)) for i in missing])
+        restored += len(missing)
+        handed = await slots.release(endpoint_id, None, limit=slot_limit(state, items[0].failing))
+        await enqueue_handed(state, handed)
+    if restored:
+        log.warning("reconciler_restored_deliveries", count=restored)
+    return restored

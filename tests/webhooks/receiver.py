@@ -23,6 +23,9 @@ class Receiver:
     url: str = ""
     received: list[Received] = field(default_factory=list)
     fail_next: int = 0  # answer 503 to this many requests first
+    status: int = 200  # what every other request gets
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytes = b"ok"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -35,12 +38,12 @@ class Receiver:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.received.append(Received(headers, body))
-        status = 200
+        status, headers = self.status, self.headers
         if self.fail_next > 0:
             self.fail_next -= 1
-            status = 503
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
+            status, headers = 503, []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @asynccontextmanager
@@ -68,3 +71,45 @@ def closed_port_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}/nobody-home"
+
+
+@dataclass
+class Trickler:
+    """A receiver that reads the request, then sends its status line one byte every
+    `interval_s`: httpx's per-read timeout never fires, only a total deadline ends it."""
+
+    url: str = ""
+    connections: int = 0
+    interval_s: float = 5.0
+
+
+@asynccontextmanager
+async def running_trickler(interval_s: float = 5.0) -> AsyncIterator[Trickler]:
+    trickler = Trickler(interval_s=interval_s)
+    writers: set[asyncio.StreamWriter] = set()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        trickler.connections += 1
+        writers.add(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                await asyncio.sleep(trickler.interval_s)
+                writer.write(bytes([byte]))
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writers.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    trickler.url = f"http://127.0.0.1:{port}/slow"
+    try:
+        yield trickler
+    finally:
+        server.close()
+        for writer in list(writers):
+            writer.close()
+        await server.wait_closed()

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from service.kit.ssrf import blocked_reason, guarded_client
 from service.models import DeliveryStatus, WebhookAttempt, WebhookEvent
 from service.state import State
+from service.webhooks.schedule import MAX_ATTEMPTS
 from service.webhooks.tasks import _deliver_webhook
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
+from tests.webhooks.helpers import make_due, use_up_schedule
 from tests.webhooks.receiver import closed_port_url, running_receiver
 
 
@@ -111,6 +113,7 @@ async def test_receiver_down_is_retried_with_the_same_id_and_each_attempt_record
             pending = [e for e in await events(state) if e.status is DeliveryStatus.pending]
             if not pending:
                 break
+            await make_due(state)
             for event in pending:
                 await _deliver_webhook(state, event.id)
     ids_by_type: dict[str, set[str]] = {}
@@ -143,15 +146,12 @@ async def test_unreachable_receiver_is_rescheduled_then_given_up_after_the_windo
         assert event.attempts >= 1
         assert "ConnectError" in (event.last_error or "")
         assert event.next_attempt_at > event.created_at
-    # A day later: the next failure gives up for good.
-    async with state.sessionmaker() as session:
-        await session.execute(
-            update(WebhookEvent).values(created_at=WebhookEvent.created_at - timedelta(days=2))
-        )
-        await session.commit()
+    # Seven attempts in (about 27.6 h with real steps): the eighth failure gives up.
+    await use_up_schedule(state, job_event.id)
     await _deliver_webhook(state, job_event.id)
     [job_event, _] = await events(state)
     assert job_event.status is DeliveryStatus.failed
+    assert job_event.attempts == MAX_ATTEMPTS
 
 
 async def test_no_callback_url_means_no_events(
@@ -166,6 +166,8 @@ async def test_private_addresses_are_refused_when_not_allowed(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     state.settings.webhook_allow_private_networks = False
+    await state.http.aclose()
+    state.http = guarded_client(state.settings)  # the guard is the client's transport
     async with running_receiver() as receiver:
         await submit(
             client,
@@ -180,8 +182,6 @@ async def test_private_addresses_are_refused_when_not_allowed(
 
 
 async def test_public_hosts_pass_the_guard() -> None:
-    from service.webhooks.ssrf import blocked_reason
-
     assert await blocked_reason("https://8.8.8.8/hook") is None
     assert await blocked_reason("http://[::ffff:10.0.0.1]/x") is not None
     assert await blocked_reason("http://169.254.169.254/latest/meta-data") is not None

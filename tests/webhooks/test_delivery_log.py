@@ -3,21 +3,21 @@ query (it may hold the receiver's token)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import select
 from structlog.testing import LogCapture
 
 from service.models import WebhookEvent
 from service.state import State
-from service.webhooks import tasks
+from service.webhooks import delivery
 from service.webhooks.tasks import _deliver_webhook, url_host
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
+from tests.webhooks.helpers import use_up_schedule
 from tests.webhooks.receiver import closed_port_url, running_receiver
 
 SECRET = "tok_s3cr3t"
@@ -26,7 +26,7 @@ SECRET = "tok_s3cr3t"
 @pytest.fixture
 def delivery_log(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     capture = LogCapture()
-    monkeypatch.setattr(tasks, "log", structlog.wrap_logger(None, processors=[capture]))
+    monkeypatch.setattr(delivery, "log", structlog.wrap_logger(None, processors=[capture]))
     return capture.entries
 
 
@@ -80,12 +80,8 @@ async def test_an_unreachable_receiver_logs_the_error_and_the_last_attempt_says_
     assert all("ConnectError" in e["error"] for e in first_round)
     assert all(e["next_attempt_at"] is not None for e in first_round)
 
-    async with state.sessionmaker() as session:
-        await session.execute(
-            update(WebhookEvent).values(created_at=WebhookEvent.created_at - timedelta(days=2))
-        )
-        await session.commit()
     event_id = first_round[0]["event_id"]
+    await use_up_schedule(state, event_id)
     await _deliver_webhook(state, event_id)
 
     last = failures(delivery_log)[len(first_round) :]
