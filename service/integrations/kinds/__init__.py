@@ -10,3 +10,6 @@ KINDS: dict[str, CmsKind] = {}
 def register(kind: CmsKind) -> CmsKind:
     KINDS[kind.name] = kind
     return kind
+
+
+from service.integrations.kinds import generic  # noqa: E402,F401  (registers)
