@@ -146,7 +146,10 @@ async def test_patch_changes_fields_and_a_new_secret_replaces_the_old(
     assert (await deliver(client, created, page)).status_code == 401
     assert (await deliver(client, {**created, "secret": new_secret}, page)).status_code == 202
 
-    for bad, field in [({"name": None}, "name"), ({"template": {"prompt": "{{"}}, "template.prompt")]:
+    for bad, field in [
+        ({"name": None}, "name"),
+        ({"template": {"prompt": "{{"}}, "template.prompt"),
+    ]:
         refused = await client.patch(url, json=bad, headers=caller.headers)
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["details"][0]["field"] == field
