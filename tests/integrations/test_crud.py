@@ -45,7 +45,8 @@ async def test_create_answers_201_with_the_secret_once(
     assert [i["id"] for i in listed.json()["items"]] == [created["id"]]
     async with state.sessionmaker() as session:
         stored = await session.get(Integration, created["id"])
-    assert stored is not None and stored.inbound == {"secret": secret}
+    assert stored is not None
+    assert stored.inbound == {"secret": secret}
 
 
 async def test_a_key_sees_only_its_own(
@@ -141,7 +142,8 @@ async def test_patch_changes_fields_and_a_new_secret_replaces_the_old(
 
     rotated = await client.patch(url, json={"inbound": {}}, headers=caller.headers)
     new_secret = rotated.json()["secret"]
-    assert new_secret.startswith("whsec_") and new_secret != created["secret"]
+    assert new_secret.startswith("whsec_")
+    assert new_secret != created["secret"]
     page = {**article(), "type": "page.published"}
     assert (await deliver(client, created, page)).status_code == 401
     assert (await deliver(client, {**created, "secret": new_secret}, page)).status_code == 202

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from service.dispatch.queue import AccountKeys
 from service.models import Batch, InboundEvent, Integration, Job
@@ -52,7 +52,8 @@ async def test_a_signed_publish_makes_a_realtime_job_in_a_visible_batch(
     assert job["id"] == answer["job_id"]
     prompt = job["prompt"]
     assert prompt.startswith("Editorial illustration for Moths of the city. Night walks with")
-    assert prompt.endswith("...") and "counting" not in prompt  # truncate(40)
+    assert prompt.endswith("...")
+    assert "counting" not in prompt
     assert job["model"] == "local/procedural"
     params = job["params"]
     assert (params["width"], params["height"], params["format"]) == (512, 256, "webp")
@@ -60,7 +61,8 @@ async def test_a_signed_publish_makes_a_realtime_job_in_a_visible_batch(
     assert job["metadata"] == {"negative_prompt": "text, watermark"}
     async with state.sessionmaker() as session:
         stored = await session.get(Batch, uuid.UUID(batch["id"]))
-    assert stored is not None and str(stored.integration_id) == integration["id"]
+    assert stored is not None
+    assert str(stored.integration_id) == integration["id"]
     assert await state.redis.scard(AccountKeys("local").waiting) == 1  # enqueued after commit
 
     (event,) = await events_of(client, caller, integration)
@@ -106,7 +108,8 @@ async def test_other_events_are_ignored_unless_listed(
     again = await deliver(client, integration, edited, msg_id="msg_edit")
     assert again.json() == {**ignored, "status": "duplicate"}
     (event,) = await events_of(client, caller, integration)
-    assert event["verdict"] == "ignored" and "article.updated" in event["reason"]
+    assert event["verdict"] == "ignored"
+    assert "article.updated" in event["reason"]
     assert await counts(state) == (1, 0)
 
     # Once the integration acts on it, the sender's next retry of that event makes the job.
@@ -198,7 +201,8 @@ async def test_a_template_error_fails_the_event_with_its_reason_never_a_500(
     assert error["details"][0]["field"] == "template.prompt"
     assert "'title' is undefined" in error["message"]
     (event,) = await events_of(client, caller, integration)
-    assert event["verdict"] == "failed" and "'title' is undefined" in event["reason"]
+    assert event["verdict"] == "failed"
+    assert "'title' is undefined" in event["reason"]
     assert event["job_id"] is None
     assert await counts(state) == (1, 0)
 
@@ -252,7 +256,8 @@ async def test_a_body_over_256_kb_is_stored_as_a_marker(
     body = event["body"]
     assert body["truncated"] is True
     assert body["size_bytes"] == len(json.dumps(big).encode())
-    assert len(body["sha256"]) == 64 and body["head"].startswith('{"type": "article.published"')
+    assert len(body["sha256"]) == 64
+    assert body["head"].startswith('{"type": "article.published"')
 
 
 async def test_the_raw_body_is_verified_byte_for_byte(
@@ -294,7 +299,7 @@ async def test_a_revoked_key_takes_no_more_deliveries(
         stored = await session.get(Integration, uuid.UUID(integration["id"]))
         assert stored is not None
         await session.execute(
-            __import__("sqlalchemy").text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"),
+            text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"),
             {"id": stored.api_key_id},
         )
         await session.commit()
