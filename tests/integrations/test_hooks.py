@@ -63,7 +63,8 @@ async def test_a_signed_publish_makes_a_realtime_job_in_a_visible_batch(
         stored = await session.get(Batch, uuid.UUID(batch["id"]))
     assert stored is not None
     assert str(stored.integration_id) == integration["id"]
-    assert await state.redis.scard(AccountKeys("local").waiting) == 1  # enqueued after commit
+    waiting: Any = state.redis.scard(AccountKeys("local").waiting)
+    assert await waiting == 1  # enqueued after commit
 
     (event,) = await events_of(client, caller, integration)
     assert (event["id"], event["verdict"], event["job_id"]) == (

@@ -58,7 +58,7 @@ async def test_preview_names_template_and_payload_errors(
     )
     no_authors = article()
     del no_authors["data"]["authors"]
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str, str]] = [
         ({"body": no_authors}, "template_error", "template.prompt", "'authors' is undefined"),
         ({"body": {"type": "article.published"}}, "invalid_payload", "data", "missing"),
         ({"body": [1, 2]}, "invalid_payload", "body", "JSON object"),
