@@ -10,7 +10,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from service.batches.schemas import CallbackUrl, Dimension, ImageFormatName
 from service.integrations.kinds import KINDS
@@ -95,19 +96,38 @@ class IntegrationCreate(BaseModel):
     locale: Locale | None = Field(default=None, description="Contentful: the locale to read")
 
 
+def _not_nullable(schema: JsonDict) -> None:
+    """The schema of an optional field that may be left out but not sent as null."""
+    branches = schema.pop("anyOf", None)
+    if isinstance(branches, list):
+        kept = [b for b in branches if not (isinstance(b, dict) and b.get("type") == "null")]
+        if len(kept) == 1 and isinstance(kept[0], dict):
+            schema.update(kept[0])
+        else:
+            schema["anyOf"] = kept
+
+
 class IntegrationUpdate(BaseModel):
     """Every field may change; a field left out stays. A new `kind` needs a new `inbound`."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
-    kind: KindName | None = None
+    # Left out, these stay; they cannot be null, and the schema says so.
+    name: Name | None = Field(default=None, json_schema_extra=_not_nullable)
+    kind: KindName | None = Field(default=None, json_schema_extra=_not_nullable)
     events: Events | None = None
-    inbound: JsonObject | None = None
-    template: TemplateIn | None = None
+    inbound: JsonObject | None = Field(default=None, json_schema_extra=_not_nullable)
+    template: TemplateIn | None = Field(default=None, json_schema_extra=_not_nullable)
     writeback: JsonObject | None = None
     callback_url: CallbackUrl | None = None
     locale: Locale | None = None
+
+    @field_validator("name", "kind", "inbound", "template")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:  # only a value sent is validated: a null, not a left-out field
+            raise ValueError("cannot be null; leave it out to keep it")
+        return value
 
 
 class IntegrationOut(BaseModel):

@@ -126,9 +126,6 @@ async def update_integration(
 ) -> Saved:
     """Fields sent replace what was there; `null` clears the optional ones."""
     sent = body.model_fields_set
-    for required in ("name", "kind", "inbound", "template"):
-        if required in sent and getattr(body, required) is None:
-            raise _invalid(required, "cannot be null")
     kind_name = body.kind if body.kind is not None else integration.kind
     if body.kind is not None and body.kind != integration.kind and body.inbound is None:
         raise _invalid("inbound", "required when the kind changes")
