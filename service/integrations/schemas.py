@@ -183,8 +183,10 @@ class PreviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     body: JsonValue = Field(description="A sample webhook body, as the CMS would send it")
-    headers: dict[Text, Text] | None = Field(
-        default=None, description="Headers the kind reads (e.g. Contentful's X-Contentful-Topic)"
+    headers: JsonObject | None = Field(
+        default=None,
+        description="Headers the kind reads (e.g. Contentful's X-Contentful-Topic); a value "
+        "that is not a string is sent as its JSON",
     )
 
 

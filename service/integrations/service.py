@@ -185,7 +185,10 @@ def preview(integration: Integration, sample: PreviewIn, settings: Settings) -> 
         method="POST",
         path=f"/v1/hooks/{integration.id}",
         query={},
-        headers={k.lower(): v for k, v in (sample.headers or {}).items()},
+        headers={
+            name.lower(): value if isinstance(value, str) else json.dumps(value)
+            for name, value in (sample.headers or {}).items()
+        },
         body=raw,
     )
     article = read_article(kind, request, sample.body, integration.locale)
