@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import BatchCreate
@@ -169,10 +170,15 @@ async def _make_job(
     """The shared submit use case, with one realtime job; a job it refuses (a model
     removed from the configuration since) fails the event, not the request."""
     try:
+        body = batch_body(integration, event_id, rendered)
+    except ValidationError as exc:  # what rendering could make that a job cannot take
+        error = exc.errors()[0]
+        return await _failed(session, event_id, RenderFailed("template", str(error["msg"])))
+    try:
         submitted = await submit_batch(
             session,
             api_key=api_key,
-            body=batch_body(integration, event_id, rendered),
+            body=body,
             idempotency_key=None,
             registry=registry,
             settings=settings,
@@ -180,12 +186,7 @@ async def _make_job(
         )
     except InvalidInput as exc:
         failure = RenderFailed("template.model", exc.message.split(": ", 1)[-1])
-        await repository.update_event(
-            session, event_id, {"verdict": Verdict.failed, "reason": str(failure)}
-        )
-        return HookOutcome(
-            HookAnswer(event_id=event_id, job_id=None, status="accepted"), failure=failure
-        )
+        return await _failed(session, event_id, failure)
     job_id = submitted.jobs[0][0]
     await repository.update_event(
         session,
@@ -201,6 +202,15 @@ async def _make_job(
         HookAnswer(event_id=event_id, job_id=job_id, status="accepted"),
         batch=submitted.batch,
         jobs=submitted.jobs,
+    )
+
+
+async def _failed(session: AsyncSession, event_id: str, failure: RenderFailed) -> HookOutcome:
+    await repository.update_event(
+        session, event_id, {"verdict": Verdict.failed, "reason": str(failure)}
+    )
+    return HookOutcome(
+        HookAnswer(event_id=event_id, job_id=None, status="accepted"), failure=failure
     )
 
 

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, text
 
 from service.dispatch.queue import AccountKeys
@@ -305,3 +306,19 @@ async def test_a_revoked_key_takes_no_more_deliveries(
         )
         await session.commit()
     assert (await deliver(client, integration, article())).status_code == 404
+
+
+async def test_a_model_gone_from_the_configuration_fails_the_event(
+    client: httpx.AsyncClient, caller: Caller, state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    integration = await create_generic(client, caller)
+    monkeypatch.setattr(state.registry, "models", {})  # the configuration changed since
+    response = await deliver(client, integration, article())
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["details"][0]["field"]) == ("template_error", "template.model")
+    assert "unknown model 'local/procedural'" in error["message"]
+    (event,) = await events_of(client, caller, integration)
+    assert event["verdict"] == "failed"
+    assert "unknown model" in event["reason"]
+    assert await counts(state) == (1, 0)
