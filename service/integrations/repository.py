@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Table, bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,17 +22,28 @@ async def get_integration(
     return (await session.execute(query)).scalar_one_or_none()
 
 
+# The hook's statements are built once: building one costs more than running it.
+_EVENTS: Table = InboundEvent.__table__  # type: ignore[assignment]
+_HOOK_INTEGRATION = (
+    select(Integration, ApiKey)
+    .join(ApiKey, ApiKey.id == Integration.api_key_id)
+    .where(Integration.id == bindparam("integration_id"), ApiKey.revoked_at.is_(None))
+)
+_INSERT_EVENT = (
+    insert(_EVENTS)
+    .on_conflict_do_nothing(index_elements=["integration_id", "dedupe_key"])
+    .returning(_EVENTS.c.id)
+)
+_UPDATE_EVENT = update(_EVENTS).where(_EVENTS.c.id == bindparam("event_id_"))
+
+
 async def integration_for_hook(
     session: AsyncSession, integration_id: uuid.UUID
 ) -> tuple[Integration, ApiKey] | None:
     """The integration a hook names, with its key: one round trip. A revoked key's
     integrations take no more deliveries."""
-    query = (
-        select(Integration, ApiKey)
-        .join(ApiKey, ApiKey.id == Integration.api_key_id)
-        .where(Integration.id == integration_id, ApiKey.revoked_at.is_(None))
-    )
-    row = (await session.execute(query)).one_or_none()
+    result = await session.execute(_HOOK_INTEGRATION, {"integration_id": integration_id})
+    row = result.one_or_none()
     return None if row is None else (row[0], row[1])
 
 
@@ -77,13 +88,8 @@ async def insert_event(session: AsyncSession, values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING on (integration_id, dedupe_key): False when the
     event is already there. A concurrent insert of the same key waits for the first to
     commit (or roll back), so two deliveries of one event never both get True."""
-    statement = (
-        insert(InboundEvent)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["integration_id", "dedupe_key"])
-        .returning(InboundEvent.id)
-    )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    connection = await session.connection()
+    return (await connection.execute(_INSERT_EVENT, values)).scalar_one_or_none() is not None
 
 
 async def lock_event(
@@ -101,9 +107,5 @@ async def lock_event(
 
 
 async def update_event(session: AsyncSession, event_id: str, values: dict[str, Any]) -> None:
-    await session.execute(
-        update(InboundEvent)
-        .where(InboundEvent.id == event_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    connection = await session.connection()
+    await connection.execute(_UPDATE_EVENT, {**values, "event_id_": event_id})

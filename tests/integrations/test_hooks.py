@@ -232,6 +232,10 @@ async def test_sandbox_violations_and_unstorable_output_fail_the_event(
         ("{{ '\\x00' }} {{ title }}", "template.prompt"),
         ("{{ '   ' }}", "template.prompt"),
         ("{% for i in range(10**9) %}{{ i }}{% endfor %}", "template.prompt"),
+        (  # past the time bound
+            "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+            "template.prompt",
+        ),
     ]
     for source, field in templates:
         integration = await create_generic(
