@@ -326,3 +326,35 @@ async def test_a_model_gone_from_the_configuration_fails_the_event(
     assert event["verdict"] == "failed"
     assert "unknown model" in event["reason"]
     assert await counts(state) == (1, 0)
+
+
+async def test_concurrent_deliveries_each_get_their_own_answer(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    """Deliveries that arrive together share a transaction (group commit); a bad one
+    costs only its own sender."""
+    integration = await create_generic(client, caller)
+    url = f"/v1/hooks/{integration['id']}"
+    secret = integration["secret"]
+    good = [signed(secret, article(slug=f"p{n}"), msg_id=f"msg_{n}") for n in range(6)]
+    forged = signed("whsec_" + "QUJD" * 11, article())
+    not_json = signed(secret, b"{nope")
+    untitled = article()
+    del untitled["data"]["title"]
+    failing = signed(secret, untitled, msg_id="msg_untitled")
+    ignored = signed(secret, {**article(), "type": "article.deleted"}, msg_id="msg_deleted")
+    sends = [*good, forged, not_json, failing, ignored, good[0]]
+    answers = await asyncio.gather(
+        *(client.post(url, content=body, headers=headers) for body, headers in sends)
+    )
+    statuses = [r.status_code for r in answers]
+    assert statuses == [202] * 6 + [401, 422, 422, 202, 202], [r.text for r in answers]
+    assert [answers[n].json()["status"] for n in range(6)] == ["accepted"] * 6
+    assert answers[-1].json()["status"] == "duplicate"
+    assert answers[0].json()["job_id"] == answers[-1].json()["job_id"]
+    assert answers[9].json()["status"] == "ignored"
+    assert answers[8].json()["error"]["code"] == "template_error"
+    assert answers[7].json()["error"]["code"] == "invalid_json"
+    assert await counts(state) == (8, 6)  # 6 accepted, 1 failed, 1 ignored; 6 batches
+    got = await client.get(f"/v1/integrations/{integration['id']}", headers=caller.headers)
+    assert got.json()["rejected_count"] == 1
