@@ -11,9 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.integrations import repository, service
-from service.integrations.hooks import Delivery, HookIngest
-from service.integrations.ingest import SignatureRejected
+from service.integrations import ingest, repository, service
 from service.integrations.kinds.base import InboundRequest
 from service.integrations.schemas import (
     HookAnswer,
@@ -26,6 +24,7 @@ from service.integrations.schemas import (
     PreviewIn,
     PreviewOut,
 )
+from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import (
     ERROR_RESPONSES,
     ErrorDetail,
@@ -43,6 +42,7 @@ from service.kit.pagination import (
 )
 from service.logging import get_logger
 from service.models import InboundEvent, Integration
+from service.state import State
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"], responses=ERROR_RESPONSES)
@@ -180,11 +180,9 @@ async def preview(
 async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswer:
     """A CMS webhook. No API key: the CMS's signature is the authentication. Answers
     once the job is durable (or the event was ignored or seen before)."""
-    # The hot path: no FastAPI dependencies (a synchronous one costs a trip through the
-    # thread pool), and one HookIngest per app, which groups concurrent deliveries.
-    hooks: HookIngest | None = getattr(request.app.state, "hook_ingest", None)
-    if hooks is None:
-        hooks = request.app.state.hook_ingest = HookIngest(request.app.state.darkroom)
+    # The hot path: state and session without dependencies (a sync dependency costs a
+    # trip through the thread pool).
+    state: State = request.app.state.darkroom
     inbound = InboundRequest(
         method=request.method,
         path=request.url.path,
@@ -192,13 +190,25 @@ async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswe
         headers={name.lower(): value for name, value in request.headers.items()},
         body=await request.body(),
     )
-    try:
-        outcome = await hooks.receive(
-            Delivery(integration_id, inbound, now_ms=int(time.time() * 1000))
-        )
-    except SignatureRejected as exc:
-        log.info("hook_rejected", integration_id=str(exc.integration_id), reason=exc.reason)
-        raise Unauthorized(f"signature check failed: {exc.reason}") from None
+    async with state.sessionmaker() as session:
+        try:
+            outcome = await ingest.receive_hook(
+                session,
+                integration_id=integration_id,
+                request=inbound,
+                registry=state.registry,
+                settings=state.settings,
+                now_ms=int(time.time() * 1000),
+            )
+        except ingest.SignatureRejected as exc:
+            await session.rollback()
+            await repository.count_rejection(session, exc.integration_id)
+            await session.commit()
+            log.info("hook_rejected", integration_id=str(exc.integration_id), reason=exc.reason)
+            raise Unauthorized(f"signature check failed: {exc.reason}") from None
+        await session.commit()
+    if outcome.batch is not None:
+        await enqueue_jobs(state, outcome.batch.id, outcome.batch.priority, outcome.jobs)
     if outcome.failure is not None:
         failure = outcome.failure
         raise InvalidInput(

@@ -331,8 +331,7 @@ async def test_a_model_gone_from_the_configuration_fails_the_event(
 async def test_concurrent_deliveries_each_get_their_own_answer(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
-    """Deliveries that arrive together share a transaction (group commit); a bad one
-    costs only its own sender."""
+    """Many senders at once, good and bad: a bad delivery costs only its own sender."""
     integration = await create_generic(client, caller)
     url = f"/v1/hooks/{integration['id']}"
     secret = integration["secret"]
