@@ -22,6 +22,8 @@ from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.docs import install_docs
+from service.integrations.endpoints import hooks_router
+from service.integrations.endpoints import router as integrations_router
 from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(webhooks_router)
     app.include_router(keys_router)
+    app.include_router(integrations_router)
+    app.include_router(hooks_router)
 
     @app.middleware("http")
     async def bind_request_id(

@@ -26,7 +26,10 @@ from service.migrate import upgrade_to_head
 from service.state import State, build_state, close_state
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = "webhook_attempts, webhook_events, job_attempts, jobs, batches, api_keys"
+TABLES = (
+    "inbound_events, webhook_attempts, webhook_events, job_attempts, jobs, batches, "
+    "integrations, api_keys"
+)
 
 
 @dataclass(frozen=True)

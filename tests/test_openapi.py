@@ -125,11 +125,19 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         assert job["status"] == "succeeded", job
     events = http.get(f"{base_url}/v1/webhooks/events", timeout=10).json()["items"]
     assert events, "the finished batch's webhooks"
+    integration = {
+        "name": "fuzz",
+        "kind": "generic",
+        "template": {"prompt": "A cover for {{ title | default('an article') }}"},
+    }
+    response = http.post(f"{base_url}/v1/integrations", json=integration, timeout=10)
+    assert response.status_code == 201, response.text
     return {
         "batch_id": batches,
         "job_id": job_ids[queued] + job_ids[finished],
         "event_id": [event["id"] for event in events],
         "endpoint_id": sorted({event["endpoint_id"] for event in events}),
+        "integration_id": [response.json()["id"]],
     }
 
 
@@ -241,8 +249,11 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
                 fuzzer.fuzz(
                     operation, who=who, headers=headers, max_examples=UNAUTHENTICATED_EXAMPLES
                 )
-        # Then on real ids, so reads find something; cancel goes last.
-        for operation in sorted(operations, key=lambda op: op.path.endswith("/cancel")):
+        # Then on real ids, so reads find something; cancel and delete go last.
+        last = sorted(
+            operations, key=lambda op: (op.method.upper() == "DELETE", op.path.endswith("/cancel"))
+        )
+        for operation in last:
             for parameter in operation.path_parameters:
                 for value in known[parameter.name]:
                     fuzzer.fuzz(
@@ -254,13 +265,19 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
                     )
         submit = schema["/v1/batches"]["POST"]
         batches = submit.as_strategy(generation_mode=GenerationMode.POSITIVE)
-        for path in ("/v1/batches", "/v1/callbacks/replicate"):
+        hook = f"/v1/hooks/{known['integration_id'][0]}"
+        for path in ("/v1/batches", "/v1/callbacks/replicate", hook):
             fuzzer.fuzz_unsound(batches, path, caller.key)
     assert not fuzzer.failures, "\n\n".join(fuzzer.failures)
     # The fuzzer got past validation and authentication everywhere, or it proved little.
-    # Two operations cannot succeed from random input, and have tests of their own: a
-    # callback needs a provider's signature, a retry needs a batch with failed jobs.
-    out_of_reach = {"POST /v1/callbacks/replicate", "POST /v1/batches/{batch_id}/retry"}
+    # Three operations cannot succeed from random input, and have tests of their own: a
+    # callback needs a provider's signature, a CMS hook its CMS's, a retry needs a batch
+    # with failed jobs.
+    out_of_reach = {
+        "POST /v1/callbacks/replicate",
+        "POST /v1/hooks/{integration_id}",
+        "POST /v1/batches/{batch_id}/retry",
+    }
     succeeded = {label for label, status in fuzzer.answered if status < 300}
     assert succeeded == {op.label for op in operations} - out_of_reach, fuzzer.answered
     unauthorized = {label for label, status in fuzzer.answered if status == 401}

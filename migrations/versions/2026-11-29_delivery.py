@@ -1,8 +1,8 @@
 """hardened outbound delivery: endpoints, sinks, response bodies, webhook secret rotation
 
 Revision ID: 0005_delivery
-Revises: 0003_attempt_lookup
-Create Date: 2026-12-01 10:00:00.000000
+Revises: 0004_integrations
+Create Date: 2026-11-29 06:00:00.000000
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_delivery"
-down_revision: str | None = "0003_attempt_lookup"
+down_revision: str | None = "0004_integrations"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

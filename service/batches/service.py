@@ -43,8 +43,10 @@ async def submit_batch(
     idempotency_key: str | None,
     registry: ProviderRegistry,
     settings: Settings,
+    integration_id: uuid.UUID | None = None,
 ) -> SubmittedBatch:
-    """Store a batch and all its jobs in one transaction; the caller enqueues after commit."""
+    """Store a batch and all its jobs in one transaction; the caller enqueues after commit.
+    `integration_id`: the CMS integration whose webhook this batch answers."""
     digest = request_hash(body)
     if idempotency_key is not None:
         replay = await _replay(session, api_key.id, idempotency_key, body)
@@ -67,6 +69,7 @@ async def submit_batch(
         budget_usd=Decimal(str(body.budget_usd)) if body.budget_usd is not None else None,
         reserved_usd=Decimal(0),
         created_at=now,
+        integration_id=integration_id,
     )
     try:
         async with session.begin_nested():

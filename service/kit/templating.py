@@ -10,9 +10,11 @@ megabytes of prompt.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, Template, nodes
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -36,20 +38,24 @@ _MAX_PRODUCT = 100_000
 _MAX_EXPONENT = 64
 
 
+# The deadline of the render under way in this thread or task: compiled templates are
+# cached and shared, so it cannot live on their environment.
+_DEADLINE: ContextVar[float] = ContextVar("template_deadline", default=float("inf"))
+
+
 class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     """Checks a deadline on every call the template makes and on every loop iteration
     (each `for` iterates through a guard), so a template cannot spin without producing
     output; bounds `*` and `**`, which could build a gigabyte before any output."""
 
     intercepted_binops = frozenset({"*", "**"})
-    deadline: float = float("inf")
 
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False)
         self.globals[_LOOP_GUARD] = self._bounded
 
     def _check_deadline(self) -> None:
-        if time.monotonic() > self.deadline:
+        if time.monotonic() > _DEADLINE.get():
             raise _TimeoutExceeded
 
     def _bounded(self, iterable: Any) -> Any:
@@ -85,6 +91,13 @@ def _environment() -> _BoundedEnvironment:
     return _BoundedEnvironment()
 
 
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """Compiling costs far more than rendering (about a millisecond), and an integration
+    renders the same few templates for every article. A syntax error is not cached."""
+    return _environment().from_string(source)
+
+
 def check_syntax(source: str) -> None:
     """Raise TemplateError if `source` does not parse (used when a template is saved)."""
     try:
@@ -100,17 +113,17 @@ def render(
     max_chars: int = DEFAULT_MAX_CHARS,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> str:
-    environment = _environment()
-    environment.deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s
+    token = _DEADLINE.set(deadline)
     parts: list[str] = []
     size = 0
     try:
-        template = environment.from_string(source)
+        template = _compiled(source)
         for chunk in template.generate(**variables):
             size += len(chunk)
             if size > max_chars:
                 raise TemplateError(f"template output is longer than {max_chars} characters")
-            if time.monotonic() > environment.deadline:
+            if time.monotonic() > deadline:
                 raise _TimeoutExceeded
             parts.append(chunk)
     except _TimeoutExceeded:
@@ -119,6 +132,8 @@ def render(
         raise TemplateError(_describe(exc)) from None
     except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
         raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        _DEADLINE.reset(token)
     return "".join(parts)
 
 

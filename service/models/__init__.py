@@ -3,6 +3,8 @@
 from service.kit.base import Base
 from service.models.api_key import ApiKey
 from service.models.batch import FINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
+from service.models.inbound_event import InboundEvent, Verdict
+from service.models.integration import Integration
 from service.models.job import (
     ACTIVE_JOB_STATUSES,
     FINAL_JOB_STATUSES,
@@ -22,10 +24,13 @@ __all__ = [
     "Batch",
     "BatchStatus",
     "DeliveryStatus",
+    "InboundEvent",
+    "Integration",
     "Job",
     "JobAttempt",
     "JobStatus",
     "Priority",
+    "Verdict",
     "WebhookAttempt",
     "WebhookEndpoint",
     "WebhookEvent",

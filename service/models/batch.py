@@ -65,3 +65,7 @@ class Batch(IdMixin, TimestampMixin, Base):
     )
     cancel_requested_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # The CMS integration whose webhook made this batch, if one did.
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("integrations.id", ondelete="SET NULL"), index=True
+    )

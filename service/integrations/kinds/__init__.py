@@ -14,6 +14,7 @@ def register(kind: CmsKind) -> CmsKind:
 
 from service.integrations.kinds import (  # noqa: E402,F401  (registers)
     contentful,
+    generic,
     ghost,
     sanity,
     strapi,
