@@ -82,7 +82,7 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "unknown inbound key": ({"inbound": {"token": "x"}}, "inbound.token"),
     "not a whsec secret": ({"inbound": {"secret": "hunter2"}}, "inbound.secret"),
     "short secret": ({"inbound": {"secret": "whsec_c2hvcnQ="}}, "inbound.secret"),
-    "no write-back for the kind": ({"writeback": {"url": "https://x"}}, "writeback"),
+    "write-back without its method": ({"writeback": {"url": "https://x"}}, "writeback.method"),
     "callback url": ({"callback_url": "ftp://x.example"}, "callback_url"),
     "events not strings": ({"events": [1]}, "events[0]"),
     "unknown key": ({"colour": "red"}, "colour"),
