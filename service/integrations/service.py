@@ -60,7 +60,8 @@ def check_inbound(kind: CmsKind, inbound: Mapping[str, Any]) -> tuple[dict[str, 
     except (ValueError, TypeError) as exc:
         match = _FIELD_PREFIX.match(str(exc))
         if match:
-            raise _invalid(f"inbound.{match[1]}", match[2]) from None
+            field = match[1].removeprefix("inbound.")  # some kinds name it in full
+            raise _invalid(f"inbound.{field}", match[2]) from None
         raise _invalid("inbound", str(exc) or "not valid for this kind") from None
     made = stored.get("secret") if "secret" not in inbound else None
     return stored, made if isinstance(made, str) else None
