@@ -46,12 +46,16 @@ def worker() -> None:
 
 
 def _check_config(settings: Settings) -> None:
-    """A broken DARKROOM_CONFIG stops the process at once, saying where it is broken."""
+    """A broken DARKROOM_CONFIG, or a storage bucket that is missing or unreachable, stops
+    the process at once, saying in one line what is broken."""
     from service.providers.config import ConfigError, load_config
+    from service.state import check_storage
+    from service.storage.base import StorageConfigError
 
     try:
         load_config(settings.config)
-    except ConfigError as exc:
+        asyncio.run(check_storage(settings))
+    except (ConfigError, StorageConfigError) as exc:
         typer.echo(f"darkroom: {exc}", err=True)
         raise typer.Exit(2) from exc
 
