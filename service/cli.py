@@ -23,6 +23,25 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
+@app.callback()
+def _settings_first() -> None:
+    """Settings that cannot work (DARKROOM_STORAGE=s3 with no bucket, ...) stop any command
+    at once, one line per problem, instead of a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = "DARKROOM_" + "_".join(map(str, error["loc"])).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            typer.echo(
+                f"darkroom: {where}: {message}" if error["loc"] else f"darkroom: {message}",
+                err=True,
+            )
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",

@@ -22,6 +22,7 @@ the endpoint; a missing object is FileNotFoundError as it is for local files.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -185,9 +186,16 @@ class S3Storage:
         return True
 
     async def check(self) -> None:
-        """List one prefix: fails if the bucket is missing, unreachable or not ours."""
+        """List one prefix: fails if the bucket is missing, unreachable or not ours.
+
+        The blocking call, in a thread: the CLI exits right after this check when it fails,
+        and an async obstore call completing that close to interpreter exit can race its
+        finalization (a Tokio thread handing the result back to a dying interpreter aborts
+        the process instead of exiting 2)."""
         try:
-            await obstore.list_with_delimiter_async(self._store, self.prefix + _CHECK_PREFIX)
+            await asyncio.to_thread(
+                obstore.list_with_delimiter, self._store, self.prefix + _CHECK_PREFIX
+            )
         except BaseError as exc:
             raise StorageConfigError(
                 f"S3 bucket {self.bucket!r} at {self.endpoint} is not usable: {_reason(exc)}"
