@@ -11,9 +11,13 @@ from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs import repository
 from service.jobs.presenter import job_out
 from service.jobs.schemas import AttemptOut, JobOut
-from service.kit.errors import ERROR_RESPONSES, NotFound
+from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound, ServiceUnavailable
+from service.logging import get_logger
 from service.models import Job, JobStatus
+from service.storage.base import Storage, StorageError
 from service.storage.local import LocalStorage
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -45,6 +49,7 @@ async def list_job_attempts(
             "description": "The generated file (local storage)",
         },
         307: {"description": "The file's storage URL (S3: public or presigned)"},
+        503: {"model": ErrorResponse, "description": "The output storage is unavailable"},
     },
 )
 async def get_job_output(
@@ -53,12 +58,23 @@ async def get_job_output(
     job = await _own_job(session, job_id, api_key.id)
     if job.status is not JobStatus.succeeded or job.output_key is None:
         raise NotFound(f"job {job_id} has no output (status {job.status.value})", code="no_output")
-    url = state.storage.url(job.output_key)
+    try:
+        return await _serve_output(state.storage, job, job.output_key)
+    except StorageError as exc:
+        log.warning("output_storage_unavailable", error=str(exc))
+        raise ServiceUnavailable(
+            "the output storage is unavailable; try again shortly", code="storage_unavailable"
+        ) from exc
+
+
+async def _serve_output(storage: Storage, job: Job, key: str) -> Response:
+    """A redirect to the storage's URL when it has one; else the file, from the API."""
+    url = storage.url(key)
     if url is not None:
         return RedirectResponse(url, status_code=307)
-    missing = NotFound(f"output of job {job_id} is missing from storage", code="output_missing")
-    if isinstance(state.storage, LocalStorage):
-        path = state.storage.path_for(job.output_key)
+    missing = NotFound(f"output of job {job.id} is missing from storage", code="output_missing")
+    if isinstance(storage, LocalStorage):
+        path = storage.path_for(key)
         if not path.is_file():
             raise missing
         return FileResponse(
@@ -67,9 +83,9 @@ async def get_job_output(
             filename=path.name,
             content_disposition_type="inline",
         )
-    if not await state.storage.exists(job.output_key):
+    if not await storage.exists(key):
         raise missing
-    return StreamingResponse(state.storage.open(job.output_key), media_type=job.output_content_type)
+    return StreamingResponse(storage.open(key), media_type=job.output_content_type)
 
 
 async def _own_job(session: SessionDep, job_id: uuid.UUID, api_key_id: uuid.UUID) -> Job:

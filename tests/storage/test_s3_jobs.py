@@ -15,6 +15,7 @@ from PIL import Image
 
 from service.config import Settings, StorageKind
 from service.state import State
+from service.storage.base import StorageUnavailable
 from service.storage.s3 import S3Storage
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
@@ -130,3 +131,44 @@ async def test_a_failing_bucket_retries_the_job_until_it_is_back(
     job = await only_job(client, caller, batch_id)
     assert (job["status"], job["attempts"]) == ("succeeded", 2)
     assert_is_the_output(httpx.get(job["output"]["url"]), job["output"])
+
+
+class Unlinked(S3Storage):
+    """A storage with no URL of its own (like local files), on S3 to show the general path."""
+
+    def url(self, key: str) -> None:  # type: ignore[override]
+        self.path(key)
+
+
+async def test_a_storage_without_urls_is_streamed_by_the_api(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    state.storage = Unlinked.from_settings(state.settings)
+    batch_id = await submit(client, caller, {"jobs": [JOB]})
+    await run_until_idle(state)
+
+    job = await only_job(client, caller, batch_id)
+    output = job["output"]
+    assert output["url"] == f"http://testserver/v1/jobs/{job['id']}/output"
+    served = await client.get(f"/v1/jobs/{job['id']}/output", headers=caller.headers)
+    assert served.status_code == 200
+    assert hashlib.sha256(served.content).hexdigest() == output["sha256"]
+    assert served.headers["content-type"] == "image/png"
+
+
+async def test_a_storage_that_cannot_sign_answers_503_not_500(
+    client: httpx.AsyncClient, caller: Caller, state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_id = await submit(client, caller, {"jobs": [JOB]})
+    await run_until_idle(state)
+
+    def cannot_sign(key: str) -> str:
+        raise StorageUnavailable("S3 presign failed: credentials could not be loaded")
+
+    monkeypatch.setattr(state.storage, "url", cannot_sign)
+    job = await only_job(client, caller, batch_id)
+    assert job["output"]["url"] == f"http://testserver/v1/jobs/{job['id']}/output"
+    answer = await client.get(f"/v1/jobs/{job['id']}/output", headers=caller.headers)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "storage_unavailable"
+    assert "credentials" not in answer.text  # the detail is logged, not shown
