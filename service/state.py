@@ -78,6 +78,7 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
 
 async def close_state(state: State) -> None:
     await state.registry.aclose()
+    await state.storage.aclose()
     await state.http.aclose()
     await state.redis.aclose()
     await state.engine.dispose()

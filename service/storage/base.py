@@ -75,6 +75,10 @@ class Storage(Protocol):
         """Raise StorageConfigError unless the backend is usable: run once at startup."""
         ...
 
+    async def aclose(self) -> None:
+        """Let go of what the backend holds, when the process stops."""
+        ...
+
 
 def key_segments(key: str) -> list[str]:
     """The key's path segments, after refusing anything that is not a plain relative path

@@ -100,6 +100,9 @@ class LocalStorage:
     async def check(self) -> None:
         """Nothing to check: the root is made on the first put."""
 
+    async def aclose(self) -> None:
+        """Nothing is held between calls."""
+
 
 def _write_atomically(path: Path, key: str, data: bytes) -> StoredObject:
     """Write, sync and rename into place (making missing folders)."""
