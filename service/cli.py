@@ -23,6 +23,25 @@ keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
+@app.callback()
+def _settings_first() -> None:
+    """Settings that cannot work (DARKROOM_STORAGE=s3 with no bucket, ...) stop any command
+    at once, one line per problem, instead of a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = "DARKROOM_" + "_".join(map(str, error["loc"])).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            typer.echo(
+                f"darkroom: {where}: {message}" if error["loc"] else f"darkroom: {message}",
+                err=True,
+            )
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
@@ -46,12 +65,16 @@ def worker() -> None:
 
 
 def _check_config(settings: Settings) -> None:
-    """A broken DARKROOM_CONFIG stops the process at once, saying where it is broken."""
+    """A broken DARKROOM_CONFIG, or a storage bucket that is missing or unreachable, stops
+    the process at once, saying in one line what is broken."""
     from service.providers.config import ConfigError, load_config
+    from service.state import check_storage
+    from service.storage.base import StorageConfigError
 
     try:
         load_config(settings.config)
-    except ConfigError as exc:
+        asyncio.run(check_storage(settings))
+    except (ConfigError, StorageConfigError) as exc:
         typer.echo(f"darkroom: {exc}", err=True)
         raise typer.Exit(2) from exc
 

@@ -7,6 +7,7 @@ default forgotten there is a default every reader of this repository knows.
 from __future__ import annotations
 
 import json
+import re
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,16 @@ PLACEHOLDER_PASSWORDS = frozenset({"postgres", "password", "changeme", "secret",
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+class StorageKind(StrEnum):
+    local = "local"
+    s3 = "s3"
+
+
+# An S3 key prefix: safe names joined by "/", no leading "/", no "." or ".." segment. It is
+# prepended as is, so it may end with "/" ("darkroom/") or not ("covers-").
+_S3_PREFIX = re.compile(r"(?:[A-Za-z0-9_-][A-Za-z0-9._-]*/)*(?:[A-Za-z0-9_-][A-Za-z0-9._-]*)?")
 
 
 class Settings(BaseSettings):
@@ -96,6 +107,24 @@ class Settings(BaseSettings):
     # development only.
     ssrf_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # Output storage: "local" (storage_dir) or "s3". S3 credentials come from the standard
+    # AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, roles),
+    # never from these settings, and are never logged.
+    storage: StorageKind = StorageKind.local
+    s3_bucket: str | None = None
+    # Prepended to every key as is: "<prefix><batch id>/<name>".
+    s3_prefix: str = ""
+    # Unset: AWS_REGION / AWS_DEFAULT_REGION.
+    s3_region: str | None = None
+    # Any S3-compatible store (MinIO, R2, ...). Unset: AWS.
+    s3_endpoint_url: str | None = None
+    # A CDN or public bucket in front of the store: output URLs are this + "/" + key. Unset:
+    # presigned GET URLs valid for s3_presign_expires_s (SigV4 allows at most 7 days).
+    storage_public_url: str | None = None
+    s3_presign_expires_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    # Names are unique per batch, so an output never changes under its URL.
+    storage_cache_control: str = "public, max-age=31536000, immutable"
+
     @property
     def is_production(self) -> bool:
         return self.env is Environment.production
@@ -130,6 +159,26 @@ class Settings(BaseSettings):
             return [str(network) for network in parse_cidrs(value)]
         except ValueError as exc:
             raise ValueError(f"DARKROOM_SSRF_ALLOW_CIDRS: {exc}") from None
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Self:
+        """A storage setting that cannot work stops the process at once, naming the setting."""
+        if self.storage is StorageKind.s3 and not self.s3_bucket:
+            raise ValueError("DARKROOM_STORAGE=s3 needs DARKROOM_S3_BUCKET (the bucket name)")
+        if not _S3_PREFIX.fullmatch(self.s3_prefix):
+            raise ValueError(
+                "DARKROOM_S3_PREFIX must be names of [A-Za-z0-9._-] joined by '/', with no "
+                "leading '/' and no '.' or '..' part"
+            )
+        for name, url in (
+            ("DARKROOM_S3_ENDPOINT_URL", self.s3_endpoint_url),
+            ("DARKROOM_STORAGE_PUBLIC_URL", self.storage_public_url),
+        ):
+            if url is not None and (
+                urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc
+            ):
+                raise ValueError(f"{name} must be an http(s) URL")
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholders_in_production(self) -> Self:

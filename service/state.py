@@ -9,12 +9,13 @@ import httpx
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.config import Settings
+from service.config import Settings, StorageKind
 from service.db import create_engine, create_sessionmaker
 from service.dispatch.accounts import Dispatch
 from service.kit.ssrf import guarded_client
 from service.providers.config import load_config
 from service.providers.registry import ProviderRegistry, build_registry
+from service.storage.base import Storage
 from service.storage.local import LocalStorage
 
 
@@ -26,7 +27,7 @@ class State:
     redis: ArqRedis
     http: httpx.AsyncClient
     registry: ProviderRegistry
-    storage: LocalStorage
+    storage: Storage
     dispatch: Dispatch
 
 
@@ -36,6 +37,21 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return dataclasses.replace(
         RedisSettings.from_dsn(settings.redis_url), conn_timeout=2, conn_retries=1
     )
+
+
+def build_storage(settings: Settings) -> Storage:
+    """The configured output storage. Nothing is contacted here: see check_storage."""
+    if settings.storage is StorageKind.s3:
+        from service.storage.s3 import S3Storage  # its native library loads only when used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.storage_dir)
+
+
+async def check_storage(settings: Settings) -> None:
+    """Once, when the API or a worker starts: a missing or unreachable bucket is a
+    StorageConfigError naming it, before any job is taken."""
+    await build_storage(settings).check()
 
 
 async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
@@ -57,13 +73,14 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
         redis=redis,
         http=http,
         registry=registry,
-        storage=LocalStorage(settings.storage_dir),
+        storage=build_storage(settings),
         dispatch=Dispatch(redis, registry),
     )
 
 
 async def close_state(state: State) -> None:
     await state.registry.aclose()
+    await state.storage.aclose()
     await state.http.aclose()
     await state.redis.aclose()
     await state.engine.dispose()

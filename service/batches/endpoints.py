@@ -144,7 +144,7 @@ async def list_batch_jobs(
     )
     page, more = jobs[:limit], len(jobs) > limit
     return JobPage(
-        items=[job_out(job, state.settings.public_url) for job in page],
+        items=[job_out(job, state.settings.public_url, state.storage) for job in page],
         next_cursor=encode_cursor([page[-1].index]) if more else None,
     )
 

@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs import repository
 from service.jobs.presenter import job_out
 from service.jobs.schemas import AttemptOut, JobOut
-from service.kit.errors import ERROR_RESPONSES, NotFound
+from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound, ServiceUnavailable
+from service.logging import get_logger
 from service.models import Job, JobStatus
+from service.storage.base import Storage, StorageError
+from service.storage.local import LocalStorage
+
+log = get_logger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -22,7 +27,7 @@ async def get_job(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, api_key: ApiKeyDep
 ) -> JobOut:
     job = await _own_job(session, job_id, api_key.id)
-    return job_out(job, state.settings.public_url)
+    return job_out(job, state.settings.public_url, state.storage)
 
 
 @router.get("/{job_id}/attempts")
@@ -41,25 +46,46 @@ async def list_job_attempts(
     responses={
         200: {
             "content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
-            "description": "The generated file",
-        }
+            "description": "The generated file (local storage)",
+        },
+        307: {"description": "The file's storage URL (S3: public or presigned)"},
+        503: {"model": ErrorResponse, "description": "The output storage is unavailable"},
     },
 )
 async def get_job_output(
     job_id: uuid.UUID, state: StateDep, session: SessionDep, api_key: ApiKeyDep
-) -> FileResponse:
+) -> Response:
     job = await _own_job(session, job_id, api_key.id)
     if job.status is not JobStatus.succeeded or job.output_key is None:
         raise NotFound(f"job {job_id} has no output (status {job.status.value})", code="no_output")
-    path = state.storage.path_for(job.output_key)
-    if not path.is_file():
-        raise NotFound(f"output of job {job_id} is missing from storage", code="output_missing")
-    return FileResponse(
-        path,
-        media_type=job.output_content_type,
-        filename=path.name,
-        content_disposition_type="inline",
-    )
+    try:
+        return await _serve_output(state.storage, job, job.output_key)
+    except StorageError as exc:
+        log.warning("output_storage_unavailable", error=str(exc))
+        raise ServiceUnavailable(
+            "the output storage is unavailable; try again shortly", code="storage_unavailable"
+        ) from exc
+
+
+async def _serve_output(storage: Storage, job: Job, key: str) -> Response:
+    """A redirect to the storage's URL when it has one; else the file, from the API."""
+    url = storage.url(key)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    missing = NotFound(f"output of job {job.id} is missing from storage", code="output_missing")
+    if isinstance(storage, LocalStorage):
+        path = storage.path_for(key)
+        if not path.is_file():
+            raise missing
+        return FileResponse(
+            path,
+            media_type=job.output_content_type,
+            filename=path.name,
+            content_disposition_type="inline",
+        )
+    if not await storage.exists(key):
+        raise missing
+    return StreamingResponse(storage.open(key), media_type=job.output_content_type)
 
 
 async def _own_job(session: SessionDep, job_id: uuid.UUID, api_key_id: uuid.UUID) -> Job:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from service.jobs.schemas import JobError, JobOut, JobOutput
+from service.logging import get_logger
 from service.models import Job, JobStatus
+from service.storage.base import Storage, StorageError
+
+log = get_logger(__name__)
 
 
-def job_out(job: Job, public_url: str) -> JobOut:
+def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut:
+    """`storage` given: output.url is the storage's own URL when it has one (S3: the public
+    base URL + key, or a presigned GET). Otherwise it is the API's output route, which
+    serves the file (local storage) or redirects to the storage's URL."""
     output = None
     if job.status is JobStatus.succeeded and job.output_key is not None:
+        url = _storage_url(storage, job.output_key) if storage is not None else None
         output = JobOutput(
-            url=f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output",
+            url=url or f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output",
             content_type=job.output_content_type or "application/octet-stream",
             width=job.output_width or 0,
             height=job.output_height or 0,
@@ -38,3 +46,13 @@ def job_out(job: Job, public_url: str) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def _storage_url(storage: Storage, key: str) -> str | None:
+    """None when the storage has no URL, or cannot sign one now (its credentials failed to
+    load): the API's own route then stands in, and answers 503 until the storage is back."""
+    try:
+        return storage.url(key)
+    except StorageError as exc:
+        log.warning("storage_url_failed", error=str(exc))
+        return None

@@ -49,6 +49,7 @@ from service.providers.base import (
 from service.providers.registry import ModelSpec
 from service.ratelimit import now_ms
 from service.state import State
+from service.storage.base import StorageError
 from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
@@ -232,6 +233,11 @@ async def _store_and_record(
 ) -> None:
     try:
         stored = await state.storage.put(started.output_key, image.data, image.content_type)
+    except StorageError as exc:  # the store is down, not the provider: retry the job
+        log.warning("storing_output_failed", error=str(exc))
+        error = ProviderRetryableError("storage_unavailable", str(exc))
+        await _record_error(state, spec, started, error, latency_ms)
+        return
     except Exception as exc:
         log.exception("storing_output_failed")
         error = ProviderRetryableError("storage_error", f"{type(exc).__name__}: {exc}")

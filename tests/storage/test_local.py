@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from service.storage.base import Storage, StoredObject
-from service.storage.local import LocalStorage
+from service.storage.local import READ_CHUNK, LocalStorage
 
 KEY = "b_01HZX/cover-1.png"
 
@@ -161,3 +162,50 @@ async def test_put_returns_only_once_its_rename_and_new_folders_are_synced(
         returned = events.index(("returned", key))
         assert synced_between(path.parent, renamed, returned), key
         assert synced_between(storage.root, 0, returned), key  # the folder's own entry
+
+
+async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def test_streamed_put_writes_the_same_file_and_digest(storage: LocalStorage) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+
+    stored = await storage.put(KEY, _chunks(data, 64 * 1024), "image/png")
+
+    assert stored == StoredObject(key=KEY, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    assert storage.path_for(KEY).read_bytes() == data
+    assert [p.name for p in storage.path_for(KEY).parent.iterdir()] == ["cover-1.png"]
+
+
+async def test_failing_stream_leaves_no_temp_file_and_keeps_old_content(
+    storage: LocalStorage,
+) -> None:
+    await storage.put(KEY, b"old", "image/png")
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise OSError("source went away")
+
+    with pytest.raises(OSError, match="source went away"):
+        await storage.put(KEY, broken(), "image/png")
+
+    assert list(storage.path_for(KEY).parent.iterdir()) == [storage.path_for(KEY)]
+    assert await storage.get(KEY) == b"old"
+
+
+async def test_open_streams_in_chunks_and_url_is_none(storage: LocalStorage) -> None:
+    data = os.urandom(2 * READ_CHUNK + 5)
+    await storage.put(KEY, data, "image/png")
+
+    chunks = [chunk async for chunk in storage.open(KEY)]
+
+    assert [len(chunk) for chunk in chunks] == [READ_CHUNK, READ_CHUNK, 5]
+    assert b"".join(chunks) == data
+    assert storage.url(KEY) is None  # the API serves local files itself
+    with pytest.raises(FileNotFoundError):
+        async for _ in storage.open("b_missing/nothing.png"):
+            pass
+    with pytest.raises(ValueError, match="invalid storage key"):
+        storage.url("../x.png")
