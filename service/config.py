@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # The total deadline of one attempt: connect, send and the whole answer, however
     # slowly a receiver trickles it (not a per-read timeout).
     webhook_timeout_s: float = Field(default=15.0, gt=0)
+    # The same for a write-back into a CMS: several requests (upload, create, process,
+    # link, publish) against an API that may be slow.
+    writeback_timeout_s: float = Field(default=60.0, gt=0)
     # Deprecated (use ssrf_allow_cidrs): false refuses loopback in development too; true
     # is refused in production, where only the allowlist opens non-public addresses.
     webhook_allow_private_networks: bool | None = None

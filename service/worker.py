@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.dispatch.dispatcher import Dispatcher
+from service.integrations.writeback import sink as _writeback_sink  # noqa: F401  (registers)
 from service.jobs.polls import POLL_JOB, stop_on_time_polls
 from service.jobs.runner import run_granted
 from service.jobs.tasks import (
@@ -35,6 +36,7 @@ from service.jobs.tasks import (
 )
 from service.logging import get_logger
 from service.state import State, build_state, close_state
+from service.webhooks.sinks import longest_deadline_s
 from service.webhooks.tasks import deliver_webhook, reconcile_webhooks
 
 log = get_logger(__name__)
@@ -103,7 +105,7 @@ def build_workers(state: State) -> list[Worker]:
         ctx=ctx,
         handle_signals=False,
         max_jobs=50,
-        job_timeout=int(settings.webhook_timeout_s) + 30,
+        job_timeout=int(longest_deadline_s(settings)) + 30,
         keep_result=0,
         max_tries=ARQ_MAX_TRIES,
         poll_delay=0.25,

@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -177,6 +178,15 @@ async def preview(
         },
     },
 )
+def signed_path(public_url: str, integration_id: uuid.UUID, request: Request) -> str:
+    """The path and query as the CMS sent them to `inbound_url` (Contentful signs them):
+    the public URL's own path first, which a reverse proxy may have cut off on the way
+    here, and the query exactly as received."""
+    path = f"{urlsplit(public_url).path.rstrip('/')}/v1/hooks/{integration_id}"
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
 async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswer:
     """A CMS webhook. No API key: the CMS's signature is the authentication. Answers
     once the job is durable (or the event was ignored or seen before)."""
@@ -185,7 +195,7 @@ async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswe
     state: State = request.app.state.darkroom
     inbound = InboundRequest(
         method=request.method,
-        path=request.url.path,
+        path=signed_path(state.settings.public_url, integration_id, request),
         query=dict(request.query_params),
         headers={name.lower(): value for name, value in request.headers.items()},
         body=await request.body(),

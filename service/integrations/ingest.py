@@ -95,7 +95,7 @@ async def receive_hook(
     except SignatureError as exc:
         raise SignatureRejected(integration.id, str(exc)) from None
     payload = parse_body(request.body)
-    article = read_article(kind, request, payload, integration.locale)
+    article = read_article(kind, request, payload, integration.read_locale)
     wanted = article.event_type in acted_on(integration, kind)
     rendered: RenderedJob | None = None
     failure: RenderFailed | None = None

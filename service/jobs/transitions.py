@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository as batch_repository
 from service.batches.service import complete_batch
+from service.integrations.writeback.outbox import record_writeback
 from service.jobs import repository
 from service.jobs.presenter import job_out
 from service.kit.base import utcnow
@@ -349,13 +350,17 @@ async def finish(
     job.finished_at = utcnow()
     if error is not None:
         job.error_code, job.error_message = error.code, error.message
-    event_id = None
+    event_ids: list[str] = []
     if batch.callback_url:  # the event's body costs a render: only when it is sent
         data = job_out(job, public_url).model_dump(mode="json")
         event_id = await record_event(
             session, batch=batch, type=f"job.{status.value}", data=data, job_id=job.id
         )
-    return Transition([event_id] if event_id else [], batch_to_check=batch.id)
+        event_ids += [event_id] if event_id else []
+    if status is JobStatus.succeeded and batch.integration_id is not None:
+        writeback_id = await record_writeback(session, batch, job)
+        event_ids += [writeback_id] if writeback_id else []
+    return Transition(event_ids, batch_to_check=batch.id)
 
 
 def requeue(job: Job) -> None:

@@ -36,3 +36,12 @@ class Integration(IdMixin, TimestampMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), default=utcnow, onupdate=utcnow
     )
+
+    @property
+    def read_locale(self) -> str | None:
+        """Which locale of each field to read (Contentful): the integration's own setting,
+        else its write-back's, so one setting serves both ways."""
+        if self.locale:
+            return self.locale
+        locale = (self.writeback or {}).get("locale")
+        return locale if isinstance(locale, str) else None

@@ -26,7 +26,7 @@ from service.state import State
 from service.webhooks import repository, service
 from service.webhooks.fairness import EndpointSlots
 from service.webhooks.schedule import retry_delay_s
-from service.webhooks.sinks import SINKS, AttemptOutcome
+from service.webhooks.sinks import SINKS, AttemptOutcome, longest_deadline_s
 
 log = get_logger(__name__)
 
@@ -43,7 +43,7 @@ def endpoint_slots(state: State) -> EndpointSlots:
     """One per Redis pool (scripts are registered once)."""
     slots = _slots.get(state.redis)
     if slots is None:
-        lease = state.settings.webhook_timeout_s + BACKSTOP_S + LEASE_MARGIN_S
+        lease = longest_deadline_s(state.settings) + BACKSTOP_S + LEASE_MARGIN_S
         slots = _slots[state.redis] = EndpointSlots(state.redis, lease_s=lease)
     return slots
 
@@ -97,14 +97,16 @@ async def attempt_and_record(state: State, event: WebhookEvent, endpoint: Webhoo
     sink = SINKS.get(event.sink)
     started_at, began = utcnow(), time.perf_counter()
     outcome: AttemptOutcome | None = None
+    deadline_s = state.settings.webhook_timeout_s
     try:
         if sink is None:
             outcome = AttemptOutcome(None, f"no sink {event.sink!r} in this worker")
         else:
-            async with asyncio.timeout(state.settings.webhook_timeout_s + BACKSTOP_S):
+            deadline_s = sink.deadline_s(state.settings)
+            async with asyncio.timeout(deadline_s + BACKSTOP_S):
                 outcome = await sink.attempt(state, event)
     except TimeoutError:
-        outcome = AttemptOutcome(None, f"the attempt overran its {_deadline(state)} deadline")
+        outcome = AttemptOutcome(None, f"the attempt overran its {deadline_s:g} s deadline")
     except asyncio.CancelledError:
         outcome = AttemptOutcome(None, "the attempt was cancelled (worker stopping or timeout)")
         raise
@@ -120,10 +122,6 @@ async def attempt_and_record(state: State, event: WebhookEvent, endpoint: Webhoo
         _recording.add(task)  # kept alive even if this task is cancelled again
         task.add_done_callback(_recording.discard)
         await asyncio.shield(task)
-
-
-def _deadline(state: State) -> str:
-    return f"{state.settings.webhook_timeout_s:g} s"
 
 
 async def _record_and_hand_over(

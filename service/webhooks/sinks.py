@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.models import WebhookEvent
     from service.state import State
 
@@ -34,6 +35,10 @@ class AttemptOutcome:
 
 
 class Sink(Protocol):
+    def deadline_s(self, settings: Settings) -> float:
+        """How long one attempt may take in all (a write-back is several requests)."""
+        ...
+
     async def attempt(self, state: State, event: WebhookEvent) -> AttemptOutcome:
         """One attempt, within the attempt's deadline; never raises for a receiver's fault."""
         ...
@@ -46,6 +51,11 @@ class Sink(Protocol):
 
 # Every sink a worker can deliver through, by the name in webhook_events.sink.
 SINKS: dict[str, Sink] = {}
+
+
+def longest_deadline_s(settings: Settings) -> float:
+    """The longest attempt any sink may make: slot leases and arq's timeout cover it."""
+    return max(settings.webhook_timeout_s, settings.writeback_timeout_s)
 
 
 def register_sink(name: str, sink: Sink) -> None:

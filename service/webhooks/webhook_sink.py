@@ -26,6 +26,7 @@ from service.webhooks.schedule import RETRY_AFTER_STATUSES, parse_retry_after
 from service.webhooks.sinks import MAX_RESPONSE_BODY_CHARS, AttemptOutcome, register_sink
 
 if TYPE_CHECKING:
+    from service.config import Settings
     from service.models import WebhookEvent
     from service.state import State
 
@@ -42,8 +43,11 @@ class _Answer:
 
 
 class WebhookSink:
+    def deadline_s(self, settings: Settings) -> float:
+        return settings.webhook_timeout_s
+
     async def attempt(self, state: State, event: WebhookEvent) -> AttemptOutcome:
-        deadline = state.settings.webhook_timeout_s
+        deadline = self.deadline_s(state.settings)
         answer = _Answer()
         try:
             async with asyncio.timeout(deadline):
