@@ -165,6 +165,15 @@ async def preview(
     return service.preview(integration, body, state.settings)
 
 
+def signed_path(public_url: str, integration_id: uuid.UUID, request: Request) -> str:
+    """The path and query as the CMS sent them to `inbound_url` (Contentful signs them):
+    the public URL's own path first, which a reverse proxy may have cut off on the way
+    here, and the query exactly as received."""
+    path = f"{urlsplit(public_url).path.rstrip('/')}/v1/hooks/{integration_id}"
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return f"{path}?{query}" if query else path
+
+
 @hooks_router.post(
     "/{integration_id}",
     status_code=202,
@@ -178,15 +187,6 @@ async def preview(
         },
     },
 )
-def signed_path(public_url: str, integration_id: uuid.UUID, request: Request) -> str:
-    """The path and query as the CMS sent them to `inbound_url` (Contentful signs them):
-    the public URL's own path first, which a reverse proxy may have cut off on the way
-    here, and the query exactly as received."""
-    path = f"{urlsplit(public_url).path.rstrip('/')}/v1/hooks/{integration_id}"
-    query = request.scope.get("query_string", b"").decode("latin-1")
-    return f"{path}?{query}" if query else path
-
-
 async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswer:
     """A CMS webhook. No API key: the CMS's signature is the authentication. Answers
     once the job is durable (or the event was ignored or seen before)."""
