@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Literal
 
-import structlog
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -28,12 +25,12 @@ from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
-from service.logging import configure_logging, get_logger
+from service.kit.request_context import RequestContext
+from service.logging import configure_logging
 from service.state import State, build_state, close_state
 from service.webhooks.endpoints import router as webhooks_router
 
 READY_TIMEOUT_S = 2.0
-access_log = get_logger("darkroom.access")
 
 
 class Readiness(BaseModel):
@@ -65,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(JsonBodyGuard)  # inside the size limit, which counts what it reads
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
@@ -73,24 +71,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(integrations_router)
     app.include_router(hooks_router)
-
-    @app.middleware("http")
-    async def bind_request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        began = time.perf_counter()
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            response = await call_next(request)
-            access_log.info(
-                "request",
-                method=request.method,
-                path=request.url.path,
-                status=response.status_code,
-                duration_ms=round((time.perf_counter() - began) * 1000, 1),
-            )
-        response.headers["x-request-id"] = request_id
-        return response
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
