@@ -1,141 +1,24 @@
-"""One case per CMS kind for the end-to-end and refusal tests: its simulator, the article
-it seeds, the integration body that points at it, its signed publish webhook (made by the
-simulator's own `signed_webhook`), bodies that lack a field, and where the written-back
-image shows in the simulator's state.
-
-`sign_raw` signs arbitrary bytes as the CMS would (written here from the issue's
-description of each scheme), for the malformed bodies a simulator would never send.
-"""
+"""The six CMS kinds as test cases (see cms_case.py): Ghost, WordPress, Strapi, Sanity,
+Contentful, and generic with the catalogue simulator taking its write-back."""
 
 from __future__ import annotations
 
 import base64
 import copy
-import hashlib
-import hmac
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import httpx
-from starlette.applications import Starlette
+from typing import Any
 
 from simulators.cms import catalogue, contentful, ghost, sanity, strapi, wordpress
+from tests.integrations.cms_case import (
+    SLUG,
+    TITLE,
+    Case,
+    Delivery,
+    hmac_sha256,
+    hook_path,
+    now_ms,
+    sim_call,
+)
 from tests.integrations.helpers import signed as standard_signed
-
-TEMPLATE = {
-    "prompt": "Editorial illustration for {{ title }}",
-    "model": "local/procedural",
-    "width": 64,
-    "height": 64,
-    "format": "png",
-    "output_name": "{{ slug }}-cover",
-}
-TITLE = "Moths of the city"
-SLUG = "moths-of-the-city"
-STALE_MS = 10 * 60 * 1000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class Delivery:
-    """A webhook as the CMS sends it."""
-
-    headers: dict[str, str]
-    body: bytes
-
-
-async def sim_call(base: str, method: str, path: str, body: Any = None) -> Any:
-    """A simulator's control route (or API route, unauthenticated)."""
-    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        response = await http.request(method, path, json=body)
-    response.raise_for_status()
-    return response.json()
-
-
-def hook_path(integration: dict[str, Any]) -> str:
-    return f"/v1/hooks/{integration['id']}"
-
-
-class Case:
-    kind: ClassVar[str]
-    build: ClassVar[Callable[[dict[str, Any] | None], Starlette]]
-    signature_headers: ClassVar[tuple[str, ...]]  # what a delivery without a signature lacks
-    has_timestamp: ClassVar[bool] = True
-    signs_body: ClassVar[bool] = True
-    credential: ClassVar[str]  # the write-back credential, read from env_name
-    secret: ClassVar[str] = ""
-
-    @property
-    def env_name(self) -> str:
-        return f"E2E_{self.kind.upper()}_CREDENTIAL"
-
-    def inbound(self) -> dict[str, Any]:
-        return {"secret": self.secret}
-
-    def writeback(self, base: str) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def integration_body(self, base: str | None, callback_url: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "name": f"{self.kind} covers",
-            "kind": self.kind,
-            "inbound": self.inbound(),
-            "template": TEMPLATE,
-            "writeback": self.writeback(base) if base else None,
-        }
-        if callback_url:
-            body["callback_url"] = callback_url
-        return body
-
-    async def seed(self, base: str) -> dict[str, Any]:
-        """Add the article to the running simulator; returns it as the CMS has it."""
-        raise NotImplementedError
-
-    def offline_article(self) -> dict[str, Any]:
-        """The article as the CMS would have it, without a simulator."""
-        raise NotImplementedError
-
-    def webhook(
-        self,
-        article: dict[str, Any],
-        integration: dict[str, Any],
-        *,
-        secret: str | None = None,
-        timestamp_ms: int | None = None,
-    ) -> Delivery:
-        raise NotImplementedError
-
-    def sign_raw(self, raw: bytes, integration: dict[str, Any]) -> Delivery:
-        raise NotImplementedError
-
-    missing: ClassVar[tuple[str, str]]  # (a key of the article the kind needs, its name)
-
-    def without_a_field(
-        self, article: dict[str, Any], integration: dict[str, Any]
-    ) -> tuple[Delivery, str]:
-        """A signed webhook whose article lacks a field the kind cannot do without, and
-        the name the answer gives that field."""
-        key, name = self.missing
-        changed = {k: v for k, v in article.items() if k != key}
-        return self.webhook(changed, integration), name
-
-    def untitled(self, article: dict[str, Any]) -> dict[str, Any]:
-        """The article without the title the template needs."""
-        raise NotImplementedError
-
-    def image_on(self, state: Any, article: dict[str, Any]) -> Any:
-        """The image the write-back left on the article (None if there is none), checked
-        against what the simulator stored."""
-        raise NotImplementedError
-
-
-def _hmac(secret: str, message: bytes) -> bytes:
-    return hmac.new(secret.encode(), message, hashlib.sha256).digest()
 
 
 class GhostCase(Case):
@@ -181,7 +64,7 @@ class GhostCase(Case):
 
     def sign_raw(self, raw: bytes, integration: dict[str, Any]) -> Delivery:
         stamp = now_ms()
-        digest = _hmac(self.secret, raw + str(stamp).encode()).hex()
+        digest = hmac_sha256(self.secret, raw + str(stamp).encode()).hex()
         return Delivery({"x-ghost-signature": f"sha256={digest}, t={stamp}"}, raw)
 
     def untitled(self, article: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +123,7 @@ class WordPressCase(Case):
         return Delivery(headers, body)
 
     def sign_raw(self, raw: bytes, integration: dict[str, Any]) -> Delivery:
-        signature = base64.b64encode(_hmac(self.secret, raw)).decode()
+        signature = base64.b64encode(hmac_sha256(self.secret, raw)).decode()
         return Delivery({"x-wp-webhook-signature": signature}, raw)
 
     def untitled(self, article: dict[str, Any]) -> dict[str, Any]:
@@ -354,7 +237,7 @@ class SanityCase(Case):
 
     def sign_raw(self, raw: bytes, integration: dict[str, Any]) -> Delivery:
         stamp = now_ms()
-        mac = base64.urlsafe_b64encode(_hmac(self.secret, b"%d." % stamp + raw)).rstrip(b"=")
+        mac = base64.urlsafe_b64encode(hmac_sha256(self.secret, b"%d." % stamp + raw)).rstrip(b"=")
         header = f"t={stamp},v1={mac.decode()}"
         return Delivery({"sanity-webhook-signature": header, "sanity-operation": "create"}, raw)
 
@@ -422,7 +305,7 @@ class ContentfulCase(Case):
         headers["x-contentful-signed-headers"] = ",".join(names)
         signed = ";".join(f"{name}:{headers[name]}" for name in names)
         message = f"POST\n{hook_path(integration)}\n{signed}\n".encode() + raw
-        headers["x-contentful-signature"] = _hmac(self.secret, message).hex()
+        headers["x-contentful-signature"] = hmac_sha256(self.secret, message).hex()
         return Delivery(headers, raw)
 
     def without_a_field(

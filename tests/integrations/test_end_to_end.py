@@ -25,7 +25,8 @@ from service.worker import run_until_idle
 from simulators.cms.base import run_cms
 from simulators.cms.ghost import DEFAULT_ADMIN_KEY_SECRET
 from tests.conftest import Caller
-from tests.integrations.cms_cases import CASES, Case, Delivery, sim_call
+from tests.integrations.cms_case import Case, Delivery, sim_call
+from tests.integrations.cms_cases import CASES
 from tests.webhooks.helpers import make_due
 from tests.webhooks.receiver import Receiver, running_receiver
 
