@@ -29,6 +29,13 @@ from typing import Any, ClassVar
 from urllib.parse import quote, urlencode
 
 from service.integrations.kinds import register
+from service.integrations.kinds._common import (
+    inbound_secret,
+    only_fields,
+    required_object,
+    required_str,
+    same,
+)
 from service.integrations.kinds.base import (
     REPLAY_WINDOW_MS,
     Article,
@@ -102,9 +109,7 @@ class ContentfulKind:
     default_events: ClassVar[tuple[str, ...]] = ("Entry.publish",)
 
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(inbound) - {"secret"})
-        if unknown:
-            raise ValueError(f"inbound.{unknown[0]}: not a Contentful setting (only secret)")
+        only_fields(inbound, self.name, "secret")
         secret = inbound.get("secret")
         if not isinstance(secret, str) or not _SECRET.match(secret):
             raise ValueError(
@@ -135,8 +140,7 @@ class ContentfulKind:
         canonical = canonical_request(
             request.method, _path_as_sent(request), picked, request.body, timestamp_ms
         )
-        expected = sign(str(inbound.get("secret", "")), canonical)
-        if not hmac.compare_digest(expected.encode(), signature.encode()):
+        if not same(sign(inbound_secret(inbound), canonical), signature):
             raise SignatureError(f"{SIGNATURE} does not match")
 
     def read(self, request: InboundRequest, payload: Any, options: KindOptions) -> Article:
@@ -146,8 +150,8 @@ class ContentfulKind:
         event_type = topic[len(TOPIC_PREFIX) :]
         if not isinstance(payload, dict):
             raise PayloadError("sys", "the body must be a Contentful entity (a JSON object)")
-        sys = _mapping(payload, "sys", "sys")
-        entity_id = _text(sys, "id", "sys.id")
+        sys = required_object(payload, "sys", "sys")
+        entity_id = required_str(sys, "id", "sys.id")
         version = sys.get("version", sys.get("revision"))
         if isinstance(version, bool) or not isinstance(version, int):
             raise PayloadError("sys.version", "sys.version must be the entity's version number")
@@ -179,7 +183,7 @@ class ContentfulKind:
 
 
 def _entry_variables(payload: Mapping[str, Any], locale: str, entity_id: str) -> dict[str, Any]:
-    fields = _mapping(payload, "fields", "fields")
+    fields = required_object(payload, "fields", "fields")
 
     def value(*names: str) -> Any:
         for name in names:
@@ -202,20 +206,6 @@ def _entry_variables(payload: Mapping[str, Any], locale: str, entity_id: str) ->
         "tags": _names(value("tags")) + _names(tag_links),
         "authors": _names(value("authors", "author")),
     }
-
-
-def _mapping(holder: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = holder.get(key)
-    if not isinstance(value, dict):
-        raise PayloadError(path, f"{path} is missing or not an object")
-    return value
-
-
-def _text(holder: Mapping[str, Any], key: str, path: str) -> str:
-    value = holder.get(key)
-    if not isinstance(value, str) or not value:
-        raise PayloadError(path, f"{path} is missing or empty")
-    return value
 
 
 def _link_id(sys: Mapping[str, Any], key: str) -> str | None:

@@ -18,6 +18,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from service.integrations.kinds import register
+from service.integrations.kinds._common import (
+    inbound_secret,
+    only_fields,
+    required_object,
+    required_str,
+)
 from service.integrations.kinds.base import (
     REPLAY_WINDOW_MS,
     Article,
@@ -42,9 +48,7 @@ class GenericKind:
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
         """{} makes a new secret (returned once by the API); {"secret": "whsec_..."} keeps
         a sender's existing one, e.g. when an integration is moved."""
-        unknown = sorted(set(inbound) - {"secret"})
-        if unknown:
-            raise ValueError(f"{unknown[0]}: not a generic inbound setting (only 'secret')")
+        only_fields(inbound, self.name, "secret")
         secret = inbound.get("secret")
         if secret is None:
             return {"secret": new_webhook_secret()}
@@ -61,7 +65,7 @@ class GenericKind:
     def verify(self, request: InboundRequest, inbound: Mapping[str, Any], now_ms: int) -> None:
         try:
             verify_standard_webhook(
-                str(inbound["secret"]),
+                inbound_secret(inbound),
                 request.headers,
                 request.body,
                 tolerance_s=REPLAY_WINDOW_MS // 1000,
@@ -73,12 +77,12 @@ class GenericKind:
     def read(self, request: InboundRequest, payload: Any, options: KindOptions) -> Article:
         if not isinstance(payload, dict):
             raise PayloadError("body", "must be a JSON object with 'type' and 'data'")
-        event_type = payload.get("type")
-        if not isinstance(event_type, str) or not event_type:
-            raise PayloadError("type", "missing: the event type, e.g. 'article.published'")
-        data = payload.get("data")
-        if not isinstance(data, dict):
-            raise PayloadError("data", "missing: an object with the article's fields")
+        event_type = required_str(
+            payload, "type", "type", "missing: the event type, e.g. 'article.published'"
+        )
+        data = required_object(
+            payload, "data", "data", "missing: an object with the article's fields"
+        )
         webhook_id = request.headers.get("webhook-id", "")
         if len(webhook_id) > MAX_WEBHOOK_ID:
             raise PayloadError("webhook-id", f"longer than {MAX_WEBHOOK_ID} characters")

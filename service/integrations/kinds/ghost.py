@@ -33,14 +33,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from service.integrations.kinds import register
-from service.integrations.kinds._ghostwp import (
-    check_secret_block,
+from service.integrations.kinds._common import (
+    first_text,
     inbound_secret,
     names_of,
     plain_head,
     required_object,
     required_text,
     same,
+    secret_block,
     text_fields,
 )
 from service.integrations.kinds.base import (
@@ -94,11 +95,8 @@ def infer_event(current: Mapping[str, Any], previous: Mapping[str, Any]) -> str:
 
 
 def excerpt_of(post: Mapping[str, Any]) -> str:
-    for key in ("custom_excerpt", "excerpt"):
-        value = post.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return plain_head(post.get("plaintext") or post.get("html"))
+    found = first_text(post, ("custom_excerpt", "excerpt"))
+    return found if found is not None else plain_head(post.get("plaintext") or post.get("html"))
 
 
 class GhostKind:
@@ -106,14 +104,14 @@ class GhostKind:
     default_events: ClassVar[tuple[str, ...]] = ("post.published",)
 
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
-        return check_secret_block(inbound)
+        return secret_block(inbound, self.name)
 
     def verify(self, request: InboundRequest, inbound: Mapping[str, Any], now_ms: int) -> None:
         header = request.headers.get(HEADER, "")
         if not header:
             raise SignatureError("missing X-Ghost-Signature header")
         given, timestamp = parse_header(header)
-        expected = signature(inbound_secret(inbound), request.body, timestamp)
+        expected = signature(inbound_secret(inbound).encode(), request.body, timestamp)
         if not same(expected, given):
             raise SignatureError("X-Ghost-Signature does not match the body")
         if abs(now_ms - timestamp) > REPLAY_WINDOW_MS:

@@ -29,6 +29,15 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from service.integrations.kinds import register
+from service.integrations.kinds._common import (
+    first_text,
+    first_texts,
+    inbound_secret,
+    names_in,
+    required_str,
+    same,
+    secret_block,
+)
 from service.integrations.kinds.base import (
     REPLAY_WINDOW_MS,
     Article,
@@ -43,6 +52,7 @@ OPERATIONS = frozenset({"create", "update", "delete"})
 # Sanity sends one v1; a few are accepted (a secret being rotated), no more.
 MAX_SIGNATURES = 4
 MAX_EXCERPT_CHARS = 1000
+PROJECT_ID_REV = "include _id and _rev in the projection"
 EXCERPT_FIELDS = ("excerpt", "description", "summary", "subtitle")
 BODY_FIELDS = ("body", "content", "text")
 
@@ -96,28 +106,6 @@ def _plain_text(blocks: Any) -> str:
     return "\n".join(lines)[:MAX_EXCERPT_CHARS]
 
 
-def _names(value: Any, keys: tuple[str, ...]) -> list[str]:
-    """Names from strings or projected objects; bare references ({_ref}) have none."""
-    items = value if isinstance(value, list) else [value] if value else []
-    names: list[str] = []
-    for item in items:
-        if isinstance(item, str) and item.strip():
-            names.append(item.strip())
-        elif isinstance(item, Mapping):
-            found = next((item[k] for k in keys if isinstance(item.get(k), str)), None)
-            if found and found.strip():
-                names.append(found.strip())
-    return names
-
-
-def _text(document: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
-    for name in fields:
-        value = document.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
 def is_draft(document_id: str) -> bool:
     return document_id.startswith(("drafts.", "versions."))
 
@@ -127,15 +115,9 @@ class SanityKind:
     default_events: ClassVar[tuple[str, ...]] = ("create",)
 
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
-        extra = sorted(set(inbound) - {"secret"})
-        if extra:
-            raise ValueError(f"inbound.{extra[0]}: unknown field (sanity takes secret)")
-        secret = inbound.get("secret")
-        if not isinstance(secret, str) or not secret.strip():
-            raise ValueError("inbound.secret: required, the secret typed into the Sanity webhook")
-        if len(secret) > 4096:
-            raise ValueError("inbound.secret: longer than 4096 characters")
-        return {"secret": secret}
+        return secret_block(
+            inbound, self.name, "the secret typed into the Sanity webhook", max_chars=4096
+        )
 
     def verify(self, request: InboundRequest, inbound: Mapping[str, Any], now_ms: int) -> None:
         header = request.headers.get(SIGNATURE_HEADER)
@@ -146,22 +128,18 @@ class SanityKind:
             raise SignatureError(
                 "sanity-webhook-signature timestamp is outside the 5-minute window"
             )
-        expected = signature(str(inbound["secret"]), timestamp, request.body).encode()
+        expected = signature(inbound_secret(inbound), timestamp, request.body)
         matched = False
         for candidate in candidates:  # every one compared: no early exit to time
-            matched |= hmac.compare_digest(expected, candidate.encode("ascii", "replace"))
+            matched |= same(expected, candidate)
         if not matched:
             raise SignatureError("sanity-webhook-signature does not match the body")
 
     def read(self, request: InboundRequest, payload: Any, options: KindOptions) -> Article:
         if not isinstance(payload, Mapping):
             raise PayloadError("", "the body is not a JSON object: project the document")
-        document_id = payload.get("_id")
-        if not isinstance(document_id, str) or not document_id:
-            raise PayloadError("_id", "missing _id: include _id and _rev in the projection")
-        revision = payload.get("_rev")
-        if not isinstance(revision, str) or not revision:
-            raise PayloadError("_rev", "missing _rev: include _id and _rev in the projection")
+        document_id = required_str(payload, "_id", "_id", f"missing _id: {PROJECT_ID_REV}")
+        revision = required_str(payload, "_rev", "_rev", f"missing _rev: {PROJECT_ID_REV}")
         operation = request.headers.get("sanity-operation", "").strip().lower()
         if operation not in OPERATIONS:
             raise PayloadError(
@@ -186,35 +164,34 @@ class SanityKind:
     ) -> dict[str, Any]:
         """Present when the document has them (a template using an absent one fails with
         the variable's name); excerpt, tags and authors default to empty."""
-        excerpt = _text(document, EXCERPT_FIELDS)
+        excerpt = first_text(document, EXCERPT_FIELDS)
         if excerpt is None:
             excerpt = next(
                 (t for t in (_plain_text(document.get(f)) for f in BODY_FIELDS) if t), ""
             )
         variables: dict[str, Any] = {
             "excerpt": excerpt,
-            "tags": _names(document.get("tags", document.get("categories")), ("title", "name")),
-            "authors": _names(
+            "tags": names_in(document.get("tags", document.get("categories")), ("title", "name")),
+            "authors": names_in(
                 document.get("authors", document.get("author")), ("name", "title", "fullName")
             ),
             "id": document_id,
             "status": "draft" if draft else "published",
             "raw": dict(document),
         }
-        title = _text(document, ("title", "name", "headline"))
-        if title is not None:
-            variables["title"] = title
+        variables |= first_texts(
+            document,
+            {
+                "title": ("title", "name", "headline"),
+                "url": ("url",),
+                "language": ("language", "locale", "__i18n_lang"),
+            },
+        )
         slug = document.get("slug")
         if isinstance(slug, Mapping):
             slug = slug.get("current")
         if isinstance(slug, str) and slug.strip():
             variables["slug"] = slug.strip()
-        url = document.get("url")
-        if isinstance(url, str) and url.strip():
-            variables["url"] = url.strip()
-        language = _text(document, ("language", "locale", "__i18n_lang"))
-        if language is not None:
-            variables["language"] = language
         return variables
 
 

@@ -28,6 +28,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from service.integrations.kinds import register
+from service.integrations.kinds._common import (
+    first_text,
+    first_texts,
+    names_in,
+    only_fields,
+    required_object,
+    required_str,
+)
 from service.integrations.kinds.base import (
     Article,
     InboundRequest,
@@ -67,36 +75,12 @@ def _digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
 
 
-def _names(value: Any, keys: tuple[str, ...]) -> list[str]:
-    """Names from a populated relation: a list (or one) of strings or objects."""
-    items = value if isinstance(value, list) else [value] if value else []
-    names: list[str] = []
-    for item in items:
-        if isinstance(item, str) and item.strip():
-            names.append(item.strip())
-        elif isinstance(item, Mapping):
-            found = next((item[k] for k in keys if isinstance(item.get(k), str)), None)
-            if found and found.strip():
-                names.append(found.strip())
-    return names
-
-
-def _first_text(entry: Mapping[str, Any], fields: tuple[str, ...]) -> str | None:
-    for name in fields:
-        value = entry.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None
-
-
 class StrapiKind:
     name: ClassVar[str] = "strapi"
     default_events: ClassVar[tuple[str, ...]] = ("entry.publish",)
 
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
-        extra = sorted(set(inbound) - {"header", "value"})
-        if extra:
-            raise ValueError(f"inbound.{extra[0]}: unknown field (strapi takes header, value)")
+        only_fields(inbound, self.name, "header", "value")
         header = inbound.get("header")
         value = inbound.get("value")
         if not isinstance(header, str) or not _HEADER_NAME.match(header):
@@ -127,12 +111,10 @@ class StrapiKind:
     def read(self, request: InboundRequest, payload: Any, options: KindOptions) -> Article:
         if not isinstance(payload, Mapping):
             raise PayloadError("", "the body is not a JSON object")
-        event = payload.get("event")
-        if not isinstance(event, str) or not event:
-            raise PayloadError("event", "missing event (e.g. entry.publish)")
-        entry = payload.get("entry")
-        if not isinstance(entry, Mapping):
-            raise PayloadError("entry", f"missing entry: a {event} event without an entry")
+        event = required_str(payload, "event", "event", "missing event (e.g. entry.publish)")
+        entry = required_object(
+            payload, "entry", "entry", f"missing entry: a {event} event without an entry"
+        )
         row_id = entry.get("id")
         if not isinstance(row_id, int | str) or isinstance(row_id, bool) or row_id == "":
             raise PayloadError("entry.id", "missing entry.id")
@@ -169,9 +151,9 @@ class StrapiKind:
         variable's name); excerpt, tags and authors default to empty."""
         published = entry.get("publishedAt", "absent")  # absent: no Draft & Publish
         variables: dict[str, Any] = {
-            "excerpt": _first_text(entry, EXCERPT_FIELDS) or "",
-            "tags": _names(entry.get("tags"), ("name", "title", "slug")),
-            "authors": _names(
+            "excerpt": first_text(entry, EXCERPT_FIELDS) or "",
+            "tags": names_in(entry.get("tags"), ("name", "title", "slug")),
+            "authors": names_in(
                 entry.get("authors", entry.get("author")),
                 ("name", "username", "fullName", "firstname", "email"),
             ),
@@ -179,13 +161,7 @@ class StrapiKind:
             "status": "draft" if published is None else "published",
             "raw": raw,
         }
-        title = _first_text(entry, TITLE_FIELDS)
-        if title is not None:
-            variables["title"] = title
-        for key, field in (("slug", "slug"), ("url", "url")):
-            value = entry.get(field)
-            if isinstance(value, str) and value.strip():
-                variables[key] = value.strip()
+        variables |= first_texts(entry, {"title": TITLE_FIELDS, "slug": ("slug",), "url": ("url",)})
         if locale is not None:
             variables["language"] = locale
         return variables

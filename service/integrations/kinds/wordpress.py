@@ -33,14 +33,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from service.integrations.kinds import register
-from service.integrations.kinds._ghostwp import (
-    check_secret_block,
+from service.integrations.kinds._common import (
     inbound_secret,
     names_of,
     plain_head,
     required_object,
     required_text,
     same,
+    secret_block,
     text_fields,
 )
 from service.integrations.kinds.base import (
@@ -84,7 +84,7 @@ class WordPressKind:
     default_events: ClassVar[tuple[str, ...]] = POST_TRIGGERS
 
     def check_inbound(self, inbound: Mapping[str, Any]) -> dict[str, Any]:
-        return check_secret_block(inbound)
+        return secret_block(inbound, self.name)
 
     def verify(self, request: InboundRequest, inbound: Mapping[str, Any], now_ms: int) -> None:
         given = request.headers.get(HEADER, "").strip()
@@ -92,7 +92,7 @@ class WordPressKind:
             raise SignatureError(
                 "missing X-WP-Webhook-Signature header (set a trigger secret in WP Webhooks)"
             )
-        if not same(signature(inbound_secret(inbound), request.body), given):
+        if not same(signature(inbound_secret(inbound).encode(), request.body), given):
             raise SignatureError("X-WP-Webhook-Signature does not match the body")
 
     def read(self, request: InboundRequest, payload: Any, options: KindOptions) -> Article:
