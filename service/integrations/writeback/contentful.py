@@ -34,6 +34,7 @@ from service.integrations.writeback.http import (
     checked,
     env_secret,
     json_object,
+    own_config,
     raw_upload,
     send,
 )
@@ -172,7 +173,7 @@ class ContentfulWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        config = ContentfulWriteback.model_validate(config)
+        config = own_config(config, ContentfulWriteback)
         entry_id = article.ref.get("entry_id")
         if not isinstance(entry_id, str) or not entry_id:
             raise WritebackError("the event names no Contentful entry", permanent=True)

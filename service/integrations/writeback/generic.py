@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
-from service.integrations.writeback.http import checked, env_secret, send
+from service.integrations.writeback.http import checked, env_secret, own_config, send
 from service.kit.templating import TemplateError, check_syntax, render
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
@@ -163,7 +163,7 @@ class GenericWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        config = GenericWriteback.model_validate(config)
+        config = own_config(config, GenericWriteback)
         variables = template_variables(article, image)
         url = _render(config.url, variables, "url").strip()
         if not re.match(r"^https?://[^/\s]+", url):

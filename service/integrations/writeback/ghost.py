@@ -44,6 +44,7 @@ from service.integrations.writeback.http import (
     env_secret,
     json_object,
     multipart,
+    own_config,
     send,
     upload_name,
 )
@@ -201,8 +202,7 @@ class GhostWriteback:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        if not isinstance(config, GhostConfig):
-            raise WritebackError("the writeback block is not a ghost block", permanent=True)
+        config = own_config(config, GhostConfig)
         key = parse_admin_key(env_secret(env, config.admin_key_env), config.admin_key_env)
         post_id = article.ref.get("id")
         if not isinstance(post_id, str) or not post_id:

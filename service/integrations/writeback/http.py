@@ -25,9 +25,10 @@ import hashlib
 import posixpath
 import secrets as tokens
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from service.integrations.kinds.base import ImageSource, WritebackError
 from service.providers.http import retry_after_hint
@@ -37,6 +38,8 @@ MAX_MESSAGE_CHARS = 500
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 # How many hex digits of the image's sha256 an upload name carries.
 NAME_DIGEST_CHARS = 12
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 # A kind's reader of its CMS's error body (parsed JSON): the CMS's own words, or None.
 MessageOf = Callable[[Any], str | None]
@@ -49,6 +52,24 @@ def env_secret(env: Mapping[str, str], name: str) -> str:
     if not value.strip():
         raise WritebackError(f"environment variable {name} is not set", permanent=True)
     return value.strip()
+
+
+def own_config(config: BaseModel, model: type[ConfigT]) -> ConfigT:
+    """The writeback block as the kind's own model. The sink validates the block with the
+    kind's config_model, so anything else is a wiring fault: permanent, never retried."""
+    if not isinstance(config, model):
+        raise WritebackError(f"the writeback block is not a {model.__name__}", permanent=True)
+    return config
+
+
+def bearer_headers(token: str) -> dict[str, str]:
+    """Headers for a JSON API behind a bearer token (Sanity, Strapi)."""
+    return {"authorization": f"Bearer {token}", "accept": "application/json"}
+
+
+def bearer_token(headers: Mapping[str, str]) -> list[str]:
+    """The token in `bearer_headers`, as the `secrets` to blank out of an echoed error."""
+    return [headers["authorization"].removeprefix("Bearer ")]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

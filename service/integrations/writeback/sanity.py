@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.kinds.sanity import is_draft
 from service.integrations.writeback import register
-from service.integrations.writeback.http import call, env_secret, invalid_answer, raw_upload
+from service.integrations.writeback.http import (
+    bearer_headers,
+    bearer_token,
+    call,
+    env_secret,
+    invalid_answer,
+    own_config,
+    raw_upload,
+)
 
 API_VERSION = "v2021-06-07"
 
@@ -103,13 +111,13 @@ class SanityWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        assert isinstance(config, SanityWriteback)
+        config = own_config(config, SanityWriteback)
         token = env_secret(env, config.token_env)
         document_id = article.ref.get("_id")
         if not isinstance(document_id, str) or not document_id:
             raise WritebackError("the event carried no document _id", permanent=True)
         api = f"{config.base_url.rstrip('/')}/{API_VERSION}"
-        headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
+        headers = bearer_headers(token)
         documents = await self._documents(http, api, config.dataset, headers, document_id)
         sha1 = await sha1_of(image)
         targets = [d["_id"] for d in documents if not _has_image(d, config.field, sha1)]
@@ -142,7 +150,7 @@ class SanityWritebackKind:
             headers=headers,
         )
         body = await call(
-            http, request, "read the document", error_message, secrets=_credential(headers)
+            http, request, "read the document", error_message, secrets=bearer_token(headers)
         )
         found = body.get("documents") if isinstance(body, Mapping) else None
         if not isinstance(found, list):
@@ -173,7 +181,7 @@ class SanityWritebackKind:
             headers=headers | upload_headers,
         )
         body = await call(
-            http, request, "upload the image", error_message, secrets=_credential(headers)
+            http, request, "upload the image", error_message, secrets=bearer_token(headers)
         )
         asset = body.get("document") if isinstance(body, Mapping) else None
         if not isinstance(asset, Mapping) or not isinstance(asset.get("_id"), str):
@@ -201,16 +209,11 @@ class SanityWritebackKind:
             headers=headers,
         )
         body = await call(
-            http, request, "set the image field", error_message, secrets=_credential(headers)
+            http, request, "set the image field", error_message, secrets=bearer_token(headers)
         )
         if not isinstance(body, Mapping):
             raise invalid_answer("set the image field", "not a JSON object", 200)
         return body
-
-
-def _credential(headers: Mapping[str, str]) -> list[str]:
-    """The token in the request's headers, to blank out of any echoed error."""
-    return [headers["authorization"].removeprefix("Bearer ")]
 
 
 register(SanityWritebackKind())

@@ -31,10 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.integrations.kinds.base import Article, ImageSource, WritebackError
 from service.integrations.writeback import register
 from service.integrations.writeback.http import (
+    bearer_headers,
+    bearer_token,
     call,
     env_secret,
     invalid_answer,
     multipart,
+    own_config,
     upload_name,
 )
 
@@ -95,7 +98,7 @@ class StrapiWritebackKind:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        assert isinstance(config, StrapiWriteback)
+        config = own_config(config, StrapiWriteback)
         token = env_secret(env, config.token_env)
         row_id = article.ref.get("id")
         if row_id is None or row_id == "":
@@ -107,7 +110,7 @@ class StrapiWritebackKind:
                 permanent=True,
             )
         base = config.base_url.rstrip("/") + "/"
-        headers = {"authorization": f"Bearer {token}", "accept": "application/json"}
+        headers = bearer_headers(token)
         name = upload_name(image)
         existing = await self._find(http, base, headers, name, config.ref, row_id)
         file = existing or await self._upload(
@@ -139,7 +142,7 @@ class StrapiWritebackKind:
             headers=headers,
         )
         body = await call(
-            http, request, "look up the file", error_message, secrets=_credential(headers)
+            http, request, "look up the file", error_message, secrets=bearer_token(headers)
         )
         return next((f for f in _files(body) if _linked(f, uid, row_id)), None)
 
@@ -163,17 +166,12 @@ class StrapiWritebackKind:
             "POST", urljoin(base, "api/upload"), content=body, headers=headers | form_headers
         )
         files = await call(
-            http, request, "upload the image", error_message, secrets=_credential(headers)
+            http, request, "upload the image", error_message, secrets=bearer_token(headers)
         )
         if not isinstance(files, list) or not files or not isinstance(files[0], Mapping):
             raise invalid_answer("upload the image", "expected a list of one file", 201)
         uploaded: Mapping[str, Any] = files[0]
         return uploaded
-
-
-def _credential(headers: Mapping[str, str]) -> list[str]:
-    """The API token in the request's headers, to blank out of any echoed error."""
-    return [headers["authorization"].removeprefix("Bearer ")]
 
 
 def _file_info(title: str) -> str:

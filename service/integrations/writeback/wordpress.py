@@ -35,6 +35,7 @@ from service.integrations.writeback.http import (
     env_secret,
     json_body,
     json_object,
+    own_config,
     raw_upload,
     send,
     upload_name,
@@ -152,8 +153,7 @@ class WordPressWriteback:
         image: ImageSource,
         env: Mapping[str, str],
     ) -> dict[str, Any]:
-        if not isinstance(config, WordPressConfig):
-            raise WritebackError("the writeback block is not a wordpress block", permanent=True)
+        config = own_config(config, WordPressConfig)
         password = env_secret(env, config.app_password_env)
         post_id = article.ref.get("id")
         if not isinstance(post_id, int) and not (isinstance(post_id, str) and post_id.isdigit()):
