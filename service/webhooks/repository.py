@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import Select, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -18,6 +19,8 @@ from service.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+
+_Row = TypeVar("_Row")
 
 
 @dataclass(frozen=True)
@@ -191,15 +194,20 @@ async def other_enabled_endpoints(
 # --- what the API reads --------------------------------------------------------------
 
 
+async def _one_or_none(session: AsyncSession, query: Select[_Row], for_update: bool) -> _Row | None:
+    """The one row a key owns (or none), locked when it is about to change."""
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def own_endpoint(
     session: AsyncSession, api_key_id: uuid.UUID, endpoint_id: uuid.UUID, *, for_update: bool
 ) -> WebhookEndpoint | None:
     query = select(WebhookEndpoint).where(
         WebhookEndpoint.id == endpoint_id, WebhookEndpoint.api_key_id == api_key_id
     )
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).scalar_one_or_none()
+    return await _one_or_none(session, query, for_update)
 
 
 async def list_endpoints(
@@ -222,9 +230,7 @@ async def own_event(
     query = select(WebhookEvent).where(
         WebhookEvent.id == event_id, WebhookEvent.api_key_id == api_key_id
     )
-    if for_update:
-        query = query.with_for_update()
-    return (await session.execute(query)).scalar_one_or_none()
+    return await _one_or_none(session, query, for_update)
 
 
 async def list_events(

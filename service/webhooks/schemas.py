@@ -27,16 +27,8 @@ class EndpointOut(BaseModel):
 
     @classmethod
     def of(cls, endpoint: WebhookEndpoint) -> EndpointOut:
-        return cls(
-            id=endpoint.id,
-            url=endpoint.url,
-            status="disabled" if endpoint.disabled_at else "enabled",
-            disabled_at=endpoint.disabled_at,
-            disabled_reason=endpoint.disabled_reason,
-            failing_since=endpoint.failing_since,
-            last_success_at=endpoint.last_success_at,
-            created_at=endpoint.created_at,
-        )
+        status = "disabled" if endpoint.disabled_at else "enabled"
+        return cls(**_row_fields(endpoint, cls, status=status))
 
 
 class EndpointPage(BaseModel):
@@ -75,14 +67,7 @@ class AttemptOut(BaseModel):
 
     @classmethod
     def of(cls, attempt: WebhookAttempt) -> AttemptOut:
-        return cls(
-            number=attempt.number,
-            started_at=attempt.started_at,
-            duration_ms=attempt.duration_ms,
-            status_code=attempt.status_code,
-            error=attempt.error,
-            response_body=attempt.response_body,
-        )
+        return cls.model_validate(attempt, from_attributes=True)
 
 
 class EventDetail(EventOut):
@@ -103,21 +88,18 @@ class EventPage(BaseModel):
     next_cursor: str | None
 
 
+def _row_fields(row: object, schema: type[BaseModel], **computed: Any) -> dict[str, Any]:
+    """The schema's fields, each read from the row's attribute of the same name unless
+    `computed` gives it: what the API shows is the schema's choice, not the table's."""
+    names = schema.model_fields
+    return {name: computed[name] if name in computed else getattr(row, name) for name in names}
+
+
 def _event_fields(event: WebhookEvent) -> dict[str, Any]:
     pending = event.status.value == "pending"
-    return {
-        "id": event.id,
-        "type": event.type,
-        "sink": event.sink,
-        "status": event.status.value,
-        "endpoint_id": event.endpoint_id,
-        "url": event.url,
-        "batch_id": event.batch_id,
-        "job_id": event.job_id,
-        "integration_id": event.integration_id,
-        "attempts": event.attempts,
-        "next_attempt_at": event.next_attempt_at if pending else None,
-        "delivered_at": event.delivered_at,
-        "last_error": event.last_error,
-        "created_at": event.created_at,
-    }
+    return _row_fields(
+        event,
+        EventOut,
+        status=event.status.value,
+        next_attempt_at=event.next_attempt_at if pending else None,
+    )
