@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
@@ -19,10 +18,13 @@ from service.jobs.tasks import enqueue_cancel, enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
-    MAX_LIMIT,
+    Cursor,
+    Limit,
     bad_cursor,
     decode_cursor,
+    decode_time_uuid_cursor,
     encode_cursor,
+    encode_time_cursor,
 )
 from service.kit.text import VisibleText
 from service.logging import get_logger
@@ -42,7 +44,6 @@ IdempotencyKey = Annotated[
         "1 to 255 characters, not all of them blank.",
     ),
 ]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
 @router.post(
@@ -89,23 +90,14 @@ async def list_batches(
     session: SessionDep,
     api_key: ApiKeyDep,
     limit: Limit = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Cursor = None,
 ) -> BatchPage:
     """The key's batches, newest first."""
-    after = None
-    if cursor is not None:
-        created, batch_id = decode_cursor(cursor, 2)
-        try:
-            # In UTC: asyncpg overflows on a year-1 or year-9999 time with an offset.
-            after = (datetime.fromisoformat(created).astimezone(UTC), uuid.UUID(batch_id))
-        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise bad_cursor() from exc
+    after = decode_time_uuid_cursor(cursor)
     batches = await repository.list_batches(session, api_key.id, limit=limit + 1, after=after)
     page, more = batches[:limit], len(batches) > limit
     totals = await repository.totals_for(session, [b.id for b in page])
-    next_cursor = (
-        encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-    )
+    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
     return BatchPage(
         items=[service.batch_out(b, totals[b.id]) for b in page], next_cursor=next_cursor
     )

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.integrations import ingest, repository, service
@@ -36,10 +34,11 @@ from service.kit.errors import (
 )
 from service.kit.pagination import (
     DEFAULT_LIMIT,
-    MAX_LIMIT,
-    bad_cursor,
-    decode_cursor,
-    encode_cursor,
+    Cursor,
+    Limit,
+    decode_time_cursor,
+    decode_time_uuid_cursor,
+    encode_time_cursor,
 )
 from service.logging import get_logger
 from service.models import InboundEvent, Integration
@@ -48,8 +47,6 @@ from service.state import State
 log = get_logger(__name__)
 router = APIRouter(prefix="/v1/integrations", tags=["integrations"], responses=ERROR_RESPONSES)
 hooks_router = APIRouter(prefix="/v1/hooks", tags=["integrations"])
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 @router.post("", status_code=201)
@@ -74,18 +71,10 @@ async def list_integrations(
     cursor: Cursor = None,
 ) -> IntegrationPage:
     """The key's integrations, newest first."""
-    after = None
-    if cursor is not None:
-        created, integration_id = decode_cursor(cursor, 2)
-        try:
-            after = (_utc(created), uuid.UUID(integration_id))
-        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise bad_cursor() from exc
+    after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_integrations(session, api_key.id, limit=limit + 1, after=after)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = (
-        encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-    )
+    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
     public_url = state.settings.public_url
     return IntegrationPage(
         items=[service.integration_out(i, public_url) for i in page], next_cursor=next_cursor
@@ -136,18 +125,10 @@ async def list_events(
 ) -> InboundEventPage:
     """Verified deliveries, newest first: what each was, and what became of it."""
     await _own(session, integration_id, api_key.id)
-    after = None
-    if cursor is not None:
-        received, event_id = decode_cursor(cursor, 2)
-        if not isinstance(event_id, str):
-            raise bad_cursor()
-        try:
-            after = (_utc(received), event_id)
-        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            raise bad_cursor() from exc
+    after = decode_time_cursor(cursor)
     rows = await repository.list_events(session, integration_id, limit=limit + 1, after=after)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor([page[-1].received_at.isoformat(), page[-1].id]) if more else None
+    next_cursor = encode_time_cursor(page[-1].received_at, page[-1].id) if more else None
     return InboundEventPage(items=[_event_out(e) for e in page], next_cursor=next_cursor)
 
 
@@ -245,11 +226,6 @@ def _event_out(event: InboundEvent) -> InboundEventOut:
         writeback_error=event.writeback_error,
         writeback_result=event.writeback_result,
     )
-
-
-def _utc(value: object) -> datetime:
-    # In UTC: asyncpg overflows on a year-1 or year-9999 time with an offset.
-    return datetime.fromisoformat(value).astimezone(UTC)  # type: ignore[arg-type]
 
 
 async def _own(

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from service.kit.errors import ErrorDetail, InvalidInput
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# The query parameters of every listing.
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+Cursor = Annotated[str | None, Query(max_length=200)]
 
 
 def encode_cursor(values: list[Any]) -> str:
@@ -26,6 +33,36 @@ def decode_cursor(cursor: str, length: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != length:
         raise bad_cursor()
     return values
+
+
+def encode_time_cursor(at: datetime, row_id: uuid.UUID | str) -> str:
+    """The cursor after a row of a listing ordered by (time, id)."""
+    return encode_cursor([at.isoformat(), str(row_id)])
+
+
+def decode_time_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """(time, id) from encode_time_cursor's cursor; None for the first page."""
+    if cursor is None:
+        return None
+    at, row_id = decode_cursor(cursor, 2)
+    if not isinstance(at, str) or not isinstance(row_id, str):
+        raise bad_cursor()
+    try:
+        # In UTC: asyncpg overflows on a year-1 or year-9999 time with an offset.
+        return datetime.fromisoformat(at).astimezone(UTC), row_id
+    except (ValueError, OverflowError) as exc:
+        raise bad_cursor() from exc
+
+
+def decode_time_uuid_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """As decode_time_cursor, for rows whose id is a UUID."""
+    after = decode_time_cursor(cursor)
+    if after is None:
+        return None
+    try:
+        return after[0], uuid.UUID(after[1])
+    except ValueError as exc:
+        raise bad_cursor() from exc
 
 
 def bad_cursor() -> InvalidInput:

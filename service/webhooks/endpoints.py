@@ -6,20 +6,21 @@ exist."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.kit.base import utcnow
 from service.kit.errors import ERROR_RESPONSES, Conflict, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
-    MAX_LIMIT,
+    Cursor,
+    Limit,
     bad_cursor,
-    decode_cursor,
-    encode_cursor,
+    decode_time_cursor,
+    decode_time_uuid_cursor,
+    encode_time_cursor,
 )
 from service.models import DeliveryStatus, WebhookEndpoint, WebhookEvent
 from service.webhooks import repository, service
@@ -34,8 +35,6 @@ from service.webhooks.schemas import (
 from service.webhooks.tasks import enqueue_deliveries
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
-Cursor = Annotated[str | None, Query(max_length=200)]
 EventId = Annotated[str, Path(max_length=40, pattern="^[A-Za-z0-9_]+$")]
 
 
@@ -44,15 +43,10 @@ async def list_endpoints(
     session: SessionDep, api_key: ApiKeyDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> EndpointPage:
     """The key's endpoints (one per callback URL it used), oldest first."""
-    after = None
-    if cursor is not None:
-        created, raw_id = decode_cursor(cursor, 2)
-        after = (_cursor_time(created), _cursor_uuid(raw_id))
+    after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_endpoints(session, api_key.id, limit=limit + 1, after=after)
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = (
-        encode_cursor([page[-1].created_at.isoformat(), str(page[-1].id)]) if more else None
-    )
+    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
     return EndpointPage(items=[EndpointOut.of(e) for e in page], next_cursor=next_cursor)
 
 
@@ -77,12 +71,9 @@ async def list_events(
     cursor: Cursor = None,
 ) -> EventPage:
     """The key's outbox events, newest first."""
-    after = None
-    if cursor is not None:
-        created, event_id = decode_cursor(cursor, 2)
-        if not isinstance(event_id, str) or len(event_id) > 40:
-            raise bad_cursor()
-        after = (_cursor_time(created), event_id)
+    after = decode_time_cursor(cursor)
+    if after is not None and len(after[1]) > 40:
+        raise bad_cursor()
     rows = await repository.list_events(
         session,
         api_key.id,
@@ -91,7 +82,7 @@ async def list_events(
         after=after,
     )
     page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor([page[-1].created_at.isoformat(), page[-1].id]) if more else None
+    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
     return EventPage(items=[EventOut.of(e) for e in page], next_cursor=next_cursor)
 
 
@@ -150,18 +141,3 @@ async def _own_event(
     if event is None:
         raise NotFound(f"no webhook event {event_id}")
     return event
-
-
-def _cursor_time(value: object) -> datetime:
-    try:
-        # In UTC: asyncpg overflows on a year-1 or year-9999 time with an offset.
-        return datetime.fromisoformat(str(value)).astimezone(UTC)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise bad_cursor() from exc
-
-
-def _cursor_uuid(value: object) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise bad_cursor() from exc
