@@ -36,21 +36,30 @@ class Queued:
 
 async def endpoint_id_for(session: AsyncSession, api_key_id: uuid.UUID, url: str) -> uuid.UUID:
     """The endpoint of (key, url), made on first use. Looked up first and inserted without
-    a lock, so transactions recording events for one endpoint never wait on each other."""
+    a lock, so transactions recording events for one endpoint never wait on each other.
+    Remembered for the transaction (a group of outcomes of one batch records many events
+    for one URL), not longer: a rollback may take a new endpoint with it."""
+    transaction = session.get_transaction()
+    remembered = session.info.get("endpoint_ids")
+    if remembered is None or remembered[0] is not transaction:
+        remembered = session.info["endpoint_ids"] = (transaction, {})
+    known: dict[tuple[uuid.UUID, str], uuid.UUID] = remembered[1]
+    if (api_key_id, url) in known:
+        return known[(api_key_id, url)]
     query = select(WebhookEndpoint.id).where(
         WebhookEndpoint.api_key_id == api_key_id, WebhookEndpoint.url == url
     )
     found = (await session.execute(query)).scalar_one_or_none()
-    if found is not None:
-        return found
-    inserted = await session.execute(
-        insert(WebhookEndpoint)
-        .values(id=uuid.uuid4(), api_key_id=api_key_id, url=url)
-        .on_conflict_do_nothing(index_elements=["api_key_id", "url"])
-        .returning(WebhookEndpoint.id)
-    )
-    new_id = inserted.scalar_one_or_none()
-    return new_id if new_id is not None else (await session.execute(query)).scalar_one()
+    if found is None:
+        inserted = await session.execute(
+            insert(WebhookEndpoint)
+            .values(id=uuid.uuid4(), api_key_id=api_key_id, url=url)
+            .on_conflict_do_nothing(index_elements=["api_key_id", "url"])
+            .returning(WebhookEndpoint.id)
+        )
+        found = inserted.scalar_one_or_none() or (await session.execute(query)).scalar_one()
+    known[(api_key_id, url)] = found
+    return found
 
 
 async def get_event_and_endpoint(
