@@ -71,18 +71,20 @@ async def submit_batch(
         created_at=now,
         integration_id=integration_id,
     )
-    try:
-        async with session.begin_nested():
-            session.add(batch)
-    except IntegrityError:
-        # A concurrent request with this Idempotency-Key committed first: the unique
-        # constraint waited for it, so its batch is visible now.
-        replay = (
-            await _replay(session, api_key.id, idempotency_key, body) if idempotency_key else None
-        )
-        if replay is None:
-            raise
-        return replay
+    if idempotency_key is None:  # nothing to collide with: no savepoint (two round trips)
+        session.add(batch)
+        await session.flush()  # the jobs' COPY below goes around the ORM
+    else:
+        try:
+            async with session.begin_nested():
+                session.add(batch)
+        except IntegrityError:
+            # A concurrent request with this Idempotency-Key committed first: the unique
+            # constraint waited for it, so its batch is visible now.
+            replay = await _replay(session, api_key.id, idempotency_key, body)
+            if replay is None:
+                raise
+            return replay
     job_ids = [uuid.uuid4() for _ in resolved]
     rows = [
         repository.job_copy_row(job_id=job_id, batch_id=batch.id, index=index, now=now, **fields)
