@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from standardwebhooks import Webhook
 
 from service.models import Batch, InboundEvent, Job
@@ -265,3 +265,30 @@ async def test_a_503_is_retried_on_the_schedule_and_then_succeeds(
         assert sorted(heard) == ["batch.completed", "job.succeeded", "writeback.succeeded"]
         assert len(heard["writeback.succeeded"]) == 1
         assert json.dumps(heard).count("writeback.failed") == 0
+
+
+async def test_a_write_back_block_no_longer_valid_fails_at_once(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    state: State,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A block that no longer validates (saved under older rules): the sink says why, at
+    once, with no retry and no crash."""
+    async with running("generic", client, caller, monkeypatch) as run:
+        answer = await publish(run)
+        async with state.sessionmaker() as session, session.begin():
+            await session.execute(
+                text("UPDATE integrations SET writeback = :block WHERE id = :id"),
+                {"block": json.dumps({"method": "TRACE"}), "id": run.integration["id"]},
+            )
+        await run_until_idle(state)
+        job = await run.get(f"/v1/jobs/{answer['job_id']}")
+        assert job["status"] == "succeeded"
+        outbox = await run.writeback_event()
+        assert (outbox["status"], outbox["attempts"]) == ("failed", 1)
+        assert "writeback block is not valid" in outbox["last_error"]
+        assert (await run.inbound_event())["writeback_status"] == "failed"
+        assert [p["data"]["error"] for p in run.callbacks()["writeback.failed"]] == [
+            outbox["last_error"]
+        ]

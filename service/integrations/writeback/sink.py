@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import Settings
@@ -57,7 +58,11 @@ class WritebackSink:
             return AttemptOutcome(
                 None, f"no write-back for kind {integration.kind}", permanent=True
             )
-        config = client.config_model.model_validate(integration.writeback)
+        try:
+            config = client.config_model.model_validate(integration.writeback)
+        except ValidationError as exc:  # saved before a change of the block's rules
+            error = f"the integration's writeback block is not valid: {exc.errors()[0]['msg']}"
+            return AttemptOutcome(None, error, permanent=True)
         article = _article_of(integration, inbound)
         image = _image_source(state, job)
         deadline_s = self.deadline_s(state.settings)
