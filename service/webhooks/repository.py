@@ -41,7 +41,7 @@ async def endpoint_id_for(session: AsyncSession, api_key_id: uuid.UUID, url: str
     for one URL), not longer: a rollback may take a new endpoint with it."""
     transaction = session.get_transaction()
     remembered = session.info.get("endpoint_ids")
-    if remembered is None or remembered[0] is not transaction:
+    if transaction is None or remembered is None or remembered[0] is not transaction:
         remembered = session.info["endpoint_ids"] = (transaction, {})
     known: dict[tuple[uuid.UUID, str], uuid.UUID] = remembered[1]
     if (api_key_id, url) in known:
