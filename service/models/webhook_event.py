@@ -18,6 +18,9 @@ class DeliveryStatus(enum.StrEnum):
     failed = "failed"
 
 
+WEBHOOK_SINK = "webhook"
+
+
 class WebhookEvent(TimestampMixin, Base):
     """The outbox: written in the same transaction as the state change it reports,
     delivered afterwards. `id` is the Standard Webhooks `webhook-id` and never changes
@@ -44,7 +47,7 @@ class WebhookEvent(TimestampMixin, Base):
     endpoint_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
-    sink: Mapped[str] = mapped_column(String(20), default="webhook", server_default="webhook")
+    sink: Mapped[str] = mapped_column(String(20), default=WEBHOOK_SINK, server_default=WEBHOOK_SINK)
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     # The integration a write-back or integration event belongs to (no foreign key: the

@@ -16,6 +16,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import session_scope
@@ -155,10 +156,7 @@ async def release_slot(
         return await endpoint_slots(state).release(
             endpoint_id, event_id, limit=slot_limit(state, failing)
         )
-    except (OSError, ConnectionError, TimeoutError) as exc:
-        log.warning("webhook_slot_release_failed", error=repr(exc))
-        return []
-    except Exception as exc:  # RedisError and friends
+    except (RedisError, OSError) as exc:
         log.warning("webhook_slot_release_failed", error=repr(exc))
         return []
 
@@ -190,11 +188,10 @@ async def record_attempt(
         )
         now = utcnow()
         recorded.attempts = event.attempts
-        sink = SINKS.get(event.sink)
         if outcome.delivered:
             await repository.mark_endpoint_succeeded(session, event.endpoint_id, now)
             event.status, event.delivered_at, event.last_error = DeliveryStatus.delivered, now, None
-            recorded.enqueue = await sink.settled(session, event) if sink else []
+            recorded.enqueue = await service.settle(session, event)
             return recorded
         recorded.failing = True
         event.last_error = outcome.error
@@ -209,7 +206,7 @@ async def record_attempt(
         if delay is None:
             event.status = DeliveryStatus.failed
             _log_failure(event, outcome, None, None)
-            recorded.enqueue += await sink.settled(session, event) if sink else []
+            recorded.enqueue += await service.settle(session, event)
             return recorded
         event.next_attempt_at = recorded.retry_at = now + timedelta(seconds=delay)
         _log_failure(event, outcome, event.next_attempt_at, delay)
@@ -247,7 +244,9 @@ async def _after_failure(
         return False
     endpoint = await session.get(WebhookEndpoint, event.endpoint_id)
     assert endpoint is not None
-    recorded.enqueue += await service.disable_endpoint(session, endpoint, reason, now)
+    recorded.enqueue += await service.disable_endpoint(
+        session, endpoint, reason, now, settling=event.id
+    )
     log.warning("webhook_endpoint_disabled", endpoint_id=str(endpoint.id), reason=reason)
     return True
 

@@ -69,17 +69,6 @@ end
 return handed
 """
 
-# KEYS: slots, parked. ARGV: now ms, limit, event id, due ms.
-# Park a new event behind an existing line (only while the endpoint is full).
-_PARK_IF_BACKLOG = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]))
-if redis.call('ZCARD', KEYS[2]) > 0 and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[3])
-  return 1
-end
-return 0
-"""
-
 
 def slots_key(endpoint_id: uuid.UUID | str) -> str:
     return f"dr:wh:{{{endpoint_id}}}:slots"
@@ -101,7 +90,6 @@ class EndpointSlots:
         self.lease_ms = int(lease_s * 1000)
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
-        self._park = redis.register_script(_PARK_IF_BACKLOG)
 
     def _keys(self, endpoint_id: uuid.UUID) -> list[str]:
         return [slots_key(endpoint_id), parked_key(endpoint_id)]
@@ -121,12 +109,6 @@ class EndpointSlots:
         args: list[str | int] = [now_ms(), self.lease_ms, limit, event_id or ""]
         handed = await self._release(keys=self._keys(endpoint_id), args=args)
         return [_text(item) for item in handed]
-
-    async def park_if_backlog(
-        self, endpoint_id: uuid.UUID, event_id: str, *, limit: int, due_ms: int
-    ) -> bool:
-        args: list[str | int] = [now_ms(), limit, event_id, due_ms]
-        return bool(await self._park(keys=self._keys(endpoint_id), args=args))
 
     async def park(self, endpoint_id: uuid.UUID, events: Sequence[tuple[str, int]]) -> None:
         """Put events (id, due ms) in the parked line, keeping any that already are."""

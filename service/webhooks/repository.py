@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Select, func, select, tuple_, update
+from sqlalchemy import Select, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +19,7 @@ from service.models import (
     WebhookEndpoint,
     WebhookEvent,
 )
+from service.models.webhook_event import WEBHOOK_SINK
 
 _Row = TypeVar("_Row")
 
@@ -164,9 +165,12 @@ async def disable_endpoint(
     return result.scalar_one_or_none() is not None
 
 
-async def fail_pending_events(session: AsyncSession, endpoint_id: uuid.UUID, error: str) -> int:
-    """Fail the endpoint's pending events. Rows another delivery holds locked are skipped
-    (no lock-order deadlock): they fail on their own when next tried."""
+async def fail_pending_events(
+    session: AsyncSession, endpoint_id: uuid.UUID, error: str
+) -> list[WebhookEvent]:
+    """Fail the endpoint's pending events; returns them, for their sinks to settle. Rows
+    another delivery holds locked are skipped (no lock-order deadlock): they fail on
+    their own when next tried."""
     locked = (
         select(WebhookEvent.id)
         .where(
@@ -180,9 +184,10 @@ async def fail_pending_events(session: AsyncSession, endpoint_id: uuid.UUID, err
         update(WebhookEvent)
         .where(WebhookEvent.id.in_(locked))
         .values(status=DeliveryStatus.failed, last_error=error)
+        .returning(WebhookEvent)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return list(result.scalars())
 
 
 async def other_enabled_endpoints(
@@ -194,6 +199,11 @@ async def other_enabled_endpoints(
             WebhookEndpoint.api_key_id == api_key_id,
             WebhookEndpoint.id != but,
             WebhookEndpoint.disabled_at.is_(None),
+            # Only receivers of webhooks: a CMS's write-back endpoint takes no notices.
+            exists().where(
+                WebhookEvent.endpoint_id == WebhookEndpoint.id,
+                WebhookEvent.sink == WEBHOOK_SINK,
+            ),
         )
         .order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
     )

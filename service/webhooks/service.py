@@ -12,9 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.kit.base import utcnow
 from service.models import Batch, DeliveryStatus, WebhookEndpoint, WebhookEvent
+from service.models.webhook_event import WEBHOOK_SINK
 from service.webhooks import repository
+from service.webhooks.sinks import SINKS
 
-WEBHOOK_SINK = "webhook"
 ENDPOINT_DISABLED = "endpoint.disabled"
 
 
@@ -91,14 +92,22 @@ def disabled_error(endpoint: WebhookEndpoint) -> str:
 
 
 async def disable_endpoint(
-    session: AsyncSession, endpoint: WebhookEndpoint, reason: str, now: datetime
+    session: AsyncSession,
+    endpoint: WebhookEndpoint,
+    reason: str,
+    now: datetime,
+    *,
+    settling: str,
 ) -> list[str]:
-    """Disable the endpoint, fail its pending events, and tell the key's other enabled
-    endpoints, all in the caller's transaction. Returns the new events to enqueue."""
+    """Disable the endpoint, fail its pending events (each settled by its sink, except
+    `settling`, the event whose failure disabled it: the caller settles that one), and
+    tell the key's other enabled endpoints, all in the caller's transaction. Returns the
+    new events to enqueue."""
     if not await repository.disable_endpoint(session, endpoint.id, reason, now):
         return []  # another delivery disabled it first, and told the others
     endpoint.disabled_at, endpoint.disabled_reason = now, reason
-    await repository.fail_pending_events(session, endpoint.id, disabled_error(endpoint))
+    failed = await repository.fail_pending_events(session, endpoint.id, disabled_error(endpoint))
+    settled = [await settle(session, event) for event in failed if event.id != settling]
     data = {
         "endpoint_id": str(endpoint.id),
         "host": url_host(endpoint.url),
@@ -106,7 +115,7 @@ async def disable_endpoint(
         "disabled_at": now.isoformat(),
     }
     others = await repository.other_enabled_endpoints(session, endpoint.api_key_id, endpoint.id)
-    return [
+    return [event_id for ids in settled for event_id in ids] + [
         await record_outbox_event(
             session,
             api_key_id=endpoint.api_key_id,
@@ -145,3 +154,11 @@ def url_host(url: str) -> str:
     if host is None:
         return "(no host)"
     return host if port is None else f"{host}:{port}"
+
+
+async def settle(session: AsyncSession, event: WebhookEvent) -> list[str]:
+    """An event ended (delivered, or failed for good): its sink's last word, in the same
+    transaction (a write-back marks its inbound event and tells the callback_url).
+    Returns the new events to enqueue."""
+    sink = SINKS.get(event.sink)
+    return await sink.settled(session, event) if sink is not None else []

@@ -30,7 +30,7 @@ from service.webhooks.delivery import (
     slot_limit,
 )
 from service.webhooks.repository import Queued
-from service.webhooks.service import disabled_error, url_host
+from service.webhooks.service import disabled_error, settle, url_host
 
 __all__ = ["deliver_webhook", "enqueue_deliveries", "reconcile_webhooks", "url_host"]
 
@@ -107,8 +107,9 @@ async def _deliver_webhook(state: State, event_id: str, *, handed: bool = False)
         await _fail_for_disabled(state, event_id, disabled_error(endpoint))
     if planned.skip is not None or event is None or endpoint is None:
         if handed and endpoint is not None:
+            failing = endpoint.failing_since is not None
             await enqueue_handed(
-                state, await release_slot(state, endpoint.id, event_id, failing=False)
+                state, await release_slot(state, endpoint.id, event_id, failing=failing)
             )
         return
     failing = endpoint.failing_since is not None
@@ -128,10 +129,13 @@ async def _fail_for_disabled(state: State, event_id: str, error: str) -> None:
     from service.db import session_scope
     from service.models import DeliveryStatus
 
+    settled: list[str] = []
     async with session_scope(state.sessionmaker) as session:
         event = await repository.lock_event(session, event_id)
         if event is not None and event.status is DeliveryStatus.pending:
             event.status, event.last_error = DeliveryStatus.failed, error
+            settled = await settle(session, event)
+    await enqueue_deliveries(state, settled)
 
 
 async def reconcile_webhooks(state: State) -> int:
