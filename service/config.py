@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     # The same for a write-back into a CMS: several requests (upload, create, process,
     # link, publish) against an API that may be slow.
     writeback_timeout_s: float = Field(default=60.0, gt=0)
+    # A write-back block names the environment variable holding its CMS credential; only
+    # variables whose names start with this are handed to write-backs, so an API caller
+    # cannot name DARKROOM_SECRET_KEY, a provider's token or AWS keys and send them to a
+    # URL of its choosing.
+    writeback_env_prefix: str = Field(default="CMS_", min_length=1)
     # Deprecated (use ssrf_allow_cidrs): false refuses loopback in development too; true
     # is refused in production, where only the allowlist opens non-public addresses.
     webhook_allow_private_networks: bool | None = None

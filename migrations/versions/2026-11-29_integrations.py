@@ -85,6 +85,7 @@ def upgrade() -> None:
         sa.Column("headers", JSONB, nullable=False),
         sa.Column("body", JSONB, nullable=False),
         sa.Column("ref", JSONB, server_default="{}", nullable=False),
+        sa.Column("variables", JSONB, server_default="{}", nullable=False),
         sa.Column("batch_id", sa.Uuid(), nullable=True),
         sa.Column("job_id", sa.Uuid(), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),

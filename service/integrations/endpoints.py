@@ -56,7 +56,7 @@ async def create_integration(
     """Paste the answer's `inbound_url` (and, for generic, its `secret`, shown only now)
     into the CMS's webhook settings."""
     saved = await service.create_integration(
-        session, api_key=api_key, body=body, registry=state.registry
+        session, api_key=api_key, body=body, registry=state.registry, settings=state.settings
     )
     await session.commit()
     return service.integration_out(saved.integration, state.settings.public_url, saved.secret)
@@ -99,7 +99,9 @@ async def update_integration(
 ) -> IntegrationOut:
     """Change any field. A new generic `inbound: {}` makes a new secret, shown once."""
     integration = await _own(session, integration_id, api_key.id)
-    saved = await service.update_integration(session, integration, body, state.registry)
+    saved = await service.update_integration(
+        session, integration, body, state.registry, state.settings
+    )
     await session.commit()
     return service.integration_out(saved.integration, state.settings.public_url, saved.secret)
 

@@ -267,6 +267,7 @@ def _event_row(
         "headers": stored_headers(request.headers, integration.inbound),
         "body": stored_body(request.body, payload),
         "ref": article.ref,
+        "variables": {name: value for name, value in article.variables.items() if name != "raw"},
         "received_at": utcnow(),
     }
 

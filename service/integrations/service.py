@@ -75,7 +75,9 @@ def check_template(template: TemplateIn, registry: ProviderRegistry) -> dict[str
     return template.model_dump(mode="json")
 
 
-def check_writeback(kind: str, writeback: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def check_writeback(
+    kind: str, writeback: Mapping[str, Any] | None, settings: Settings
+) -> dict[str, Any] | None:
     if writeback is None:
         return None
     client = WRITEBACKS.get(kind)
@@ -90,11 +92,41 @@ def check_writeback(kind: str, writeback: Mapping[str, Any] | None) -> dict[str,
         ]
         first = details[0]
         raise InvalidInput(f"{first.field}: {first.message}", details=details) from None
-    return config.model_dump(mode="json")
+    stored = config.model_dump(mode="json")
+    prefix = settings.writeback_env_prefix
+    for field, name in env_names(stored):
+        if not name.startswith(prefix):
+            raise _invalid(
+                f"writeback.{field}",
+                f"{name!r}: only environment variables named {prefix}... are handed to "
+                "write-backs (DARKROOM_WRITEBACK_ENV_PREFIX)",
+            )
+    return stored
+
+
+def env_names(block: Mapping[str, Any], path: str = "") -> list[tuple[str, str]]:
+    """(field, variable) for every environment variable a write-back block names: keys
+    ending in `_env`, and `{"env": NAME}` header values."""
+    found: list[tuple[str, str]] = []
+    for key, value in block.items():
+        field = f"{path}{key}"
+        if key.endswith("_env") and isinstance(value, str):
+            found.append((field, value))
+        elif isinstance(value, Mapping):
+            if set(value) == {"env"} and isinstance(value["env"], str):
+                found.append((f"{field}.env", value["env"]))
+            else:
+                found += env_names(value, f"{field}.")
+    return found
 
 
 async def create_integration(
-    session: AsyncSession, *, api_key: ApiKey, body: IntegrationCreate, registry: ProviderRegistry
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    body: IntegrationCreate,
+    registry: ProviderRegistry,
+    settings: Settings,
 ) -> Saved:
     kind = KINDS[body.kind]
     inbound, secret = check_inbound(kind, body.inbound)
@@ -107,7 +139,7 @@ async def create_integration(
         events=body.events,
         inbound=inbound,
         template=check_template(body.template, registry),
-        writeback=check_writeback(body.kind, body.writeback),
+        writeback=check_writeback(body.kind, body.writeback, settings),
         callback_url=str(body.callback_url) if body.callback_url else None,
         locale=body.locale,
         rejected_count=0,
@@ -124,6 +156,7 @@ async def update_integration(
     integration: Integration,
     body: IntegrationUpdate,
     registry: ProviderRegistry,
+    settings: Settings,
 ) -> Saved:
     """Fields sent replace what was there; `null` clears the optional ones."""
     sent = body.model_fields_set
@@ -137,7 +170,7 @@ async def update_integration(
         integration.template = check_template(body.template, registry)
     if "writeback" in sent or kind_name != integration.kind:
         wanted = body.writeback if "writeback" in sent else integration.writeback
-        integration.writeback = check_writeback(kind_name, wanted)
+        integration.writeback = check_writeback(kind_name, wanted, settings)
     integration.kind = kind_name
     if body.name is not None:
         integration.name = body.name
@@ -192,7 +225,7 @@ def preview(integration: Integration, sample: PreviewIn, settings: Settings) -> 
         },
         body=raw,
     )
-    article = read_article(kind, request, sample.body, integration.locale)
+    article = read_article(kind, request, sample.body, integration.read_locale)
     try:
         job = render_job(integration.template, article.variables, settings)
     except RenderFailed as exc:

@@ -87,21 +87,21 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         return tree
 
 
-def _environment() -> _BoundedEnvironment:
-    return _BoundedEnvironment()
+# One for the process: nothing in it is per render (the deadline is a ContextVar).
+_ENVIRONMENT = _BoundedEnvironment()
 
 
 @lru_cache(maxsize=512)
 def _compiled(source: str) -> Template:
     """Compiling costs far more than rendering (about a millisecond), and an integration
     renders the same few templates for every article. A syntax error is not cached."""
-    return _environment().from_string(source)
+    return _ENVIRONMENT.from_string(source)
 
 
 def check_syntax(source: str) -> None:
     """Raise TemplateError if `source` does not parse (used when a template is saved)."""
     try:
-        _environment().parse(source)
+        _ENVIRONMENT.parse(source)
     except JinjaTemplateError as exc:
         raise TemplateError(_describe(exc)) from None
 

@@ -46,6 +46,9 @@ class InboundEvent(Base):
     body: Mapped[Any] = mapped_column(JSONB)
     # What a write-back needs to find the article again (Article.ref).
     ref: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
+    # The template variables it was read into (all but `raw`, which is the body): what a
+    # write-back renders, kept even when the body was too large to keep.
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict, server_default="{}")
     batch_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("batches.id", ondelete="SET NULL"), index=True
     )

@@ -89,8 +89,9 @@ class LocalStorage:
             await asyncio.to_thread(file.close)
 
     def url(self, key: str) -> str | None:
-        """None: a local file has no URL of its own; the API streams it."""
-        self.path_for(key)
+        """None: a local file has no URL of its own; the API streams it. The key is still
+        checked (no filesystem call: this runs for every output a listing shows)."""
+        key_segments(key)
         return None
 
     async def exists(self, key: str) -> bool:

@@ -70,7 +70,7 @@ class Case:
 
     @property
     def env_name(self) -> str:
-        return f"E2E_{self.kind.upper()}_CREDENTIAL"
+        return f"CMS_E2E_{self.kind.upper()}_CREDENTIAL"
 
     def inbound(self) -> dict[str, Any]:
         return {"secret": self.secret}

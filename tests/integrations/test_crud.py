@@ -86,6 +86,16 @@ BAD_BODIES: dict[str, tuple[dict[str, Any], str]] = {
     "not a whsec secret": ({"inbound": {"secret": "hunter2"}}, "inbound.secret"),
     "short secret": ({"inbound": {"secret": "whsec_c2hvcnQ="}}, "inbound.secret"),
     "write-back without its method": ({"writeback": {"url": "https://x"}}, "writeback.method"),
+    "write-back reading a server secret": (
+        {
+            "writeback": {
+                "method": "POST",
+                "url": "https://x.example/hook",
+                "headers": {"x-leak": {"env": "DARKROOM_SECRET_KEY"}},
+            }
+        },
+        "writeback.headers.x-leak.env",
+    ),
     "callback url": ({"callback_url": "ftp://x.example"}, "callback_url"),
     "events not strings": ({"events": [1]}, "events[0]"),
     "unknown key": ({"colour": "red"}, "colour"),

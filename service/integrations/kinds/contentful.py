@@ -125,7 +125,7 @@ class ContentfulKind:
         stamp = headers.get(TIMESTAMP, "").strip()
         if not signature or not listed or not stamp:
             raise SignatureError(f"missing {SIGNATURE}, {SIGNED_HEADERS} or {TIMESTAMP}")
-        if not stamp.isdigit():
+        if not (stamp.isascii() and stamp.isdigit()):
             raise SignatureError(f"{TIMESTAMP} is not a time in milliseconds")
         timestamp_ms = int(stamp)
         if abs(now_ms - timestamp_ms) > REPLAY_WINDOW_MS:

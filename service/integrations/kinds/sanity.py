@@ -72,7 +72,7 @@ def parse_signature_header(value: str) -> tuple[int, list[str]]:
         if not sep:
             raise SignatureError("malformed sanity-webhook-signature header")
         if key == "t":
-            if not item.isdigit() or timestamp is not None or len(item) > 16:
+            if not (item.isascii() and item.isdigit()) or timestamp is not None or len(item) > 16:
                 raise SignatureError("malformed timestamp in sanity-webhook-signature")
             timestamp = int(item)
         elif key == "v1" and item:

@@ -109,7 +109,10 @@ class WordPressKind:
         return Article(
             event_type=event,
             dedupe_key=f"{post_id}:{modified}:{event}",
-            ref={"id": int(post_id) if post_id.isdigit() else post_id, "modified": modified},
+            ref={
+                "id": int(post_id) if post_id.isascii() and post_id.isdigit() else post_id,
+                "modified": modified,
+            },
             variables=self._variables(payload, post, post_id),
         )
 

@@ -12,7 +12,6 @@ was kept on the inbound event when the webhook was read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import uuid
@@ -24,16 +23,13 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.config import Settings
-from service.integrations.kinds import KINDS
 from service.integrations.kinds.base import (
     Article,
     ImageSource,
-    InboundRequest,
-    KindOptions,
-    PayloadError,
     WritebackError,
 )
 from service.integrations.writeback import WRITEBACKS
+from service.integrations.writeback.http import transport_error
 from service.integrations.writeback.outbox import SINK
 from service.jobs.presenter import job_out
 from service.models import Batch, DeliveryStatus, InboundEvent, Integration, Job, WebhookEvent
@@ -63,12 +59,14 @@ class WritebackSink:
         except ValidationError as exc:  # saved before a change of the block's rules
             error = f"the integration's writeback block is not valid: {exc.errors()[0]['msg']}"
             return AttemptOutcome(None, error, permanent=True)
-        article = _article_of(integration, inbound)
+        article = _article_of(inbound)
         image = _image_source(state, job)
         deadline_s = self.deadline_s(state.settings)
         try:
             async with asyncio.timeout(deadline_s):
-                result = await client.write_back(state.http, config, article, image, os.environ)
+                result = await client.write_back(
+                    state.http, config, article, image, writeback_env(state.settings)
+                )
         except WritebackError as exc:
             return AttemptOutcome(
                 exc.status_code,
@@ -79,7 +77,7 @@ class WritebackSink:
         except TimeoutError:
             return AttemptOutcome(None, f"the write-back took longer than {deadline_s:g} s")
         except httpx.HTTPError as exc:  # a client that let one through: retried
-            return AttemptOutcome(None, f"{type(exc).__name__}: {exc}")
+            return AttemptOutcome(None, transport_error(exc, "write-back").message)
         except StorageUnavailable as exc:
             return AttemptOutcome(None, f"the output could not be read from storage: {exc}")
         await _keep_result(state, inbound.id, result)
@@ -132,23 +130,14 @@ async def _load(
     return integration, inbound, job
 
 
-def _article_of(integration: Integration, inbound: InboundEvent) -> Article:
-    """The article as the webhook described it: its reference as stored, its variables
-    read again from the stored body (for the generic write-back's templates). A body too
-    large to have been stored leaves the variables empty."""
-    variables: dict[str, Any] = {}
-    kind = KINDS.get(integration.kind)
-    if kind is not None and isinstance(inbound.body, dict):
-        request = InboundRequest("POST", "", {}, dict(inbound.headers or {}), b"")
-        with contextlib.suppress(PayloadError):
-            variables = kind.read(
-                request, inbound.body, KindOptions(integration.read_locale)
-            ).variables
+def _article_of(inbound: InboundEvent) -> Article:
+    """The article as the webhook described it, as ingest read it: its reference, its
+    variables, and the body as `raw`."""
     return Article(
         event_type=inbound.event_type,
         dedupe_key=inbound.dedupe_key,
         ref=dict(inbound.ref or {}),
-        variables=variables,
+        variables={**(inbound.variables or {}), "raw": inbound.body},
     )
 
 
@@ -175,6 +164,12 @@ async def _keep_result(state: State, inbound_id: str, result: dict[str, Any]) ->
         inbound = await session.get(InboundEvent, inbound_id)
         if inbound is not None:
             inbound.writeback_result = json.loads(json.dumps(result, default=str))
+
+
+def writeback_env(settings: Settings) -> dict[str, str]:
+    """The environment a write-back may read: only the variables meant for it."""
+    prefix = settings.writeback_env_prefix
+    return {name: value for name, value in os.environ.items() if name.startswith(prefix)}
 
 
 register_sink(SINK, WritebackSink())
