@@ -1,10 +1,14 @@
-"""The one interface every image provider sits behind.
+"""The interface every provider sits behind, whatever it makes (images, videos).
 
-Providers come in two shapes. Synchronous ones (OpenAI images, the built-in `local`
-renderer) answer a submission with the image. Asynchronous ones (Replicate) answer with
-a handle; the image arrives later by polling or by the provider's callback, and no
-worker waits for it meanwhile. `submit` returns either a `GeneratedImage` or a
-`RemoteJob`, and the dispatch engine handles both.
+Providers come in two shapes, each with its own base:
+- `SyncProvider` (OpenAI images, the built-in `local` renderer, a CLI): `generate` answers
+  with the `Output` itself.
+- `AsyncProvider` (Replicate, fal, Atlas Cloud, ComfyUI): `submit` answers with a
+  `RemoteHandle` that is stored at once; the output arrives later by `poll` or by the
+  provider's callback, and no worker waits for it meanwhile.
+
+A `GenerationRequest` is media-neutral: prompt and size, plus what a video needs, the
+images a job feeds in (`inputs`) and the model-specific `options` the model allows.
 
 Errors are classified here once, for every provider: `ProviderRateLimited` (slow the
 account down, never count it against the job), `ProviderRetryableError` (5xx, timeouts,
@@ -14,21 +18,55 @@ content policy, auth: fail at once with the provider's message).
 
 from __future__ import annotations
 
+import base64
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-ImageFormat = Literal["png", "jpeg", "webp"]
+MediaKind = Literal["image", "video"]
+OutputFormat = Literal["png", "jpeg", "webp", "mp4", "webm"]
+InputRole = Literal["reference", "mask"]
 RemoteStatus = Literal["pending", "succeeded", "failed", "canceled"]
 
+IMAGE_FORMATS: tuple[OutputFormat, ...] = ("png", "jpeg", "webp")
+VIDEO_FORMATS: tuple[OutputFormat, ...] = ("mp4", "webm")
+MEDIA_OF_FORMAT: dict[str, MediaKind] = {
+    **dict.fromkeys(IMAGE_FORMATS, "image"),
+    **dict.fromkeys(VIDEO_FORMATS, "video"),
+}
 CONTENT_TYPES: dict[str, str] = {
     "png": "image/png",
     "jpeg": "image/jpeg",
     "webp": "image/webp",
+    "mp4": "video/mp4",
+    "webm": "video/webm",
 }
-EXTENSIONS: dict[str, str] = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+EXTENSIONS: dict[str, str] = {
+    "png": "png",
+    "jpeg": "jpg",
+    "webp": "webp",
+    "mp4": "mp4",
+    "webm": "webm",
+}
+DEFAULT_FORMAT: dict[MediaKind, OutputFormat] = {"image": "png", "video": "mp4"}
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An image a job feeds in: a reference image, a mask, or a parent job's output
+    (role "reference"). The bytes are always there, already checked to be an image;
+    `url` is set when the provider may fetch it itself (a public storage URL)."""
+
+    role: InputRole
+    data: bytes
+    content_type: str
+    url: str | None = None
+
+    def data_uri(self) -> str:
+        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
 
 
 @dataclass(frozen=True)
@@ -36,24 +74,44 @@ class GenerationRequest:
     """What a job asks a provider for; built from the job row, never from a request body.
 
     `job_id` lets a provider tag its own records; `callback_url` is where an
-    asynchronous provider should report completion (None: poll only)."""
+    asynchronous provider should report completion (None: poll only). `inject` is the
+    model's map of where each field goes (ComfyUI workflows), empty elsewhere."""
 
     prompt: str
     model_ref: str
     width: int
     height: int
-    format: ImageFormat
+    format: OutputFormat
     seed: int
+    media: MediaKind = "image"
+    negative_prompt: str | None = None
+    duration_s: float | None = None
+    fps: int | None = None
+    inputs: tuple[InputImage, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+    inject: Mapping[str, str] = field(default_factory=dict)
     job_id: str = ""
     callback_url: str | None = None
 
+    def input(self, role: InputRole) -> InputImage | None:
+        return next((item for item in self.inputs if item.role == role), None)
+
+    def references(self) -> tuple[InputImage, ...]:
+        return tuple(item for item in self.inputs if item.role == "reference")
+
 
 @dataclass(frozen=True)
-class GeneratedImage:
+class Output:
+    """What a generation made, checked: the bytes decode as `media` of this size (and, for
+    a video, this duration and frame count)."""
+
     data: bytes
-    format: ImageFormat
+    format: OutputFormat
     width: int
     height: int
+    media: MediaKind = "image"
+    duration_s: float | None = None
+    frames: int | None = None
     cost_usd: Decimal = Decimal(0)
     # What the provider reported it used (tokens, seconds), kept on the attempt.
     usage: dict[str, Any] = field(default_factory=dict)
@@ -64,34 +122,62 @@ class GeneratedImage:
 
 
 @dataclass(frozen=True)
-class RemoteJob:
-    """An asynchronous provider's view of one generation (a Replicate prediction).
+class RemoteHandle:
+    """An asynchronous provider's view of one generation (a Replicate prediction, a fal
+    request, a ComfyUI prompt).
 
-    `payload` is the provider's own object, kept so that a finished job can be turned
-    into an image (`fetch_result`) without asking the provider again. `error` is set
-    when status is failed or canceled."""
+    `data` is the provider's own data about it: what `submit` returns is stored with the
+    job and handed back to `poll` and `cancel` (status URLs, the model path); what a poll
+    or callback returns holds the result, kept so that a finished generation can be turned
+    into an output (`fetch_result`) without asking again. It must be JSON. `error` is set
+    when status is failed or canceled. `queue_position` is shown on the job while it
+    waits in the provider's queue."""
 
     id: str
-    status: RemoteStatus
-    payload: Mapping[str, Any] = field(default_factory=dict)
+    status: RemoteStatus = "pending"
+    data: Mapping[str, Any] = field(default_factory=dict)
     error: ProviderError | None = None
+    queue_position: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.status != "pending"
 
+    def to_json(self) -> dict[str, Any]:
+        """For a trip through Redis (an early callback, an arq task)."""
+        error = None
+        if self.error is not None:
+            error = {
+                "code": self.error.code,
+                "message": self.error.message,
+                "retryable": self.error.retryable,
+                "http_status": self.error.http_status,
+            }
+        return {"id": self.id, "status": self.status, "data": dict(self.data), "error": error}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> RemoteHandle:
+        raw = value.get("error")
+        error: ProviderError | None = None
+        if isinstance(raw, Mapping):
+            kind = ProviderRetryableError if raw.get("retryable") else ProviderPermanentError
+            error = kind(str(raw["code"]), str(raw["message"]), http_status=raw.get("http_status"))
+        return cls(str(value["id"]), value["status"], dict(value.get("data") or {}), error)
+
 
 @dataclass(frozen=True)
 class Capabilities:
-    asynchronous: bool
-    formats: frozenset[str] = frozenset({"png", "jpeg", "webp"})
-    # Completion callbacks (webhooks) that come back into /v1/callbacks/<kind>.
+    media: frozenset[MediaKind] = frozenset({"image"})
+    formats: frozenset[str] = frozenset(IMAGE_FORMATS)
+    # Input images the provider can take (a model may narrow this: Provider.model_inputs).
+    inputs: frozenset[InputRole] = frozenset()
+    # Completion callbacks that come back into /v1/callbacks/{account}.
     callbacks: bool = False
     cancel: bool = False
 
 
 class ProviderError(Exception):
-    """A generation that did not produce an image.
+    """A generation that did not produce an output.
 
     `retryable` decides whether another attempt may help."""
 
@@ -132,37 +218,55 @@ class CallbackRejected(Exception):
     """A callback whose signature, timestamp or body does not check out."""
 
 
-class ImageProvider(Protocol):
+class Provider(ABC):
     """One provider account. `name` is the account's key in the configuration, `kind`
-    the API it speaks (replicate, openai, local)."""
+    the API it speaks (its module registers it: service.providers.catalogue)."""
 
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
     name: str
-    kind: str
-    capabilities: Capabilities
 
-    async def submit(self, request: GenerationRequest) -> GeneratedImage | RemoteJob:
-        """Start a generation. Synchronous providers return the image; asynchronous ones
-        a RemoteJob (normally pending) whose id must be stored before anything else."""
-        ...
+    def model_inputs(self, inject: Mapping[str, str]) -> frozenset[InputRole]:
+        """The input images a model of this account takes (ComfyUI: those its workflow
+        says where to inject)."""
+        return self.capabilities.inputs
 
-    async def poll(self, remote_id: str) -> RemoteJob: ...
+    async def aclose(self) -> None:  # noqa: B027 - most providers hold nothing to close
+        """Release connections."""
 
-    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
-        """Download and check the output of a succeeded RemoteJob (output URLs expire)."""
-        ...
 
-    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
+class SyncProvider(Provider):
+    """A provider that answers a request with the output itself."""
+
+    @abstractmethod
+    async def generate(self, request: GenerationRequest) -> Output: ...
+
+
+class AsyncProvider(Provider):
+    """A provider that answers a request with a handle; the output comes later."""
+
+    @abstractmethod
+    async def submit(self, request: GenerationRequest) -> RemoteHandle:
+        """Start a generation; the handle (normally pending) is stored before anything
+        else happens."""
+
+    @abstractmethod
+    async def poll(self, handle: RemoteHandle) -> RemoteHandle:
+        """How the generation is doing, given the handle `submit` returned."""
+
+    @abstractmethod
+    async def fetch_result(self, handle: RemoteHandle, request: GenerationRequest) -> Output:
+        """Download and check the output of a succeeded generation (output URLs expire)."""
+
+    async def cancel(self, handle: RemoteHandle) -> None:
+        """Stop a generation at the provider, where it can be stopped (best effort)."""
+        raise ProviderPermanentError(
+            "cancel_unsupported", f"{self.name}: {self.kind} cannot cancel a generation"
+        )
+
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteHandle:
         """Verify and parse a completion callback; raises CallbackRejected."""
-        ...
-
-    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
-        """A RemoteJob from the provider's own object (RemoteJob.payload, as a callback or
-        a poll returned it), so a worker can finish a job a callback reported."""
-        ...
-
-    async def cancel(self, remote_id: str) -> None: ...
-
-    async def aclose(self) -> None: ...
+        raise CallbackRejected(f"{self.kind} sends no completion callbacks")
 
 
 @runtime_checkable
@@ -175,7 +279,7 @@ class SubmissionLookup(Protocol):
 
     async def find_submitted(
         self, request: GenerationRequest, since: datetime, *, exclude: frozenset[str]
-    ) -> RemoteJob | None:
+    ) -> RemoteHandle | None:
         """The newest generation created at or after `since` for exactly this request,
         other than those in `exclude` (handles earlier attempts already own); None when
         there is none. Raises ProviderError when the provider cannot be asked."""

@@ -1,58 +1,29 @@
 """The providers and models file (DARKROOM_CONFIG), with defaults shipped in the package.
 
-Secrets never live in the file: an account names the environment variable that holds
-its token (`token_env`), and the token is read from the environment when the worker or
-API starts.
+Each account is validated against the config model of the kind it names
+(service.providers.catalogue). Secrets never live in the file: an account names the
+environment variables that hold its token or credentials, read when they are used.
 """
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-ProviderKind = Literal["replicate", "openai", "local"]
-
-
-class Limits(BaseModel):
-    """An account's limits, shared by every worker process on every host.
-
-    `rate_per_s` paces submissions (GCRA, `burst` of them may go back to back);
-    `max_concurrent` bounds generations in flight (a leased semaphore). None: no limit."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    rate_per_s: Annotated[float, Field(gt=0)] | None = None
-    burst: Annotated[int, Field(ge=1)] = 1
-    max_concurrent: Annotated[int, Field(ge=1)] | None = None
-
-
-class ProviderAccount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    kind: ProviderKind
-    base_url: str = ""
-    token_env: str | None = None
-    # Where the whsec_ secret for verifying this account's callbacks comes from, when not
-    # fetched from the provider (Replicate serves it at GET /v1/webhooks/default/secret).
-    webhook_secret_env: str | None = None
-    limits: Limits = Limits()
-    # One HTTP request to the provider may take this long (a synchronous generation too).
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0
-
-    def token(self) -> str | None:
-        return os.environ.get(self.token_env) if self.token_env else None
-
+from service.providers.base import MediaKind
+from service.providers.catalogue import KINDS, ProviderConfig
 
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     per_image: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
+    # Videos: what one second of output costs.
+    per_second: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
 
 
 class ModelConfig(BaseModel):
@@ -61,6 +32,11 @@ class ModelConfig(BaseModel):
     provider: str
     ref: str
     price: Price = Price()
+    # What the model makes; a job that names it makes that.
+    media: MediaKind = "image"
+    # Where each job field goes in the provider's request (ComfyUI: "node id.input name"
+    # per field: prompt, negative_prompt, seed, width, height, reference_image, mask).
+    inject: dict[str, str] = {}
     # Attempts that count (errors; never 429s) before the job fails.
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     # An asynchronous generation still unfinished after this long is cancelled and failed.
@@ -70,7 +46,7 @@ class ModelConfig(BaseModel):
 class DarkroomConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    providers: dict[str, ProviderAccount] = {}
+    providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
 
     @model_validator(mode="after")
@@ -119,6 +95,6 @@ def load_config(path: Path | None) -> DarkroomConfig:
         except OSError as exc:
             raise ConfigError(f"DARKROOM_CONFIG={path}: {exc.strerror or exc}") from exc
         config = parse_config(text, source=str(path))
-    config.providers.setdefault("local", ProviderAccount(kind="local"))
+    config.providers.setdefault("local", KINDS["local"].config(kind="local"))
     config.models.setdefault("local/procedural", ModelConfig(provider="local", ref="procedural"))
     return config
