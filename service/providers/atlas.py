@@ -14,7 +14,6 @@ offers no cancel: predictions are polled to their end.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from urllib.parse import quote
 from service.providers.account import AccountConfig
 from service.providers.base import (
     IMAGE_FORMATS,
+    VIDEO_FORMATS,
     AsyncProvider,
     Capabilities,
     GenerationRequest,
@@ -77,7 +77,8 @@ class AtlasProvider(AsyncProvider):
     kind = "atlas"
     capabilities = Capabilities(
         media=frozenset({"image", "video"}),
-        formats=frozenset({*IMAGE_FORMATS, "mp4"}),
+        # Atlas's videos are MP4; a WebM job gets them transcoded (service.providers.video).
+        formats=frozenset({*IMAGE_FORMATS, *VIDEO_FORMATS}),
         inputs=frozenset({"reference"}),
     )
 
@@ -115,10 +116,10 @@ class AtlasProvider(AsyncProvider):
         data = await self._http.download(url)
         usage = _usage(handle.data)
         if request.media == "video":
+            # Imported here: only a video job needs PyAV's decoder.
             from service.providers.video import checked_video
 
-            output = await checked_video(data, request, provider=self.name)
-            return dataclasses.replace(output, usage={**output.usage, **usage})
+            return await checked_video(data, request, provider=self.name, usage=usage)
         return await checked_image(data, request.format, provider=self.name, usage=usage)
 
     async def aclose(self) -> None:

@@ -74,8 +74,7 @@ def test_capabilities() -> None:
     caps = AtlasProvider.capabilities
     assert caps.media == {"image", "video"}
     assert caps.inputs == {"reference"}
-    assert "mp4" in caps.formats
-    assert "webm" not in caps.formats
+    assert caps.formats == {"png", "jpeg", "webp", "mp4", "webm"}
     assert not caps.callbacks
     assert not caps.cancel
 
@@ -136,6 +135,17 @@ async def test_video_in_either_shape(sim: AtlasHandle, provider: AtlasProvider, 
         "fps": 8,
         "seed": 7,
     }
+
+
+async def test_a_webm_job_gets_the_mp4_transcoded(
+    sim: AtlasHandle, provider: AtlasProvider
+) -> None:
+    request = video_request(format="webm")
+    done = await finish(provider, await provider.submit(request))
+    output = await provider.fetch_result(done, request)
+    assert (output.format, output.content_type) == ("webm", "video/webm")
+    assert output.data[:4] == b"\x1a\x45\xdf\xa3"  # EBML: Matroska/WebM
+    assert output.duration_s == pytest.approx(2.0, abs=0.2)
 
 
 async def test_reference_image_goes_as_a_data_uri_or_its_url(
