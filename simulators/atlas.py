@@ -252,3 +252,25 @@ async def run_atlas(
         yield AtlasHandle(url)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def main() -> None:
+    """`python -m simulators.atlas --port 9110 [--config '{json}']`: the simulator in the
+    foreground (development: point an atlas account's base_url at it)."""
+    import argparse
+
+    import uvicorn
+
+    from simulators.runner import server_options
+
+    parser = argparse.ArgumentParser(prog="python -m simulators.atlas", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9110)
+    parser.add_argument("--config", default="{}", help="AtlasSimConfig fields as a JSON object")
+    args = parser.parse_args()
+    app = create_app(AtlasSimConfig.model_validate_json(args.config))
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+
+
+if __name__ == "__main__":
+    main()
