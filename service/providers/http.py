@@ -269,7 +269,7 @@ def _snippet(body: bytes, limit: int = 200) -> str:
 def error_details(body: bytes) -> tuple[str, str | None, Any]:
     """(message, code, parsed JSON) from the error bodies providers send: OpenAI's
     {"error": {"message", "code", "type"}}, problem+json {"title", "detail"} (Replicate),
-    FastAPI's {"detail": [...]}, {"message"}, {"error": "..."} or plain text."""
+    FastAPI's {"detail": [...]}, {"message"}, {"msg"}, {"error": "..."} or plain text."""
     try:
         data: Any = json.loads(body)
     except ValueError:
@@ -284,6 +284,7 @@ def error_details(body: bytes) -> tuple[str, str | None, Any]:
         elif isinstance(error, str):
             message = error
         message = message or _detail_text(data.get("detail")) or _text(data.get("message"))
+        message = message or _text(data.get("msg"))  # Atlas Cloud: {"code", "msg"}
         message = message or _text(data.get("title"))
         code = code or _text(data.get("code")) or _text(data.get("type"))
     if not message:
