@@ -291,9 +291,19 @@ def _plate(reference: InputImage, size: tuple[int, int]) -> Image.Image:
     try:
         with Image.open(io.BytesIO(reference.data)) as image:
             image.draft("RGB", size)  # a large JPEG decodes at a fraction of its size
-            upright = ImageOps.exif_transpose(image).convert("RGB")
+            upright = _flatten(ImageOps.exif_transpose(image))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ProviderPermanentError(
             "invalid_input", f"local video: the reference is not a decodable image: {exc}"
         ) from exc
     return ImageOps.fit(upright, size, Image.Resampling.LANCZOS)
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """Video has no alpha: transparent parts go onto white (as JPEG outputs do), not onto
+    whatever colour the transparent pixels happen to hold."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")

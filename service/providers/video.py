@@ -114,22 +114,22 @@ def _inspect(container: InputContainer) -> VideoInfo:
     stream = container.streams.video[0]
     if stream.width * stream.height > MAX_PIXELS:
         raise InvalidVideoError(f"{stream.width}x{stream.height} is over {MAX_PIXELS} pixels")
-    packets, start, end, first = _read_packets(container, stream)
-    if packets == 0 or first is None:
+    scan = _read_packets(container, stream)
+    if scan.first is None:
         raise InvalidVideoError(f"{fmt} video stream without a decodable frame")
     assert stream.time_base is not None  # demuxers always set it
-    duration = float((end - start) * stream.time_base)
-    _check_complete(container, stream, packets, duration)
+    duration = float((scan.end - (scan.start or 0)) * stream.time_base)
     rate = stream.average_rate or stream.guessed_rate
-    fps = float(rate) if rate else packets / duration if duration > 0 else 0.0
-    if duration <= 0 and fps > 0:  # a single frame without a duration of its own
-        duration = packets / fps
+    fps = float(rate) if rate else scan.count / duration if duration > 0 else 0.0
+    if scan.open_ended and fps > 0:  # the last frame's own duration was not recorded
+        duration += 1 / fps
+    _check_complete(container, stream, scan.count, duration)
     return VideoInfo(
         format=fmt,
-        width=first.width,
-        height=first.height,
+        width=scan.first.width,
+        height=scan.first.height,
         duration_s=round(duration, 3),
-        frames=packets,
+        frames=scan.count,
         fps=round(fps, 3),
         codec=stream.codec_context.name,
         pix_fmt=stream.codec_context.pix_fmt,
@@ -137,32 +137,40 @@ def _inspect(container: InputContainer) -> VideoInfo:
     )
 
 
-def _read_packets(
-    container: InputContainer, stream: VideoStream
-) -> tuple[int, int, int, av.VideoFrame | None]:
-    """Count the stream's packets and find where they start and end (in the stream's time
-    base); decode only until the first frame comes out."""
-    count = 0
+@dataclass
+class _Scan:
+    """What reading a video stream's packets found (times in the stream's time base)."""
+
+    count: int = 0
     start: int | None = None
-    end = 0
+    end: int = 0
+    # The latest packet had no duration: the span ends where the last frame starts.
+    open_ended: bool = False
     first: av.VideoFrame | None = None
+
+
+def _read_packets(container: InputContainer, stream: VideoStream) -> _Scan:
+    """Count the stream's packets and find where they start and end; decode only until
+    the first frame comes out."""
+    scan = _Scan()
     for packet in container.demux(stream):
         if packet.size == 0:
             continue  # the demuxer's end-of-stream marker
-        count += 1
-        if count > MAX_PACKETS:
+        scan.count += 1
+        if scan.count > MAX_PACKETS:
             raise InvalidVideoError(f"more than {MAX_PACKETS} frames")
         when = packet.pts if packet.pts is not None else packet.dts
         if when is not None:
-            start = when if start is None else min(start, when)
-            end = max(end, when + (packet.duration or 0))
-        if first is None:
+            scan.start = when if scan.start is None else min(scan.start, when)
+            if when + (packet.duration or 0) >= scan.end:
+                scan.end, scan.open_ended = when + (packet.duration or 0), not packet.duration
+        if scan.first is None:
             decoded = stream.decode(packet)
-            first = decoded[0] if decoded else None
-    if first is None and count:
+            scan.first = decoded[0] if decoded else None
+    if scan.first is None and scan.count:
         flushed = stream.decode(None)
-        first = flushed[0] if flushed else None
-    return count, start or 0, end, first
+        scan.first = flushed[0] if flushed else None
+    return scan
 
 
 def _check_complete(

@@ -27,7 +27,7 @@ from service.providers.video import (
     checked_video_sync,
     inspect_video,
 )
-from service.providers.video_encode import VideoFormat
+from service.providers.video_encode import VideoFormat, encode_video
 
 CODECS = {"mp4": "h264", "webm": "vp9"}
 FORMATS: list[VideoFormat] = ["mp4", "webm"]
@@ -191,6 +191,23 @@ def test_image_to_video_starts_on_the_image_and_moves_over_it() -> None:
     assert mean_difference(decoded[0], fitted) < 6
     assert mean_difference(decoded[-1], fitted) > 2 * mean_difference(decoded[0], fitted)
     assert render_video(request) == data
+
+
+def test_image_to_video_puts_transparency_on_white() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (128, 96), (0, 0, 0, 0)).save(buffer, "PNG")
+    reference = InputImage("reference", buffer.getvalue(), "image/png")
+    first = frames_of(render_video(make_request(duration_s=0.5, inputs=(reference,))))[0]
+    assert min(ImageStat.Stat(first.convert("RGB")).mean) > 240
+
+
+def test_a_single_frame_lasts_one_frame() -> None:
+    data = encode_video(
+        [Image.new("RGB", (64, 64), (9, 9, 9))], width=64, height=64, fps=4, fmt="webm"
+    )
+    info = inspect_video(data)
+    assert (info.frames, info.duration_s) == (1, 0.25)
+    assert checked_video_sync(data, make_request(format="webm", duration_s=None), provider="p")
 
 
 def test_image_to_video_refuses_a_reference_that_is_no_image() -> None:
