@@ -1,4 +1,4 @@
-"""Checking what a provider sent before anyone calls it a video, and encoding videos.
+"""Checking what a provider sent before anyone calls it a video.
 
 A provider may answer 200 with an HTML error page, a still image, a truncated file, a clip
 far shorter than asked, or another container than the one asked for. Before a video counts:
@@ -63,7 +63,7 @@ _MIN_TOLERANCE_S = 1.0
 _TOLERANCE_RATIO = 0.25
 
 _CONTAINERS: dict[str, VideoFormat] = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "webm"}
-_DecodeErrors = (av.FFmpegError, OSError, EOFError, ValueError, IndexError, StopIteration)
+_DecodeErrors = (av.FFmpegError, OSError, EOFError, ValueError, IndexError)
 
 
 class InvalidVideoError(ValueError):
