@@ -57,7 +57,8 @@ MAX_PIXELS = 4096 * 4096
 MAX_PACKETS = 20_000
 # The transcoding budget (width x height x frames): about 12 s of 1080p at 30 fps.
 MAX_TRANSCODE_PIXEL_FRAMES = 1920 * 1080 * 30 * 12
-# How far short of its header's promise the packets may stop before the file is truncated.
+# How far short of the container's duration the video packets may stop before the file is
+# truncated (an audio track may run a little longer than the video).
 _TRUNCATION_SLACK_S = 0.5
 _MIN_TOLERANCE_S = 1.0
 _TOLERANCE_RATIO = 0.25
@@ -112,8 +113,11 @@ def _inspect(container: InputContainer) -> VideoInfo:
     if not container.streams.video:
         raise InvalidVideoError(f"{fmt} container without a video stream")
     stream = container.streams.video[0]
-    if stream.width * stream.height > MAX_PIXELS:
-        raise InvalidVideoError(f"{stream.width}x{stream.height} is over {MAX_PIXELS} pixels")
+    context = stream.codec_context
+    if context is None:  # a codec FFmpeg does not know, or a damaged header
+        raise InvalidVideoError(f"{fmt} video stream in an unknown codec")
+    if context.width * context.height > MAX_PIXELS:
+        raise InvalidVideoError(f"{context.width}x{context.height} is over {MAX_PIXELS} pixels")
     scan = _read_packets(container, stream)
     if scan.first is None:
         raise InvalidVideoError(f"{fmt} video stream without a decodable frame")
@@ -123,7 +127,7 @@ def _inspect(container: InputContainer) -> VideoInfo:
     fps = float(rate) if rate else scan.count / duration if duration > 0 else 0.0
     if scan.open_ended and fps > 0:  # the last frame's own duration was not recorded
         duration += 1 / fps
-    _check_complete(container, stream, scan.count, duration)
+    _check_complete(container, stream, scan.count, duration, fps)
     return VideoInfo(
         format=fmt,
         width=scan.first.width,
@@ -131,8 +135,8 @@ def _inspect(container: InputContainer) -> VideoInfo:
         duration_s=round(duration, 3),
         frames=scan.count,
         fps=round(fps, 3),
-        codec=stream.codec_context.name,
-        pix_fmt=stream.codec_context.pix_fmt,
+        codec=context.name,
+        pix_fmt=context.pix_fmt,
         has_audio=bool(container.streams.audio),
     )
 
@@ -174,34 +178,40 @@ def _read_packets(container: InputContainer, stream: VideoStream) -> _Scan:
 
 
 def _check_complete(
-    container: InputContainer, stream: VideoStream, packets: int, duration: float
+    container: InputContainer, stream: VideoStream, packets: int, duration: float, fps: float
 ) -> None:
-    """A truncated file still has the header that promised the rest."""
+    """A truncated file still has the header that promised the rest. The video track's own
+    duration is matched to a couple of frames; the container's may include a longer audio
+    track, so it is matched loosely."""
     if stream.frames and packets < stream.frames:
         raise InvalidVideoError(
             f"truncated: the header promises {stream.frames} frames, the data holds {packets}"
         )
-    promised = _header_duration(container, stream)
-    if promised is not None and duration < promised - max(_TRUNCATION_SLACK_S, promised / 10):
+    promised = _track_duration(stream)
+    if promised is not None:
+        slack = 2 / fps if fps > 0 else _TRUNCATION_SLACK_S
+    elif container.duration:
+        promised = container.duration / av.time_base
+        slack = max(_TRUNCATION_SLACK_S, promised / 10)
+    else:
+        return
+    if duration < promised - slack:
         raise InvalidVideoError(
             f"truncated: the header promises {promised:.2f} s, the data holds {duration:.2f} s"
         )
 
 
-def _header_duration(container: InputContainer, stream: VideoStream) -> float | None:
-    """The video stream's own duration where the container records it, else the
-    container's (which may include a longer audio track, hence the slack above)."""
+def _track_duration(stream: VideoStream) -> float | None:
+    """The video track's own duration, where the container records it."""
     if stream.duration and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
-    tag = stream.metadata.get("DURATION")  # Matroska: per-track "HH:MM:SS.nnnnnnnnn"
+    tag = stream.metadata.get("DURATION")  # Matroska (FFmpeg): "HH:MM:SS.nnnnnnnnn"
     if tag:
         try:
             hours, minutes, seconds = tag.split(":")
             return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
         except ValueError:
-            pass
-    if container.duration:
-        return container.duration / av.time_base
+            return None
     return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import struct
 from dataclasses import replace
 
@@ -316,3 +317,37 @@ def test_transcoding_past_the_budget_is_permanent(
 def test_an_image_format_is_no_video_request(clips: dict[str, bytes]) -> None:
     with pytest.raises(ProviderPermanentError, match="not a video format"):
         checked_video_sync(clips["mp4"], make_request(format="png"), provider="p")
+
+
+def test_an_unknown_codec_is_refused(clips: dict[str, bytes]) -> None:
+    data = clips["mp4"]
+    entry = data.index(b"avc1", 40)  # the sample description, past ftyp's brands
+    with pytest.raises(InvalidVideoError, match="unknown codec"):
+        inspect_video(data[:entry] + b"zzzz" + data[entry + 4 :])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_damaged_bytes_are_a_video_or_refused_never_a_crash(
+    clips: dict[str, bytes], fmt: VideoFormat
+) -> None:
+    """Bit flips, cuts and holes anywhere (the header included): the answer is a VideoInfo
+    or InvalidVideoError, never another exception."""
+    rng = random.Random(fmt)
+    original = clips[fmt]
+    refused = 0
+    for _ in range(300):
+        damaged = bytearray(original)
+        where = rng.randrange(len(damaged))
+        kind = rng.choice(("flip", "cut", "hole"))
+        if kind == "flip":
+            for _ in range(rng.randint(1, 20)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        elif kind == "cut":
+            del damaged[where:]
+        else:
+            del damaged[where : where + rng.randint(1, 200)]
+        try:
+            inspect_video(bytes(damaged))
+        except InvalidVideoError:
+            refused += 1
+    assert refused > 0
