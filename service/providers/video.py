@@ -239,7 +239,7 @@ def checked_video_sync(
     cost_usd: Decimal = Decimal(0),
     usage: Mapping[str, Any] | None = None,
 ) -> Output:
-    want = _video_format(request.format)
+    want = _video_format(request.format, provider=provider)
     try:
         info = inspect_video(data)
         check_duration(info, request.duration_s)
@@ -275,9 +275,13 @@ async def checked_video(
     )
 
 
-def _video_format(fmt: str) -> VideoFormat:
+def _video_format(fmt: str, *, provider: str) -> VideoFormat:
+    """A job that asked for an image has no business here (the provider's code is wrong
+    about what it made): permanent, as `checked_image` does the other way round."""
     if fmt not in VIDEO_FORMATS:
-        raise ProviderPermanentError("invalid_request", f"{fmt!r} is not a video format")
+        raise ProviderPermanentError(
+            "unexpected_media", f"{provider}: sent a video where a {fmt} image was asked for"
+        )
     return "mp4" if fmt == "mp4" else "webm"
 
 

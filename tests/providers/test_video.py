@@ -315,8 +315,9 @@ def test_transcoding_past_the_budget_is_permanent(
 
 
 def test_an_image_format_is_no_video_request(clips: dict[str, bytes]) -> None:
-    with pytest.raises(ProviderPermanentError, match="not a video format"):
+    with pytest.raises(ProviderPermanentError, match="png image was asked") as caught:
         checked_video_sync(clips["mp4"], make_request(format="png"), provider="p")
+    assert caught.value.code == "unexpected_media"
 
 
 def test_an_unknown_codec_is_refused(clips: dict[str, bytes]) -> None:
