@@ -21,6 +21,7 @@ from service.providers.base import (
     ProviderPermanentError,
     ProviderRetryableError,
 )
+from service.providers.local import LocalRenderer
 from service.providers.local_video import render_video, render_video_output
 from service.providers.video import (
     InvalidVideoError,
@@ -192,6 +193,21 @@ def test_image_to_video_starts_on_the_image_and_moves_over_it() -> None:
     assert mean_difference(decoded[0], fitted) < 6
     assert mean_difference(decoded[-1], fitted) > 2 * mean_difference(decoded[0], fitted)
     assert render_video(request) == data
+
+
+async def test_a_local_image_animates_into_a_local_video() -> None:
+    """The chain "generate an image, then animate it", with the local renderer at both
+    ends: the parent's output is the child's reference."""
+    parent = await LocalRenderer().generate(
+        GenerationRequest(
+            prompt="a red fox", model_ref="procedural", width=192, height=128, format="jpeg", seed=3
+        )
+    )
+    reference = InputImage("reference", parent.data, parent.content_type)
+    child = await render_video_output(make_request(format="mp4", inputs=(reference,)))
+    assert (child.media, child.width, child.height, child.frames) == ("video", 192, 128, 24)
+    first = frames_of(child.data)[0]
+    assert mean_difference(first, Image.open(io.BytesIO(parent.data))) < 6
 
 
 def test_image_to_video_puts_transparency_on_white() -> None:
