@@ -76,6 +76,8 @@ class BearerSource(Protocol):
 
     async def invalidate(self, token: str) -> None: ...
 
+    async def aclose(self) -> None: ...
+
 
 async def with_token(account: str, source: BearerSource, send: Callable[[str], Awaitable[T]]) -> T:
     """`send(token)`; after a 401, once more with a fresh token. A second 401 is
