@@ -20,13 +20,12 @@ import io
 from PIL import Image, UnidentifiedImageError
 
 from service.providers.base import GenerationRequest, InputImage, ProviderPermanentError
+from service.providers.http import Files
 
 MAX_IMAGES = 16
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # A grey level at or above this is "edit" in a mask drawn without transparency.
 EDIT_LEVEL = 128
-
-Files = list[tuple[str, tuple[str, bytes, str]]]
 
 
 def wants_edit(request: GenerationRequest) -> bool:
