@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from service.providers.base import GenerationRequest, InputImage, ProviderPermanentError
+from service.providers.openai import OpenAIConfig, OpenAIImagesProvider
 from service.providers.openai_edits import edit_form, openai_mask, wants_edit
 from simulators import SimulatorHandle, running_simulator
 
@@ -213,3 +214,53 @@ async def test_the_simulator_refuses_bad_edits_as_openai_does(
 
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
+
+
+@pytest.fixture
+async def provider(
+    sim_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OpenAIImagesProvider]:
+    await SimulatorHandle(sim_url).reset()
+    monkeypatch.setenv("DARKROOM_TEST_EDITS_TOKEN", "sim-token")
+    config = OpenAIConfig(
+        kind="openai", base_url=sim_url + "/v1", token_env="DARKROOM_TEST_EDITS_TOKEN"
+    )
+    provider = OpenAIImagesProvider("oa", config)
+    yield provider
+    await provider.aclose()
+
+
+async def test_a_job_with_a_reference_and_a_mask_is_an_edit(
+    sim_url: str, provider: OpenAIImagesProvider
+) -> None:
+    job = request(
+        reference(png((64, 64))),
+        InputImage("mask", half_mask((64, 64)), "image/png"),
+        model_ref="ernie-image",
+        width=64,
+        height=64,
+        format="webp",
+    )
+
+    output = await provider.generate(job)
+
+    image = Image.open(io.BytesIO(output.data)).convert("RGB")
+    assert (output.format, output.width, output.height) == ("webp", 64, 64)
+    red, _, _ = image.getpixel((60, 30))  # type: ignore[misc]
+    blue_left = image.getpixel((5, 30))
+    assert red > 150  # kept (lossy webp: near the reference's red)
+    assert blue_left != image.getpixel((60, 30))  # edited
+    stats = await SimulatorHandle(sim_url).stats()
+    assert stats["requests_by_route"] == {"POST /v1/images/edits": 1}
+
+
+async def test_the_apis_refusal_of_an_edit_is_permanent_with_its_message(
+    provider: OpenAIImagesProvider,
+) -> None:
+    job = request(reference(png((64, 32))), model_ref="dall-e-2")  # dall-e-2: square only
+
+    with pytest.raises(ProviderPermanentError) as caught:
+        await provider.generate(job)
+
+    assert caught.value.http_status == 400
+    assert "Invalid image file or mode for image 1" in caught.value.message
