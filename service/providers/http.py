@@ -26,7 +26,7 @@ from service.providers.base import (
     ProviderRateLimited,
     ProviderRetryableError,
 )
-from service.providers.oauth import BearerSource, with_token
+from service.providers.oauth import BearerSource, NoTokenYet, with_token
 
 USER_AGENT = "Darkroom/0.1"
 CONNECT_TIMEOUT_S = 10.0
@@ -386,6 +386,8 @@ def may_have_reached_provider(error: ProviderError) -> bool:
     failure (a reset or timeout after sending, a 5xx, an unreadable 2xx) may duplicate a
     billed generation, so an asynchronous submission should be looked for, not repeated."""
     if isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    if isinstance(error.__cause__, NoTokenYet):  # the request itself was never sent
         return False
     return not (error.http_status is not None and 400 <= error.http_status < 500)
 

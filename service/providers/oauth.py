@@ -45,7 +45,14 @@ from service.providers.oauth_endpoint import (
     fetch_token,
 )
 
-__all__ = ["AUTH_FAILED", "BearerSource", "OAuthClientCredentials", "TokenSource", "with_token"]
+__all__ = [
+    "AUTH_FAILED",
+    "BearerSource",
+    "NoTokenYet",
+    "OAuthClientCredentials",
+    "TokenSource",
+    "with_token",
+]
 
 log = get_logger(__name__)
 
@@ -67,6 +74,11 @@ if held and cjson.decode(held)['access_token'] == ARGV[1] then
 end
 return 0
 """
+
+
+class NoTokenYet(Exception):
+    """The cause of an error raised while getting a token: the API request it was for
+    was never sent (so it cannot have been paid for: http.may_have_reached_provider)."""
 
 
 class BearerSource(Protocol):
@@ -135,6 +147,14 @@ class TokenSource:
     # -- the interface -------------------------------------------------------------------
 
     async def token(self) -> str:
+        try:
+            return await self._token()
+        except ProviderError as exc:
+            marker = NoTokenYet(self.account)
+            marker.__cause__ = exc.__cause__  # the transport error stays in the traceback
+            raise exc from marker
+
+    async def _token(self) -> str:
         held = await self._load()
         if held is not None and self._clock() < held.refresh_at:
             return held.value

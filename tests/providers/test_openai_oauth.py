@@ -12,9 +12,14 @@ import pytest
 from arq.connections import ArqRedis
 
 from service.providers import oauth
-from service.providers.base import GenerationRequest, ProviderPermanentError
+from service.providers.base import (
+    GenerationRequest,
+    ProviderPermanentError,
+    ProviderRetryableError,
+)
 from service.providers.catalogue import account_config, build_provider
 from service.providers.config import parse_config
+from service.providers.http import may_have_reached_provider
 from service.providers.kinds import ProviderDeps
 from service.providers.oauth import OAuthClientCredentials
 from service.providers.openai import OpenAIConfig, OpenAIImagesProvider
@@ -168,3 +173,16 @@ async def test_missing_client_credentials_are_reported_before_any_request(
     assert ID_ENV in caught.value.message
     assert (await tokens.stats())["fetches"] == 0
     assert (await SimulatorHandle(tokens.url).stats())["requests_total"] == 0
+
+
+async def test_a_token_endpoint_failure_is_known_never_to_have_reached_the_api(
+    tokens: TokenServerHandle, providers: list[OpenAIImagesProvider]
+) -> None:
+    await tokens.configure(faults=["error_503"])
+
+    with pytest.raises(ProviderRetryableError) as caught:
+        await providers[0].generate(request())
+
+    assert caught.value.http_status == 503
+    assert not may_have_reached_provider(caught.value)  # nothing can have been paid for
+    assert (await SimulatorHandle(tokens.url).stats())["creation_requests"] == 0
