@@ -23,7 +23,6 @@ from service.providers.base import (
     ProviderRetryableError,
 )
 from service.providers.oauth import OAuthClientCredentials, TokenSource, with_token
-from service.providers.oauth_endpoint import parse_token_response, token_request
 from simulators import SimulatorHandle, running_simulator
 from simulators.oauth import TokenServerConfig, TokenServerHandle
 
@@ -370,46 +369,6 @@ async def test_each_way_of_sending_the_credentials_gets_a_token(
     source = sources(auth_block={"client_auth": client_auth, "scope": "x"})
     assert await source.token()
     assert (await tokens.stats())["issued"] == 1
-
-
-def test_the_credentials_go_where_the_config_says() -> None:
-    client = httpx.AsyncClient()
-    url = "https://aip.baidubce.com/oauth/2.0/token"
-
-    baidu = token_request(client, auth(url), CLIENT_ID, SECRET, 5.0)
-    form = token_request(client, auth(url, client_auth="form"), CLIENT_ID, SECRET, 5.0)
-    basic = token_request(client, auth(url, client_auth="basic"), CLIENT_ID, SECRET, 5.0)
-
-    assert baidu.method == "POST"
-    assert dict(baidu.url.params) == {
-        "grant_type": "client_credentials",
-        "client_id": CLIENT_ID,
-        "client_secret": SECRET,
-    }
-    assert not form.url.query
-    assert form.headers["content-type"] == "application/x-www-form-urlencoded"
-    assert form.content == (
-        b"grant_type=client_credentials&client_id=sim-client-id&client_secret=sim-client-secret"
-    )
-    assert basic.headers["authorization"].startswith("Basic ")
-    assert basic.content == b"grant_type=client_credentials"
-
-
-def test_an_endpoint_that_echoes_the_secret_is_scrubbed() -> None:
-    body = b'{"error": "invalid_client", "error_description": "bad secret sim-client-secret"}'
-    with pytest.raises(ProviderPermanentError) as caught:
-        parse_token_response(
-            "acct: token endpoint", 401, {}, body, lambda t: t.replace(SECRET, "***"), 0.0, 300
-        )
-    assert SECRET not in caught.value.message
-    assert "bad secret ***" in caught.value.message
-
-
-def test_a_token_without_expires_in_is_assumed_to_last_an_hour() -> None:
-    token = parse_token_response(
-        "acct", 200, {}, b'{"access_token": "t", "token_type": "bearer"}', str, 100.0, 300
-    )
-    assert (token.value, token.expires_at, token.refresh_at) == ("t", 3700.0, 3400.0)
 
 
 @pytest.fixture
