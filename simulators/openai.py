@@ -6,6 +6,10 @@ the 502, which is the CDN's HTML page. A content-policy rejection is a 400 answe
 any work; injected 5xx are answered before any work too. `reset`, `hang`,
 `malformed_json` and `huge_body` break the response of a generation that did run.
 
+Auth: `Bearer <SimConfig.token>`, or, when the OAuth token server is enabled
+(simulators.oauth), only the tokens it issued, unexpired and unrevoked (401 otherwise).
+Image edits (POST /v1/images/edits) share `serve` with generations: simulators.openai_edits.
+
 Sizes: gpt-image-1, gpt-image-1-mini and gpt-image-1.5 accept only 1024x1024, 1536x1024,
 1024x1536 and auto (as OpenAI does); any other model accepts any WxH up to 4096.
 """
