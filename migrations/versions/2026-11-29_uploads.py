@@ -1,7 +1,7 @@
 """uploads: images callers send to feed into jobs (reference images, masks)
 
-Revision ID: 0006_uploads
-Revises: 0005_delivery
+Revision ID: 0007_uploads
+Revises: 0006_provider_handles
 Create Date: 2026-11-29 08:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_uploads"
-down_revision: str | None = "0005_delivery"
+revision: str = "0007_uploads"
+down_revision: str | None = "0006_provider_handles"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
