@@ -201,3 +201,14 @@ async def test_uploads_take_20_mib_whatever_the_cap_on_other_bodies(
             "/v1/batches", content=b"[" + b" " * 70 * 1024 + b"]", headers=caller.headers
         )
         assert batch.status_code == 413
+
+
+async def test_a_malformed_form_is_a_422(client: httpx.AsyncClient, caller: Caller) -> None:
+    boundary = "b0undary"
+    headers = caller.headers | {"content-type": f"multipart/form-data; boundary={boundary}"}
+    body = f"--{boundary}\r\nFalse--{boundary}--\r\n".encode()
+    response = await client.post("/v1/uploads", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_form"
+    assert error["details"][0]["field"] == "body"
