@@ -31,6 +31,8 @@ class Answer:
     headers: tuple[tuple[str, str], ...] = ()
     # Send no Content-Length: the body streams until the connection closes.
     unsized: bool = False
+    # Send the head, then nothing until the client gives up.
+    hang: bool = False
 
 
 @dataclass
@@ -106,6 +108,9 @@ async def image_server() -> AsyncIterator[ImageServer]:
             state.requests.append(f"{method} {path}")
             answer = state.routes.get(path, Answer(404, b"not found"))
             writer.write(_head(answer))
+            await writer.drain()
+            if answer.hang:
+                await reader.read()  # until the client closes the connection
             writer.write(answer.body)
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from service.config import Settings
 from service.db import session_scope
+from service.jobs import inputs as resolution
 from service.jobs.inputs import input_refs, resolve_inputs, validate_input_refs
 from service.kit.ssrf import guarded_client
 from service.models import ApiKey
@@ -210,6 +211,21 @@ async def test_a_lost_connection_is_retryable(
     with pytest.raises(ProviderRetryableError, match=r"fetching from 127\.0\.0\.1 failed") as err:
         await resolve_inputs(
             state, reference_images=[server.url("/cut")], mask=None, client=fetcher
+        )
+    assert err.value.code == "input_fetch_failed"
+
+
+async def test_a_server_that_stops_sending_is_retryable(
+    state: State,
+    server: ImageServer,
+    fetcher: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resolution, "FETCH_DEADLINE_S", 0.5)
+    server.routes["/slow"] = Answer(body=image_bytes(), hang=True)
+    with pytest.raises(ProviderRetryableError, match="timed out") as err:
+        await resolve_inputs(
+            state, reference_images=[server.url("/slow")], mask=None, client=fetcher
         )
     assert err.value.code == "input_fetch_failed"
 
