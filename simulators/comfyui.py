@@ -312,3 +312,25 @@ def comfyui_app(sim: ComfySim | None = None) -> Starlette:
 def run_comfyui(sim: ComfySim | None = None, *, port: int = 0) -> Any:
     """An async context manager: the simulator on 127.0.0.1, yielding its base URL."""
     return run_cms(lambda: comfyui_app(sim), port=port)
+
+
+def main() -> None:
+    """`python -m simulators.comfyui --port 8188`: the simulator in the foreground."""
+    import argparse
+
+    import uvicorn
+
+    from simulators.runner import server_options
+
+    parser = argparse.ArgumentParser(prog="python -m simulators.comfyui", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--run-s", type=float, default=ComfySettings.run_s)
+    args = parser.parse_args()
+    sim = ComfySim()
+    sim.settings.run_s = args.run_s
+    uvicorn.run(comfyui_app(sim), host=args.host, port=args.port, **server_options())
+
+
+if __name__ == "__main__":
+    main()
