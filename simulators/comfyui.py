@@ -15,7 +15,8 @@ settings `run_s` (one prompt's run time), `token` (a Bearer token an auth proxy 
 front would require), `websocket` ("on", "off": refused, "silent": no messages),
 `execution_error` {count, exception_message, exception_type} (the next prompts fail
 while running), `max_upload_bytes`. Faults: int statuses, "reset", "hang", and
-"malformed" (a 200 with half a JSON body) or "huge" (`size` bytes of valid JSON).
+"malformed" (a 200 with half a JSON body) or "huge" (valid JSON of `headers:
+{"x-sim-size": bytes}`, 40 MiB by default).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 from uuid import uuid4
 
-from service.providers.account import AccountConfig
+from service.providers.account import AccountConfig, Limits
 from service.providers.base import (
     IMAGE_FORMATS,
     AsyncProvider,
@@ -54,6 +54,8 @@ _LOOKUP_HISTORY = 256
 class ComfyUIConfig(AccountConfig):
     kind: Literal["comfyui"] = "comfyui"
     base_url: str = "http://127.0.0.1:8188"
+    # One GPU runs one prompt at a time; more in flight would only wait in ComfyUI's queue.
+    limits: Limits = Limits(max_concurrent=1)
     # Listen on /ws for completions (earlier than polls); off for proxies without websockets.
     websocket: bool = True
 

@@ -16,7 +16,8 @@ from service.providers.base import (
     ProviderPermanentError,
     RemoteHandle,
 )
-from service.providers.comfyui import ComfyUIProvider, CompletionWatch
+from service.providers.comfyui import ComfyUIConfig, ComfyUIProvider, CompletionWatch
+from service.providers.comfyui_ws import websocket_url
 from service.providers.http import may_have_reached_provider
 from tests.providers.comfyui_helpers import (
     IMG2IMG_INJECT,
@@ -269,3 +270,11 @@ async def test_a_server_that_refuses_the_websocket_still_completes_by_polling(
     handle = await provider.submit(request())
     assert not await provider.listener.wait(handle.id, 0.5)
     assert (await poll_until_finished(provider, handle)).status == "succeeded"
+
+
+def test_an_account_without_limits_runs_one_prompt_at_a_time() -> None:
+    assert ComfyUIConfig().limits.max_concurrent == 1
+    assert ComfyUIConfig(limits={"max_concurrent": 2}).limits.max_concurrent == 2
+    assert websocket_url("https://gpu.example:8443/comfy/", "c1") == (
+        "wss://gpu.example:8443/comfy/ws?clientId=c1"
+    )
