@@ -131,7 +131,8 @@ def gpu_figures(runs: list[tuple[float, float, str]], trim: float) -> dict[str, 
 async def run_case(args: argparse.Namespace) -> dict[str, Any]:
     quiet = {} if args.no_wait_for_quiet else wait_for_quiet(args.quiet_wait)
     async with async_bench_env(worker_concurrency=args.concurrency) as env:
-        stack = ComfyStack(env, SimConfig(), {ACCOUNT: {"max_concurrent": 1}}, run_s=args.run_s)
+        limits = {ACCOUNT: {"max_concurrent": args.max_concurrent}}
+        stack = ComfyStack(env, SimConfig(), limits, run_s=args.run_s)
         scenario = Scenario(env, stack)
         try:
             await scenario.open(api=False)
@@ -154,9 +155,10 @@ async def run_case(args: argparse.Namespace) -> dict[str, Any]:
             await scenario.close()
     gpu = gpu_figures(runs_from_history(history), args.trim)
     result = {
-        "scenario": "utilisation-comfyui-concurrency-1",
+        "scenario": f"utilisation-comfyui-concurrency-{args.max_concurrent}",
         "jobs": args.jobs,
         "run_s": args.run_s,
+        "max_concurrent": args.max_concurrent,
         "worker_processes": args.workers,
         "worker_concurrency": args.concurrency,
         **gpu,
@@ -182,6 +184,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=120)
     parser.add_argument("--run-s", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--max-concurrent", type=int, default=1, help="the account's limit")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--trim", type=float, default=3, help="seconds cut at each end")
     parser.add_argument("--timeout", type=float, default=900)
