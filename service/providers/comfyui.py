@@ -88,6 +88,12 @@ class ComfyUIProvider(AsyncProvider):
         url = websocket_url(config.base_url, self.client_id)
         self.listener = CompletionListener(name, url, self.api.headers())
 
+    def check_model(self, ref: str, inject: Mapping[str, str]) -> None:
+        """Read the workflow and check the inject map against it: for a start-up check of
+        the configuration (raises ProviderPermanentError naming the file, node or input)."""
+        path, workflow = self.workflows.load(ref)
+        inject_targets(self.name, path, workflow, inject)
+
     def model_inputs(self, inject: Mapping[str, str]) -> frozenset[InputRole]:
         return frozenset(role for field, role in IMAGE_FIELDS.items() if field in inject)
 

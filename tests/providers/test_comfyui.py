@@ -278,3 +278,9 @@ def test_an_account_without_limits_runs_one_prompt_at_a_time() -> None:
     assert websocket_url("https://gpu.example:8443/comfy/", "c1") == (
         "wss://gpu.example:8443/comfy/ws?clientId=c1"
     )
+
+
+def test_a_model_can_be_checked_before_any_job(provider: ComfyUIProvider) -> None:
+    provider.check_model("workflows/sdxl-img2img.json", IMG2IMG_INJECT)
+    with pytest.raises(ProviderPermanentError, match=re.escape("has no node '5'")):
+        provider.check_model("workflows/sdxl-img2img.json", TXT2IMG_INJECT)
