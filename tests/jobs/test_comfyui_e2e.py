@@ -19,7 +19,7 @@ from service.worker import run_until_idle
 from simulators.comfyui import run_comfyui
 from tests.conftest import Caller, submit
 from tests.jobs.sim_accounts import use_config
-from tests.providers.comfyui_helpers import EXAMPLES, TXT2IMG_INJECT, Control
+from tests.providers.comfyui_helpers import EXAMPLES, IMG2IMG_INJECT, TXT2IMG_INJECT, Control
 
 
 def comfy_config(url: str, workdir: Path) -> str:
@@ -28,6 +28,7 @@ def comfy_config(url: str, workdir: Path) -> str:
     folder = workdir / "workflows"
     folder.mkdir(exist_ok=True)
     shutil.copy(EXAMPLES / "sdxl.json", folder / "sdxl.json")
+    shutil.copy(EXAMPLES / "sdxl-img2img.json", folder / "sdxl-img2img.json")
     broken = json.loads((EXAMPLES / "sdxl.json").read_text())
     broken["4"]["inputs"]["ckpt_name"] = "flux1-dev.safetensors"
     (folder / "missing-model.json").write_text(json.dumps(broken))
@@ -46,6 +47,11 @@ def comfy_config(url: str, workdir: Path) -> str:
                 "ref": "workflows/sdxl.json",
                 "inject": TXT2IMG_INJECT,
                 "price": {"per_image": 0},
+            },
+            "comfy-img2img": {
+                "provider": "comfy",
+                "ref": "workflows/sdxl-img2img.json",
+                "inject": IMG2IMG_INJECT,
             },
             "comfy-missing-model": {
                 "provider": "comfy",
@@ -136,3 +142,46 @@ async def test_an_out_of_memory_run_is_retried_and_succeeds(
     assert [a["outcome"] for a in attempts][-1] == "succeeded"
     assert len(attempts) == 2
     assert "OutOfMemoryError" in json.dumps(attempts[0])
+
+
+async def test_a_chain_uploads_the_parents_image_into_the_img2img_workflow(
+    client: httpx.AsyncClient, caller: Caller, state: State, comfy: Control
+) -> None:
+    body = {
+        "defaults": {"width": 192, "height": 128},
+        "jobs": [
+            {"prompt": "a harbour at dawn", "model": "comfy-sdxl"},
+            {"prompt": "as a watercolour", "model": "comfy-img2img", "input": {"job": 0}},
+        ],
+    }
+    batch_id = await submit(client, caller, body)
+
+    await run_until_idle(state, wait_for_deferred=True)
+
+    parent, child = await jobs_of(client, caller, batch_id)
+    assert [parent["status"], child["status"]] == ["succeeded", "succeeded"], child["error"]
+    [[kind, subfolder, name]] = (await comfy.state())["uploads"]
+    assert (kind, subfolder) == ("input", "darkroom")
+    first, second = await comfy.requests("POST", "/prompt")
+    assert "10" not in first["json"]["prompt"]
+    assert second["json"]["prompt"]["10"]["inputs"]["image"] == f"darkroom/{name}"
+    async with httpx.AsyncClient(base_url=comfy.url) as sim:
+        view = {"filename": name, "subfolder": subfolder, "type": kind}
+        uploaded = (await sim.get("/view", params=view)).content
+    output = await client.get(f"/v1/jobs/{parent['id']}/output", headers=caller.headers)
+    assert uploaded == output.content
+    served = await client.get(f"/v1/jobs/{child['id']}/output", headers=caller.headers)
+    assert Image.open(io.BytesIO(served.content)).size == (192, 128)
+
+
+async def test_a_text_to_image_workflow_takes_no_reference(
+    client: httpx.AsyncClient, caller: Caller, comfy: Control
+) -> None:
+    jobs = [
+        {"prompt": "a", "model": "comfy-sdxl"},
+        {"prompt": "b", "model": "comfy-sdxl", "input": {"job": 0}},
+    ]
+    response = await client.post("/v1/batches", json={"jobs": jobs}, headers=caller.headers)
+
+    assert response.status_code == 422, response.text
+    assert "jobs[1]" in response.text
