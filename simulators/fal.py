@@ -260,7 +260,7 @@ class FalHandle:
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         import httpx
 
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
             response = await client.request(method, path, json=body)
             response.raise_for_status()
             return response.json()

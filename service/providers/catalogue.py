@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Union
 
 from pydantic import Field
 
-from service.providers import local, openai, replicate
+from service.providers import fal, local, openai, replicate
 from service.providers.account import AccountConfig
 from service.providers.base import Provider
 from service.providers.kinds import AnyKind, ProviderDeps
@@ -20,6 +20,7 @@ KINDS: dict[str, AnyKind] = {
         local.KIND,
         openai.KIND,
         replicate.KIND,
+        fal.KIND,
     )
 }
 

@@ -80,8 +80,11 @@ class ProviderHTTP:
         client: httpx.AsyncClient | None = None,
         *,
         downloads: httpx.AsyncClient | None = None,
+        auth_scheme: str = "Bearer",
     ) -> None:
         self.name = name
+        # The word before the token in the Authorization header (fal: "Key").
+        self.auth_scheme = auth_scheme
         self.account = account
         self.token = account.token()
         self._client = client if client is not None else build_client(account, self.token)
@@ -135,7 +138,7 @@ class ProviderHTTP:
             method,
             url,
             json=json_body,
-            headers={"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT},
+            headers={"Authorization": f"{self.auth_scheme} {self.token}", "User-Agent": USER_AGENT},
             timeout=self._timeout,
         )
         body = await self._send(request, JSON_BODY_LIMIT)
@@ -158,7 +161,7 @@ class ProviderHTTP:
             "GET", target, headers={"User-Agent": USER_AGENT}, timeout=self._timeout
         )
         if self.token and self._api_origin is not None and _origin(target) == self._api_origin:
-            request.headers["Authorization"] = f"Bearer {self.token}"
+            request.headers["Authorization"] = f"{self.auth_scheme} {self.token}"
         else:
             request.headers.pop("Authorization", None)
         # Every redirect hop connects through the guard too.
