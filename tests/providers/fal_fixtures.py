@@ -28,7 +28,7 @@ def fal_server() -> Iterator[FalHandle]:
 
 
 @pytest.fixture
-async def sim(fal_server: FalHandle) -> AsyncIterator[FalHandle]:
+async def sim(fal_server: FalHandle) -> FalHandle:
     await fal_server.call("POST", "/_sim/reset")
     await fal_server.configure(**SIM_CONFIG.model_dump())
     return fal_server
