@@ -65,11 +65,15 @@ def video_shape(arguments: dict[str, Any]) -> tuple[int, int, float, int]:
     resolution = str(arguments.get("resolution") or "480p")
     if not resolution.endswith("p") or not resolution[:-1].isdigit():
         raise InvalidInput("resolution", "expected a resolution such as '480p'")
-    height = int(resolution[:-1])
+    short = int(resolution[:-1])  # "720p" names the short side, portrait or landscape
     ratio = str(arguments.get("aspect_ratio") or "16:9").split(":")
     if len(ratio) != 2 or not all(part.isdigit() and int(part) > 0 for part in ratio):
         raise InvalidInput("aspect_ratio", "expected a ratio such as '16:9'")
-    width = round(height * int(ratio[0]) / int(ratio[1]))
+    across, down = int(ratio[0]), int(ratio[1])
+    if across >= down:
+        width, height = round(short * across / down), short
+    else:
+        width, height = short, round(short * down / across)
     if width * height > MAX_VIDEO_PIXELS or height < 16 or width < 16:
         raise InvalidInput("resolution", "resolution is out of range for this model")
     try:

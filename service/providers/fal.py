@@ -73,7 +73,7 @@ def fal_arguments(request: GenerationRequest) -> dict[str, Any]:
     if request.media == "video":
         duration = request.duration_s or 5.0
         args["duration"] = str(int(duration)) if duration == int(duration) else str(duration)
-        args["resolution"] = f"{request.height}p"
+        args["resolution"] = f"{min(request.width, request.height)}p"  # the short side
         divisor = math.gcd(request.width, request.height)
         args["aspect_ratio"] = f"{request.width // divisor}:{request.height // divisor}"
         if request.fps:

@@ -104,6 +104,8 @@ def test_arguments_for_images_videos_and_inputs() -> None:
     )
     assert (video["duration"], video["resolution"], video["aspect_ratio"]) == ("5", "720p", "16:9")
     assert video["fps"] == 24
+    portrait = fal_arguments(request(media="video", format="mp4", width=720, height=1280))
+    assert (portrait["resolution"], portrait["aspect_ratio"]) == ("720p", "9:16")
     assert "image_size" not in video
 
 
