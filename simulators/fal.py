@@ -62,7 +62,8 @@ class FalSim(CmsSim):
     def state(self) -> Any:
         return [
             {"id": r.id, "model": r.model, "status": r.status, "webhook": r.webhook,
-             "arguments": r.arguments, "cancelled": r.cancelled, "outcome": r.outcome}
+             "arguments": r.arguments, "cancelled": r.cancelled, "outcome": r.outcome,
+             "times": r.times}
             for r in self.queue.requests.values()
         ]  # fmt: skip
 

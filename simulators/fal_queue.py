@@ -72,6 +72,8 @@ class FalRequest:
     result: dict[str, Any] | None = None
     error: tuple[int, Any] | None = None
     inference_s: float = 0.0
+    # Wall-clock times (epoch seconds), for benchmarks: queued, started, completed.
+    times: dict[str, float] = field(default_factory=lambda: {"queued": time.time()})
 
     def urls(self) -> dict[str, str]:
         base = f"{self.base_url}/{self.app}/requests/{self.id}"
@@ -147,6 +149,7 @@ class FalQueue:
         while self.waiting and self.running < self.config.concurrency:
             request = self.requests[self.waiting.popleft()]
             request.status = "IN_PROGRESS"
+            request.times["started"] = time.time()
             self.running += 1
             self.counts["max_running"] = max(self.counts["max_running"], self.running)
             task = asyncio.get_running_loop().create_task(self._run(request))
@@ -162,6 +165,7 @@ class FalQueue:
         finally:
             request.inference_s = time.monotonic() - started
             request.status = "COMPLETED"
+            request.times["completed"] = time.time()
             self.running -= 1
             self.counts["failed" if request.error else "completed"] += 1
             self.pump()
