@@ -300,3 +300,24 @@ async def run_fal(
 
 
 __all__ = ["FalHandle", "FalSim", "FalSimConfig", "create_fal_app", "run_fal"]
+
+
+def main() -> None:
+    """`python -m simulators.fal --port 9200 [--config '{json}']`: in the foreground."""
+    import argparse
+
+    import uvicorn
+
+    from simulators.runner import server_options
+
+    parser = argparse.ArgumentParser(prog="python -m simulators.fal", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9200)
+    parser.add_argument("--config", default="{}", help="FalSimConfig fields as a JSON object")
+    args = parser.parse_args()
+    app = create_fal_app(FalSimConfig.model_validate_json(args.config))
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+
+
+if __name__ == "__main__":
+    main()
