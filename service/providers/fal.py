@@ -17,7 +17,6 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
@@ -97,7 +96,7 @@ class FalProvider(AsyncProvider):
     kind = "fal"
     capabilities = Capabilities(
         media=frozenset({"image", "video"}),
-        formats=frozenset({"png", "jpeg", "webp", "mp4"}),
+        formats=frozenset({"png", "jpeg", "webp", "mp4", "webm"}),
         inputs=frozenset({"reference", "mask"}),
         callbacks=True,
         cancel=True,
@@ -172,8 +171,8 @@ class FalProvider(AsyncProvider):
             from service.providers.video import checked_video  # type: ignore[import-not-found,unused-ignore]
 
             data = await self._http.download(self._output_url(handle.id, result, "video"))
-            output: Output = await checked_video(data, request, provider=self.name)
-            return output if not usage else _with_usage(output, usage)
+            output: Output = await checked_video(data, request, provider=self.name, usage=usage)
+            return output
         if any(result.get("has_nsfw_concepts") or ()):
             raise ProviderPermanentError(
                 "content_policy", f"{self.name}: request {handle.id} was flagged as NSFW"
@@ -256,10 +255,6 @@ def _usage(data: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, Any]
     if isinstance(result.get("seed"), int):
         usage["seed"] = result["seed"]
     return usage
-
-
-def _with_usage(output: Output, usage: dict[str, Any]) -> Output:
-    return replace(output, usage={**output.usage, **usage})
 
 
 def _json_bytes(payload: Any, fallback: str) -> bytes:

@@ -283,17 +283,20 @@ async def test_cancel_while_queued_then_after_it_ran(provider: FalProvider, sim:
 # --- videos ---------------------------------------------------------------------------
 
 
-async def test_video_endpoint_makes_a_checked_video(provider: FalProvider, sim: FalHandle) -> None:
+@pytest.mark.parametrize("fmt", ["mp4", "webm"])
+async def test_video_endpoint_makes_a_checked_video(
+    provider: FalProvider, sim: FalHandle, fmt: str
+) -> None:
     pytest.importorskip("service.providers.video", reason="checked_video is not on main yet")
     wanted = request(
-        model_ref="fal-ai/ltx-video", media="video", format="mp4", width=128, height=96,
+        model_ref="fal-ai/ltx-video", media="video", format=fmt, width=128, height=96,
         duration_s=1, fps=8,
     )  # fmt: skip
     done = await until_finished(provider, await provider.submit(wanted))
     assert done.status == "succeeded", done.error
     assert done.data["result"]["video"]["content_type"] == "video/mp4"
     output = await provider.fetch_result(done, wanted)
-    assert (output.media, output.format, output.width, output.height) == ("video", "mp4", 128, 96)
+    assert (output.media, output.format, output.width, output.height) == ("video", fmt, 128, 96)
     assert output.frames == 8
     [arguments] = await sim_arguments(sim)
     assert (arguments["resolution"], arguments["aspect_ratio"], arguments["duration"]) == (
