@@ -105,7 +105,10 @@ class FalProvider(AsyncProvider):
     def __init__(self, name: str, config: FalConfig, deps: ProviderDeps | None = None) -> None:
         self.name = name
         self.config = config
-        self._http = ProviderHTTP(name, config, (deps or ProviderDeps()).http, auth_scheme="Key")
+        deps = deps or ProviderDeps()
+        self._http = ProviderHTTP(
+            name, config, deps.http, settings=deps.settings, auth_scheme="Key"
+        )
         self.verifier = FalSignatureVerifier(name, self._fetch_jwks)
 
     async def submit(self, request: GenerationRequest) -> RemoteHandle:
