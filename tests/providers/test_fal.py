@@ -19,6 +19,8 @@ from service.providers.base import (
     ProviderRetryableError,
     RemoteHandle,
 )
+from service.providers.catalogue import build_provider
+from service.providers.config import parse_config
 from service.providers.fal import KIND, FalConfig, FalProvider, app_id, fal_arguments
 from service.providers.http import may_have_reached_provider
 from service.providers.kinds import ProviderDeps
@@ -76,6 +78,22 @@ def test_config_defaults_and_contract_keys() -> None:
     assert provider.capabilities.callbacks
     assert provider.capabilities.cancel
     assert provider.capabilities.media == {"image", "video"}
+
+
+def test_the_issues_config_block_loads_as_written() -> None:
+    text = """
+providers:
+  fal:      {kind: fal, base_url: https://queue.fal.run, token_env: FAL_KEY,
+             webhook_jwks_url: https://rest.alpha.fal.ai/.well-known/jwks.json, limits: {rate_per_s: 10}}
+models:
+  flux-dev-fal: {provider: fal, ref: fal-ai/flux/dev, price: {per_image: 0.025}}
+"""  # noqa: E501 - the block as the issue writes it
+    parsed = parse_config(text, source="issue")
+    account = parsed.providers["fal"]
+    assert isinstance(account, FalConfig)
+    assert (account.token_env, account.limits.rate_per_s) == ("FAL_KEY", 10)
+    provider = build_provider("fal", account)
+    assert isinstance(provider, FalProvider)
 
 
 def test_app_id_drops_the_sub_path() -> None:
