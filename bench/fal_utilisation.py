@@ -105,6 +105,16 @@ class FalStack(DispatchStack):
             self.start_api()
 
 
+    def start_api(self) -> str:
+        try:
+            return super().start_api()
+        except RuntimeError:
+            api_log = self.env.workdir / "api.log"
+            if api_log.exists():
+                log("api.log: " + api_log.read_text(errors="replace")[-3000:])
+            raise
+
+
 def fal_figures(requests: list[dict[str, Any]], case: Case, trim: float) -> dict[str, Any]:
     """Achieved rate, ceiling, runners' busy share and fal's queue, from the simulator's
     own times of every request (queued, started, completed)."""
