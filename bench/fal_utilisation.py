@@ -104,7 +104,6 @@ class FalStack(DispatchStack):
         if api:
             self.start_api()
 
-
     def start_api(self) -> str:
         try:
             return super().start_api()
