@@ -138,6 +138,9 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         "event_id": [event["id"] for event in events],
         "endpoint_id": sorted({event["endpoint_id"] for event in events}),
         "integration_id": [response.json()["id"]],
+        # Accounts that take callbacks (their signature is what is fuzzed), one that does
+        # not, and the kind name the Replicate callback URL used to be.
+        "account": ["replicate", "local", "openai"],
     }
 
 

@@ -36,6 +36,7 @@ from service.providers.fal_signing import FalSignatureVerifier
 from service.providers.http import ProviderHTTP, classify_error_response, parse_json_object
 from service.providers.images import checked_image
 from service.providers.kinds import Kind, ProviderDeps
+from service.providers.video import checked_video
 
 DEFAULT_BASE_URL = "https://queue.fal.run"
 DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
@@ -171,11 +172,8 @@ class FalProvider(AsyncProvider):
             result = await self._http.request_json("GET", path)
         usage = _usage(handle.data, result)
         if request.media == "video":
-            from service.providers.video import checked_video  # type: ignore[import-not-found,unused-ignore]
-
             data = await self._http.download(self._output_url(handle.id, result, "video"))
-            output: Output = await checked_video(data, request, provider=self.name, usage=usage)
-            return output
+            return await checked_video(data, request, provider=self.name, usage=usage)
         if any(result.get("has_nsfw_concepts") or ()):
             raise ProviderPermanentError(
                 "content_policy", f"{self.name}: request {handle.id} was flagged as NSFW"
