@@ -6,6 +6,7 @@ jobs with fal's message, and a cancel reaches fal while the request is queued.""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import uuid
@@ -47,7 +48,13 @@ def fal_config(url: str) -> str:
                 "ref": "fal-ai/flux/dev",
                 "price": {"per_image": 0.025},
                 "max_attempts": 2,
-            }
+            },
+            "kling-fal": {
+                "provider": "fal",
+                "ref": "fal-ai/kling-video/v2/master/image-to-video",
+                "media": "video",
+                "price": {"per_second": 0.05},
+            },
         },
     }
     return json.dumps(config)
@@ -111,10 +118,12 @@ async def test_queue_position_is_kept_while_the_job_waits_at_fal(
     assert {j["status"] for j in jobs} == {"running"}
     positions = await queue_positions(state, batch_id)
     assert sorted(p for p in positions if p is not None)[-1] == 1  # the last one in line
+    assert [j["queue_position"] for j in jobs] == positions  # shown on the job
     await fal.configure(hold=False)
     await run_until_idle(state, wait_for_deferred=True)
     jobs = await jobs_of(client, caller, batch_id)
     assert [j["status"] for j in jobs] == ["succeeded"] * 3
+    assert [j["queue_position"] for j in jobs] == [None] * 3  # no longer waiting
     assert (await fal.stats())["max_running"] == 1
 
 
@@ -189,3 +198,32 @@ async def test_cancel_reaches_fal_while_queued(
     body = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert body["counts"]["cancelled"] == 3
     assert (await fal.stats())["cancelled"] == 2  # the queued two; the running one ran on
+
+
+async def test_an_image_on_fal_animated_into_a_video_on_fal(
+    client: httpx.AsyncClient, caller: Caller, state: State, fal: FalHandle
+) -> None:
+    video = {"model": "kling-fal", "width": 128, "height": 96, "duration_s": 1, "fps": 8}
+    body = {
+        "defaults": {"model": "flux-dev-fal", "width": 128, "height": 96},
+        "jobs": [
+            {"prompt": "a red kite over the dunes", "seed": 3},
+            {"prompt": "the kite drifts", **video, "input": {"job": 0}, "seed": 4},
+        ],
+    }
+    batch_id = await submit(client, caller, body)
+    await run_until_idle(state, wait_for_deferred=True)
+    image, clip = await jobs_of(client, caller, batch_id)
+    assert (image["status"], clip["status"]) == ("succeeded", "succeeded"), clip["error"]
+    output = clip["output"]
+    assert (output["media"], output["content_type"]) == ("video", "video/mp4")
+    assert (output["width"], output["height"], output["frames"]) == (128, 96, 8)
+    assert clip["cost_usd"] == pytest.approx(0.05)
+    _, animated = await fal.call("GET", "/_sim/state")
+    head, _, data = animated["arguments"]["image_url"].partition(",")
+    assert head == "data:image/png;base64"  # the parent's output, as fal takes it
+    assert Image.open(io.BytesIO(base64.b64decode(data))).size == (128, 96)
+    assert (animated["arguments"]["duration"], animated["arguments"]["aspect_ratio"]) == (
+        "1",
+        "4:3",
+    )
