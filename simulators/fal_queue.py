@@ -3,7 +3,8 @@ each ends with a result (or fal's error) that the status, result and webhook rep
 
 A request's `outcome` is what it will do: "ok"; "invalid_input" (the app's 422, as fal
 reports a bad argument: at the result, never at submit); "model_error" (the app's 500);
-"not_image" (a 200 whose file is not an image or video). A missing prompt is always an
+"not_image" (a 200 whose file is not an image or video); "nsfw" (flagged by fal's
+safety checker: `has_nsfw_concepts: [true]`). A missing prompt is always an
 `invalid_input`, as it is on fal.
 """
 
@@ -28,7 +29,7 @@ from simulators.fal_media import InvalidInput, image_size, mp4_bytes, png_or_jpe
 from simulators.fal_webhooks import SignatureMode, SigningKeys, WebhookPolicy, WebhookSender
 from simulators.images import NOT_IMAGE
 
-Outcome = Literal["ok", "invalid_input", "model_error", "not_image"]
+Outcome = Literal["ok", "invalid_input", "model_error", "not_image", "nsfw"]
 APP_NAMESPACES = ("workflows", "comfy")
 
 
@@ -214,7 +215,8 @@ class FalQueue:
             for index in range(count)
         ]
         timings = {"inference": self.config.run_s}
-        return {"images": images, "seed": seed, "has_nsfw_concepts": [False] * count,
+        flagged = [request.outcome == "nsfw"] * count  # fal's safety checker
+        return {"images": images, "seed": seed, "has_nsfw_concepts": flagged,
                 "prompt": args["prompt"], "timings": timings}  # fmt: skip
 
     async def _video(self, request: FalRequest) -> dict[str, Any]:

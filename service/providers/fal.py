@@ -174,7 +174,8 @@ class FalProvider(AsyncProvider):
         if request.media == "video":
             data = await self._http.download(self._output_url(handle.id, result, "video"))
             return await checked_video(data, request, provider=self.name, usage=usage)
-        if any(result.get("has_nsfw_concepts") or ()):
+        flags = result.get("has_nsfw_concepts")
+        if flags is True or (isinstance(flags, list) and any(flag is True for flag in flags)):
             raise ProviderPermanentError(
                 "content_policy", f"{self.name}: request {handle.id} was flagged as NSFW"
             )

@@ -209,6 +209,16 @@ async def test_output_that_is_not_an_image_is_retryable(
     assert caught.value.code == "invalid_image"
 
 
+async def test_an_nsfw_flag_is_a_content_policy_refusal(
+    provider: FalProvider, sim: FalHandle
+) -> None:
+    await sim.outcome("nsfw")
+    done = await until_finished(provider, await provider.submit(request()))
+    with pytest.raises(ProviderPermanentError) as caught:
+        await provider.fetch_result(done, request())
+    assert caught.value.code == "content_policy"
+
+
 @pytest.mark.parametrize(
     ("headers", "hint"), [({"Retry-After": "3"}, 3.0), ({}, None)], ids=["hint", "no-hint"]
 )
