@@ -16,6 +16,7 @@ from service.batches import repository
 from service.batches.media import check_chains, resolve_media
 from service.batches.schemas import BatchCounts, BatchCreate, BatchOut, JobCreate, JobFields
 from service.config import Settings
+from service.jobs.inputs import input_refs, validate_input_refs
 from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
 from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
@@ -55,6 +56,16 @@ async def submit_batch(
             return replay
 
     resolved = _resolve_jobs(body, registry, settings)
+    refs = [
+        ref
+        for index, job in enumerate(body.jobs)
+        for ref in input_refs(job.reference_images or [], job.mask, prefix=f"jobs[{index}].")
+    ]
+    if refs:
+        problems = await validate_input_refs(session, api_key, refs, settings=settings)
+        if problems:
+            first = problems[0]
+            raise InvalidInput(f"{first.field}: {first.message}", details=problems[:100])
     now = utcnow()
     batch = Batch(
         id=uuid.uuid4(),

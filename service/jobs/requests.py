@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from service.jobs import repository
+from service.jobs.inputs import resolve_inputs
 from service.jobs.transitions import StartedJob
 from service.providers.base import (
     GenerationRequest,
@@ -74,4 +75,9 @@ async def job_inputs(state: State, started: StartedJob) -> tuple[InputImage, ...
                 "input_unavailable", f"job {index}'s output cannot be read now: {exc}"
             ) from exc
         inputs.append(InputImage("reference", data, content_type, url=url))
+    params = started.params
+    if params.get("reference_images") or params.get("mask"):
+        inputs += await resolve_inputs(
+            state, reference_images=params.get("reference_images") or [], mask=params.get("mask")
+        )
     return tuple(inputs)

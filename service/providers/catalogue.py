@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from service.providers import atlas, fal, local, openai, replicate
+from service.providers import atlas, comfyui, fal, local, openai, replicate
 from service.providers.account import AccountConfig
 from service.providers.base import Provider
 from service.providers.kinds import AnyKind, ProviderDeps
@@ -22,6 +22,7 @@ KINDS: dict[str, AnyKind] = {
         openai.KIND,
         replicate.KIND,
         atlas.KIND,
+        comfyui.KIND,
         fal.KIND,
     )
 }

@@ -4,8 +4,12 @@ submit."""
 
 from __future__ import annotations
 
+import io
+import uuid
+
 import httpx
 import pytest
+from PIL import Image, ImageStat
 
 from service.providers.base import ProviderPermanentError
 from service.providers.video import inspect_video
@@ -159,3 +163,45 @@ async def test_a_model_without_inputs_refuses_a_chain(
     [detail] = response.json()["error"]["details"]
     assert detail["field"] == "jobs[1].input"
     assert "takes no input image" in detail["message"]
+
+
+def png(colour: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_an_uploaded_reference_image_reaches_the_provider(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    files = {"file": ("ref.png", png("crimson"), "image/png")}
+    uploaded = await client.post("/v1/uploads", files=files, headers=caller.headers)
+    assert uploaded.status_code == 201, uploaded.text
+    upload_id = uploaded.json()["id"]
+    job = {"prompt": "a harbour", **IMAGE, "seed": 9}
+    body = {"jobs": [{**job, "reference_images": [upload_id]}, job]}
+    batch_id = await submit(client, caller, body)
+    await run_until_idle(state)
+    with_ref, without = await jobs_of(client, caller, batch_id)
+    assert (with_ref["status"], without["status"]) == ("succeeded", "succeeded")
+    assert with_ref["params"]["reference_images"] == [upload_id]
+    # The local renderer paints over the reference: the crimson shows through.
+    red = Image.open(io.BytesIO(await output_bytes(client, caller, with_ref))).convert("RGB")
+    plain = Image.open(io.BytesIO(await output_bytes(client, caller, without))).convert("RGB")
+    assert ImageStat.Stat(red).mean[0] > ImageStat.Stat(plain).mean[0] + 40
+
+
+async def test_a_reference_that_is_not_an_upload_of_the_caller_is_refused(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    missing = str(uuid.uuid4())
+    body = {
+        "jobs": [
+            {"prompt": "a", **IMAGE, "reference_images": [missing, "http://example.com/a.png"]}
+        ]
+    }
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 422, response.text
+    fields = {d["field"]: d["message"] for d in response.json()["error"]["details"]}
+    assert missing in fields["jobs[0].reference_images[0]"]
+    assert "https" in fields["jobs[0].reference_images[1]"]
