@@ -227,3 +227,30 @@ async def test_an_image_on_fal_animated_into_a_video_on_fal(
         "1",
         "4:3",
     )
+
+
+def png_bytes(colour: str, size: tuple[int, int] = (32, 24)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_uploaded_reference_and_mask_reach_fal_as_data_uris(
+    client: httpx.AsyncClient, caller: Caller, state: State, fal: FalHandle
+) -> None:
+    ids = []
+    for name, colour in (("ref.png", "crimson"), ("mask.png", "white")):
+        files = {"file": (name, png_bytes(colour), "image/png")}
+        uploaded = await client.post("/v1/uploads", files=files, headers=caller.headers)
+        assert uploaded.status_code == 201, uploaded.text
+        ids.append(uploaded.json()["id"])
+    job = {"prompt": "a harbour", "seed": 9, "reference_images": [ids[0]], "mask": ids[1]}
+    batch_id = await submit(client, caller, batch(0) | {"jobs": [job]})
+    await run_until_idle(state, wait_for_deferred=True)
+    [done] = await jobs_of(client, caller, batch_id)
+    assert done["status"] == "succeeded", done["error"]
+    [sent] = await fal.call("GET", "/_sim/state")
+    reference = sent["arguments"]["image_url"].partition(",")[2]
+    mask = sent["arguments"]["mask_url"].partition(",")[2]
+    assert base64.b64decode(reference) == png_bytes("crimson")
+    assert base64.b64decode(mask) == png_bytes("white")
