@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from service.providers import atlas, comfyui, local, openai, replicate
+from service.providers import atlas, comfyui, fal, local, openai, replicate
 from service.providers.account import AccountConfig
 from service.providers.base import Provider
 from service.providers.kinds import AnyKind, ProviderDeps
@@ -23,6 +23,7 @@ KINDS: dict[str, AnyKind] = {
         replicate.KIND,
         atlas.KIND,
         comfyui.KIND,
+        fal.KIND,
     )
 }
 
