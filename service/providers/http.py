@@ -25,7 +25,7 @@ from service.providers.base import (
     ProviderRateLimited,
     ProviderRetryableError,
 )
-from service.providers.config import ProviderAccount
+from service.providers.account import AccountConfig as ProviderAccount
 
 USER_AGENT = "Darkroom/0.1"
 CONNECT_TIMEOUT_S = 10.0

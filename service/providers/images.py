@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image
 
 from service.providers.base import (
-    GeneratedImage,
-    ImageFormat,
+    OutputFormat as ImageFormat,
+    Output as GeneratedImage,
     ProviderRetryableError,
 )
 
