@@ -15,7 +15,8 @@ An asynchronous variant (not Thena's; a typical task API) tests the polling path
 status `processing` for `polls_until_done` polls, then `succeeded` (or `failed` when
 the prompt contains "FAIL").
 
-Output files: `GET /files/{id}.png`. Control routes (simulators.cms.base) plus
+Output files: `GET /files/{id}.png`; with `b64` set in the config (`PATCH /_sim/config`),
+answers also carry the image itself in `data.image_b64`. Control routes (simulators.cms.base) plus
 `POST /_sim/answers {"malformed": n, "not_image": n, "no_image": n}`: the next n
 successful answers are cut in half, point at bytes that are not an image, or lack
 `data.image_url`. Faults (`POST /_sim/faults`): any status with a body (a 429 with
@@ -24,6 +25,7 @@ successful answers are cut in half, point at bytes that are not an image, or lac
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from dataclasses import dataclass
@@ -66,13 +68,16 @@ class Task:
 class ThenaSim(CmsSim):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__("thena", {"api_key": API_KEY, "polls_until_done": 1, **(config or {})})
+        self.defaults = dict(self.config)
         self.tasks: dict[str, Task] = {}
         self.files: dict[str, tuple[int, int, bool]] = {}
         self.answers: dict[str, int] = {}
         self._ids = itertools.count(1)
 
     def reset(self) -> None:
+        """Back to as started: configuration changes go too."""
         super().reset()
+        self.config = dict(self.defaults)
         self.tasks.clear()
         self.files.clear()
         self.answers.clear()
@@ -87,10 +92,18 @@ class ThenaSim(CmsSim):
             return True
         return False
 
-    def new_file(self, request: Request, width: int, height: int) -> str:
+    def image_data(self, request: Request, width: int, height: int) -> dict[str, Any]:
+        """`image_url`, plus the same image in `image_b64` when configured (`b64`)."""
+        if self.take("no_image"):
+            return {}
         file_id = f"img{next(self._ids)}"
-        self.files[file_id] = (width, height, self.take("not_image"))
-        return str(request.base_url).rstrip("/") + f"/files/{file_id}.png"
+        broken = self.take("not_image")
+        self.files[file_id] = (width, height, broken)
+        data = {"image_url": str(request.base_url).rstrip("/") + f"/files/{file_id}.png"}
+        if self.config.get("b64"):
+            raw = NOT_IMAGE if broken else image_bytes(width, height, "png")
+            data["image_b64"] = base64.b64encode(raw).decode()
+        return data
 
     def check(self, request: Request, body: Any) -> Response | tuple[int, int]:
         """An error response, or the (width, height) asked for."""
@@ -130,8 +143,7 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
         checked = sim.check(request, await json_body(request))
         if isinstance(checked, Response):
             return checked
-        url = sim.new_file(request, *checked)
-        return sim.success({} if sim.take("no_image") else {"image_url": url})
+        return sim.success(sim.image_data(request, *checked))
 
     async def create_task(request: Request) -> Response:
         if (fault := await sim.intercept(request)) is not None:
@@ -157,10 +169,9 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
             return sim.success({"status": "processing"})
         if task.fail:
             return sim.success({"status": "failed", "error": "Content rejected by safety filter"})
-        data: dict[str, Any] = {"status": "succeeded"}
-        if not sim.take("no_image"):
-            data["image_url"] = sim.new_file(request, task.width, task.height)
-        return sim.success(data)
+        return sim.success(
+            {"status": "succeeded", **sim.image_data(request, task.width, task.height)}
+        )
 
     async def get_file(request: Request) -> Response:
         if (fault := await sim.intercept(request)) is not None:

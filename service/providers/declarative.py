@@ -19,13 +19,17 @@ import base64
 import binascii
 import json
 import os
+import ssl
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from service.config import get_settings
 from service.kit.jsonpath import JsonPathNotFound
+from service.kit.ssrf import guarded_client
 from service.kit.templating import TemplateError, render_value
 from service.providers.base import (
     AsyncProvider,
@@ -66,6 +70,13 @@ __all__ = ["KIND", "DeclarativeAsyncProvider", "DeclarativeSyncProvider", "HttpC
 # Request text and provider ids go into paths quoted (no '/', '?', '#' of their own);
 # the model's ref may hold '/' (an operator writes it: `fal-ai/flux/dev`).
 _PATH_SAFE = {"ref": "/"}
+
+
+@lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every account's client: loading the CA bundle takes a good
+    part of a second, which each account (and each test) would pay again."""
+    return httpx.create_ssl_context()
 
 
 def request_variables(request: GenerationRequest) -> dict[str, Any]:
@@ -151,10 +162,13 @@ class _Declarative:
     def __init__(self, name: str, config: HttpConfig, deps: ProviderDeps) -> None:
         self.name = name
         self.config = config
-        self._client = deps.http or httpx.AsyncClient(follow_redirects=False)
+        self._deps = deps
+        self._client = deps.http or httpx.AsyncClient(follow_redirects=False, verify=_tls())
         self._owns_client = deps.http is None
-        # Downloads only: output URLs go through ProviderHTTP's SSRF-guarded client.
-        self._downloads = ProviderHTTP(name, config, deps.http)
+        # Output URLs are the provider's choice: ProviderHTTP fetches them through the
+        # SSRF guard (an injected client, a test's, serves both). Made on first use.
+        self._downloads: ProviderHTTP | None = None
+        self._guarded: httpx.AsyncClient | None = None
         self._timeout = httpx.Timeout(config.timeout_s, connect=CONNECT_TIMEOUT_S)
         # A slow-dripping body could dodge the per-read timeout; this bounds the whole call.
         self._deadline_s = CONNECT_TIMEOUT_S + config.timeout_s
@@ -251,7 +265,7 @@ class _Declarative:
 
     async def _output(self, value: str, request: GenerationRequest) -> Output:
         if self.config.result.image_url:
-            data = await self._downloads.download(value)
+            data = await self._download_http().download(value)
         else:
             data = self._decode_b64(value)
         return await checked_image(data, request.format, provider=self.name)
@@ -266,10 +280,22 @@ class _Declarative:
                 "malformed_response", f"{self.name}: result.image_b64 is not valid base64"
             ) from exc
 
+    def _download_http(self) -> ProviderHTTP:
+        if self._downloads is None:
+            downloads = self._deps.http
+            if downloads is None:
+                settings = self._deps.settings or get_settings()
+                downloads = self._guarded = guarded_client(settings)
+            self._downloads = ProviderHTTP(
+                self.name, self.config, self._client, downloads=downloads
+            )
+        return self._downloads
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
-        await self._downloads.aclose()
+        if self._guarded is not None:
+            await self._guarded.aclose()
 
 
 class DeclarativeSyncProvider(_Declarative, SyncProvider):
