@@ -103,9 +103,7 @@ def _template_errors(
 
 
 def _error(where: tuple[str | int, ...], value: Any, code: str, message: str) -> InitErrorDetails:
-    # The message is a format string to pydantic: braces from a template must be doubled.
-    text = message.replace("{", "{{").replace("}", "}}")
-    return InitErrorDetails(type=PydanticCustomError(code, text), loc=where, input=value)
+    return InitErrorDetails(type=PydanticCustomError(code, message), loc=where, input=value)
 
 
 def _raise_all(title: str, errors: list[InitErrorDetails]) -> None:
