@@ -187,7 +187,7 @@ class _Declarative:
                 secret = os.environ.get(value.env)
                 if not secret:
                     raise self._not_configured(value.env, f"headers.{header}")
-                headers[header] = secret
+                headers[header] = value.prefix + secret
             else:
                 headers[header] = value
         return headers

@@ -62,11 +62,13 @@ def compiled_path(source: str) -> jsonpath.JsonPath:
 
 
 class EnvValue(BaseModel):
-    """A header value read from the environment when a request is made: `{env: NAME}`."""
+    """A header value read from the environment when a request is made: `{env: NAME}`,
+    optionally after a literal `prefix` (`{env: NAME, prefix: "Bearer "}`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     env: Annotated[str, Field(pattern=_ENV_NAME)]
+    prefix: str = ""
 
 
 HeaderValue = str | EnvValue

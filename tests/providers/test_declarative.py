@@ -195,6 +195,13 @@ def test_a_render_failure_names_its_place_and_is_permanent() -> None:
     assert caught.value.code == "template_error"
 
 
+def test_the_sandbox_holds_in_a_single_placeholder() -> None:
+    with pytest.raises(ProviderPermanentError, match="undefined"):
+        render_body("{{ width.__class__ }}", VARIABLES, "body")
+    with pytest.raises(ProviderPermanentError, match="longer than"):
+        render_body("{{ prompt * 10000 }}", VARIABLES, "body")
+
+
 def test_path_values_are_quoted_but_a_ref_keeps_its_slashes() -> None:
     variables = {"id": "../a b?x#y", "ref": "fal-ai/flux dev"}
     assert render_path("/x/{{ id }}", variables, "poll.path") == "/x/..%2Fa%20b%3Fx%23y"
@@ -334,6 +341,21 @@ async def test_a_missing_key_fails_before_anything_is_sent(
         await provider.generate(request())
     assert caught.value.code == "provider_not_configured"
     assert await api_requests(sim) == []
+
+
+async def test_a_header_from_the_environment_may_take_a_prefix(sim: str) -> None:
+    headers = {
+        "X-Luckdata-Api-Key": {"env": KEY_ENV},
+        "Authorization": {"env": KEY_ENV, "prefix": "Key "},
+    }
+    config = HttpConfig.model_validate(thena(sim, headers=headers))
+    provider = build("thena", config, ProviderDeps())
+    try:
+        await provider.generate(request())  # type: ignore[union-attr]
+    finally:
+        await provider.aclose()
+    [sent] = await api_requests(sim)
+    assert sent["headers"]["authorization"] == f"Key {API_KEY}"
 
 
 async def test_a_wrong_key_is_permanent_and_the_key_is_not_in_the_error(
