@@ -205,10 +205,16 @@ class _Declarative:
         if spec.body is not None:
             body = render_body(spec.body, variables, f"{self.name}: {where}.body")
         headers = self._headers(body is not None)
+        try:
+            content = None if body is None else json.dumps(body).encode()
+        except (TypeError, ValueError) as exc:  # `{{ range(3) }}` gives no JSON value
+            raise ProviderPermanentError(
+                "template_error", f"{self.name}: {where}.body: not JSON: {exc}"
+            ) from None
         request = self._client.build_request(
             spec.method,
             join_url(self.config.base_url, path),
-            content=None if body is None else json.dumps(body).encode(),
+            content=content,
             headers=headers,
             timeout=self._timeout,
         )

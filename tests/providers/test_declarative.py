@@ -333,6 +333,18 @@ async def test_base64_output_is_decoded(sim: str) -> None:
     ]  # nothing downloaded
 
 
+async def test_a_body_value_that_is_not_json_fails_before_anything_is_sent(sim: str) -> None:
+    body = THENA["submit"]["body"] | {"seeds": "{{ range(3) }}"}
+    config = HttpConfig.model_validate(thena(sim, submit=THENA["submit"] | {"body": body}))
+    provider = build("thena", config, ProviderDeps())
+    try:
+        with pytest.raises(ProviderPermanentError, match=r"submit\.body: not JSON"):
+            await provider.generate(request())  # type: ignore[union-attr]
+    finally:
+        await provider.aclose()
+    assert await api_requests(sim) == []
+
+
 async def test_a_missing_key_fails_before_anything_is_sent(
     sim: str, provider: DeclarativeSyncProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
