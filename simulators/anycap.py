@@ -1,13 +1,14 @@
 """An AnyCap-style image CLI, for the command provider (kind `command`):
 
     python -m simulators.anycap image generate --prompt P --model M \\
-        [--width W --height H --seed S] --output-format json -o OUT
+        [--width W --height H --seed S --image REF --mask MASK] --output-format json -o OUT
 
 It writes a real PNG to OUT and prints JSON:
 `{"status": "succeeded", "model", "prompt", "seed", "files": [{"path", "mime_type",
-"width", "height"}], "argv": [...]}` (argv as received, so tests can see that a request's
-text stayed one argument). Options take the next argument whatever it starts with, as
-getopt does: `--prompt -o` is a prompt of "-o".
+"width", "height"}], "argv": [...], "image_bytes"?, "mask_bytes"?}` (argv as received, so
+tests can see that a request's text stayed one argument; the size of the input images
+read). Options take the next argument whatever it starts with, as getopt does: `--prompt
+-o` is a prompt of "-o".
 
 What to simulate comes from ANYCAP_SIM_MODE (or a model named `fault:<mode>`):
 - `ok` (default);
@@ -44,6 +45,8 @@ _OPTIONS = {
     "--output-format": "output_format",
     "-o": "output",
     "--output": "output",
+    "--image": "image",
+    "--mask": "mask",
 }
 EXIT_USAGE = 2
 EXIT_PERMANENT = 3
@@ -133,6 +136,9 @@ def generate(values: dict[str, str], argv: list[str]) -> int:
         "files": [{"path": path, "mime_type": "image/png", "width": width, "height": height}],
         "argv": argv,
     }
+    for name in ("image", "mask"):  # input images: how many bytes were found there
+        if values.get(name):
+            answer[f"{name}_bytes"] = len(Path(values[name]).read_bytes())
     if mode == "bad_json":
         sys.stdout.write("Generated 1 image in 3.2s\n")
     elif values.get("output_format") == "json":

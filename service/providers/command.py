@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from service.kit.ssrf import guarded_client
 from service.providers.base import (
     Capabilities,
     GenerationRequest,
+    InputRole,
     Output,
     ProviderError,
     ProviderPermanentError,
@@ -41,7 +43,7 @@ from service.providers.base import (
     ProviderRetryableError,
     SyncProvider,
 )
-from service.providers.command_config import CommandConfig, ErrorClass
+from service.providers.command_config import INPUT_PLACEHOLDERS, CommandConfig, ErrorClass
 from service.providers.http import IMAGE_BODY_LIMIT, ProviderHTTP, hint_from_message
 from service.providers.images import checked_image
 from service.providers.kinds import Kind, ProviderDeps
@@ -52,6 +54,7 @@ STDERR_LIMIT = 64 * 1024
 KILL_GRACE_S = 2.0
 _BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL")
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+_CONTENT_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 _MESSAGE_CHARS = 500
 
 
@@ -62,7 +65,11 @@ def build_argv(template: list[str], values: dict[str, str]) -> list[str]:
     return [element.format_map(values) for element in template]
 
 
-def placeholder_values(request: GenerationRequest, output: Path) -> dict[str, str]:
+def placeholder_values(
+    request: GenerationRequest, output: Path, inputs: Mapping[str, Path] | None = None
+) -> dict[str, str]:
+    """`inputs`: the files holding the job's input images, by placeholder (empty when
+    the job has none)."""
     values = {
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt or "",
@@ -73,10 +80,23 @@ def placeholder_values(request: GenerationRequest, output: Path) -> dict[str, st
         "format": request.format,
         "output": str(output),
     }
+    values |= {name: str((inputs or {}).get(name, "")) for name in INPUT_PLACEHOLDERS}
     for name, value in values.items():
         if "\0" in value:  # exec refuses it; say which field rather than crash
             raise ProviderPermanentError("invalid_input", f"{name} holds a NUL character")
     return values
+
+
+def write_inputs(request: GenerationRequest, workdir: Path) -> dict[str, Path]:
+    """Each input image the job has, in a file of the run's directory."""
+    files: dict[str, Path] = {}
+    for name, role in INPUT_PLACEHOLDERS.items():
+        image = request.input(role)
+        if image is not None:
+            extension = _CONTENT_EXTENSIONS.get(image.content_type, "bin")
+            files[name] = workdir / f"{name}.{extension}"
+            files[name].write_bytes(image.data)
+    return files
 
 
 @dataclass(frozen=True)
@@ -149,7 +169,7 @@ async def run_command(
 
 class CommandProvider(SyncProvider):
     kind = "command"
-    capabilities = Capabilities()
+    capabilities = Capabilities(inputs=frozenset({"reference", "mask"}))
 
     def __init__(self, name: str, config: CommandConfig, deps: ProviderDeps) -> None:
         self.name = name
@@ -158,11 +178,17 @@ class CommandProvider(SyncProvider):
         self._downloads: ProviderHTTP | None = None
         self._owned: list[Any] = []
 
+    def model_inputs(self, inject: Mapping[str, str]) -> frozenset[InputRole]:
+        """Only the input images the argv has a placeholder for."""
+        return self.config.input_roles()
+
     async def generate(self, request: GenerationRequest) -> Output:
         workdir = Path(tempfile.mkdtemp(prefix="darkroom-command-"))
         try:
             output = workdir / f"output.{_EXTENSIONS.get(request.format, request.format)}"
-            argv = build_argv(self.config.argv, placeholder_values(request, output))
+            inputs = await asyncio.to_thread(write_inputs, request, workdir)
+            values = placeholder_values(request, output, inputs)
+            argv = build_argv(self.config.argv, values)
             finished = await self._run(argv, workdir)
             if finished.returncode != 0:
                 raise self._classify(finished)

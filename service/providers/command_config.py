@@ -25,9 +25,13 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from service.kit import jsonpath
 from service.providers.account import AccountConfig
+from service.providers.base import InputRole
 
+# The job's input images, by placeholder: a file in the run's directory holding it.
+INPUT_PLACEHOLDERS: dict[str, InputRole] = {"reference": "reference", "mask": "mask"}
 PLACEHOLDERS = frozenset(
     {"prompt", "negative_prompt", "seed", "width", "height", "ref", "format", "output"}
+    | set(INPUT_PLACEHOLDERS)
 )
 ErrorClass = Literal["rate_limited", "retryable", "permanent"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -115,6 +119,11 @@ class CommandConfig(AccountConfig):
     # Names of the worker's environment variables the command receives (besides PATH,
     # HOME and LANG); values are never written in the configuration.
     env: list[str] = Field(default_factory=list)
+
+    def input_roles(self) -> frozenset[InputRole]:
+        """The input images the command takes: those its argv has a placeholder for."""
+        used = {name for element in self.argv for name in placeholders(element)}
+        return frozenset(role for name, role in INPUT_PLACEHOLDERS.items() if name in used)
 
     @field_validator("argv")
     @classmethod

@@ -35,6 +35,7 @@ from service.providers.base import (
     AsyncProvider,
     Capabilities,
     GenerationRequest,
+    InputRole,
     Output,
     ProviderError,
     ProviderPermanentError,
@@ -44,6 +45,7 @@ from service.providers.base import (
     SyncProvider,
 )
 from service.providers.declarative_config import (
+    INPUT_VARIABLES,
     EnvValue,
     ErrorsSpec,
     HttpConfig,
@@ -93,7 +95,15 @@ def request_variables(request: GenerationRequest) -> dict[str, Any]:
         "duration_s": request.duration_s,
         "fps": request.fps,
         "options": dict(request.options),
+        **{name: _input(request, role) for name, role in INPUT_VARIABLES.items()},
     }
+
+
+def _input(request: GenerationRequest, role: InputRole) -> str | None:
+    image = request.input(role)
+    if image is None:
+        return None
+    return image.url or image.data_uri()
 
 
 def render_body(value: Any, variables: dict[str, Any], where: str) -> Any:
@@ -157,7 +167,7 @@ class _Declarative:
     its errors, and turning an answer into a checked output."""
 
     kind = "http"
-    capabilities = Capabilities()
+    capabilities = Capabilities(inputs=frozenset({"reference", "mask"}))
 
     def __init__(self, name: str, config: HttpConfig, deps: ProviderDeps) -> None:
         self.name = name
@@ -172,6 +182,10 @@ class _Declarative:
         self._timeout = httpx.Timeout(config.timeout_s, connect=CONNECT_TIMEOUT_S)
         # A slow-dripping body could dodge the per-read timeout; this bounds the whole call.
         self._deadline_s = CONNECT_TIMEOUT_S + config.timeout_s
+
+    def model_inputs(self, inject: Mapping[str, str]) -> frozenset[InputRole]:
+        """Only the input images the configured body sends."""
+        return self.config.input_roles()
 
     def _headers(self, with_body: bool) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}

@@ -21,11 +21,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from service.kit import jsonpath
 from service.kit.templating import TemplateError, variables_used
 from service.providers.account import AccountConfig
+from service.providers.base import InputRole
 
+# The job's input images, by the variable a submit template reads them from (a URL the
+# provider may fetch, else a data: URI; null when the job has none).
+INPUT_VARIABLES: dict[str, InputRole] = {"reference_image": "reference", "mask_image": "mask"}
 # What a submit template may read: the job's fields, and `options` (the model-specific
 # parameters the model allows, as a mapping: `{{ options.steps }}`).
 SUBMIT_VARIABLES = frozenset(
     {
+        *INPUT_VARIABLES,
         "prompt",
         "negative_prompt",
         "ref",
@@ -102,6 +107,14 @@ def _template_errors(
         message = f"unknown variable {', '.join(map(repr, unknown))} (known: {known})"
         return [_error(where, value, "bad_template", message)]
     return []
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return [value] if isinstance(value, str) else []
 
 
 def _error(where: tuple[str | int, ...], value: Any, code: str, message: str) -> InitErrorDetails:
@@ -230,6 +243,12 @@ class HttpConfig(AccountConfig):
     @property
     def is_async(self) -> bool:
         return self.id is not None
+
+    def input_roles(self) -> frozenset[InputRole]:
+        """The input images the submit request sends: those its templates read."""
+        used = set(variables_used(self.submit.path))
+        used.update(name for text in _strings(self.submit.body) for name in variables_used(text))
+        return frozenset(role for name, role in INPUT_VARIABLES.items() if name in used)
 
     @model_validator(mode="after")
     def _coherent(self) -> HttpConfig:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from service.providers import command
 from service.providers.base import (
     GenerationRequest,
+    InputImage,
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
@@ -135,6 +136,12 @@ def test_literal_braces_are_allowed() -> None:
 # --- runs -----------------------------------------------------------------------------
 
 
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 def spy_on_runs(monkeypatch: pytest.MonkeyPatch) -> list[command.Finished]:
     """What each run of the command returned (its capped stdout and stderr)."""
     finished: list[command.Finished] = []
@@ -176,6 +183,20 @@ async def test_an_injection_attempt_stays_the_value_of_its_option(
     assert received[6:9] == ["--output-format", "json", "-o"]
     assert received[9].endswith("/output.png")
     assert len(received) == 10
+
+
+async def test_input_images_are_files_in_the_runs_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reference = InputImage("reference", png_bytes(), "image/png")
+    argv = [*ARGV, "--image", "{reference}"]
+    assert provider(argv=argv).model_inputs({}) == frozenset({"reference"})
+    assert provider().model_inputs({}) == frozenset()
+    finished = spy_on_runs(monkeypatch)
+    await run(provider(argv=argv), request(inputs=(reference,)))
+    answer = json.loads(finished[0].stdout)
+    assert answer["image_bytes"] == len(reference.data)
+    assert answer["argv"][-1].endswith("/reference.png")
 
 
 async def test_stdout_json_can_say_where_the_output_is() -> None:

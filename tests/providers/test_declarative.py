@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.providers.base import (
     GenerationRequest,
+    InputImage,
     ProviderError,
     ProviderPermanentError,
     ProviderRateLimited,
@@ -343,6 +344,24 @@ async def test_a_body_value_that_is_not_json_fails_before_anything_is_sent(sim: 
     finally:
         await provider.aclose()
     assert await api_requests(sim) == []
+
+
+async def test_a_reference_image_goes_where_the_body_says(sim: str) -> None:
+    body = THENA["submit"]["body"] | {"image": "{{ reference_image }}"}
+    config = HttpConfig.model_validate(thena(sim, submit=THENA["submit"] | {"body": body}))
+    assert config.input_roles() == frozenset({"reference"})
+    assert HttpConfig.model_validate(THENA).input_roles() == frozenset()
+    reference = InputImage("reference", b"\x89PNG...", "image/png")
+    provider = build("thena", config, ProviderDeps())
+    try:
+        await provider.generate(request(inputs=(reference,)))  # type: ignore[union-attr]
+        public = InputImage("reference", b"...", "image/png", url="https://cdn.example/r.png")
+        await provider.generate(request(inputs=(public,)))  # type: ignore[union-attr]
+    finally:
+        await provider.aclose()
+    first, second = await api_requests(sim)
+    assert first["json"]["image"] == reference.data_uri()
+    assert second["json"]["image"] == "https://cdn.example/r.png"
 
 
 async def test_a_missing_key_fails_before_anything_is_sent(
