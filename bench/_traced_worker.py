@@ -219,21 +219,21 @@ def _timed_scope(name: str, factory: Any) -> Any:
 
 
 def _install_segments() -> None:
-    from service.jobs import runner
+    from service.jobs import attempts, runner
     from service.jobs import service as jobs_service
     from service.providers import images, openai
     from service.storage.local import LocalStorage
 
     runner.run_granted = _timed("run_granted (whole job)", runner.run_granted)
-    runner.session_scope = _timed_scope("session_scope", runner.session_scope)
+    attempts.session_scope = _timed_scope("session_scope", attempts.session_scope)
     jobs_service.start_attempt = _timed("start_attempt", jobs_service.start_attempt)
     jobs_service.record_success = _timed("record_success", jobs_service.record_success)
-    openai.OpenAIImagesProvider.submit = _timed(  # type: ignore[method-assign]
-        "openai submit (HTTP + check)", openai.OpenAIImagesProvider.submit
+    openai.OpenAIImagesProvider.generate = _timed(  # type: ignore[method-assign]
+        "openai generate (HTTP + check)", openai.OpenAIImagesProvider.generate
     )
     openai.checked_image = _timed("checked_image (thread)", images.checked_image)
     LocalStorage.put = _timed("storage.put (thread)", LocalStorage.put)  # type: ignore[method-assign]
-    runner.enqueue_deliveries = _timed("enqueue_deliveries", runner.enqueue_deliveries)
+    attempts.enqueue_deliveries = _timed("enqueue_deliveries", attempts.enqueue_deliveries)
     ratelimit.AccountLimiter.release = _timed(  # type: ignore[method-assign]
         "limiter.release", ratelimit.AccountLimiter.release
     )

@@ -44,7 +44,7 @@ from typing import cast
 from arq.connections import ArqRedis as Redis
 
 from service.kit.coalescer import Coalescer
-from service.providers.config import Limits
+from service.providers.account import Limits
 
 # Multiplicative decrease on a 429.
 DECREASE = 0.7

@@ -14,6 +14,7 @@ from service.db import create_engine, create_sessionmaker
 from service.dispatch.accounts import Dispatch
 from service.kit.ssrf import guarded_client
 from service.providers.config import load_config
+from service.providers.kinds import ProviderDeps
 from service.providers.registry import ProviderRegistry, build_registry
 from service.storage.base import Storage
 from service.storage.local import LocalStorage
@@ -65,7 +66,9 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
         timeout=httpx.Timeout(settings.webhook_timeout_s),
         headers={"user-agent": "Darkroom-Webhooks/0.1"},
     )
-    registry = build_registry(load_config(settings.config))
+    registry = build_registry(
+        load_config(settings.config), ProviderDeps(redis=redis, settings=settings)
+    )
     return State(
         settings=settings,
         engine=engine,

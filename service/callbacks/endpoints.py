@@ -14,16 +14,22 @@ from service.kit.errors import ERROR_RESPONSES, ErrorResponse
 router = APIRouter(prefix="/v1/callbacks", tags=["callbacks"], responses=ERROR_RESPONSES)
 
 
-@router.post(
-    "/replicate",
-    responses={
-        401: {"model": ErrorResponse, "description": "Signature, timestamp or body rejected"},
-        503: {"model": ErrorResponse, "description": "Cannot take it now; send it again"},
-    },
-)
-async def replicate_callback(request: Request, state: StateDep, session: SessionDep) -> CallbackAck:
-    """A Replicate webhook (events filter "completed"), signed per Standard Webhooks."""
+_RESPONSES: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorResponse, "description": "Signature, timestamp or body rejected"},
+    404: {"model": ErrorResponse, "description": "No such account takes callbacks"},
+    503: {"model": ErrorResponse, "description": "Cannot take it now; send it again"},
+}
+
+
+@router.post("/{account}", responses=_RESPONSES)
+async def provider_callback(
+    account: str, request: Request, state: StateDep, session: SessionDep
+) -> CallbackAck:
+    """A provider account's completion callback, verified the way the account's kind
+    signs them (Replicate: Standard Webhooks; fal: ED25519). `/v1/callbacks/replicate`
+    also takes callbacks for any Replicate account, as it did before callbacks were per
+    account."""
     body = await request.body()
     return await service.accept_callback(
-        session, state, kind="replicate", headers=request.headers, body=body
+        session, state, account=account, headers=request.headers, body=body
     )

@@ -1,4 +1,4 @@
-"""Completion callbacks from asynchronous providers (Replicate webhooks).
+"""Completion callbacks from asynchronous providers (Replicate and fal webhooks).
 
 A callback is verified with the account's signing secret, matched to the job waiting
 for that generation, and handed to a worker (jobs.tasks.finish_remote_job) to download
@@ -21,16 +21,16 @@ from service.jobs.tasks import FINISH_REMOTE_JOB
 from service.kit.errors import NotFound, ServiceUnavailable, Unauthorized
 from service.logging import get_logger
 from service.models import JobStatus
-from service.providers.base import CallbackRejected, ImageProvider, ProviderError, RemoteJob
+from service.providers.base import AsyncProvider, CallbackRejected, ProviderError, RemoteHandle
 from service.state import State
 
 log = get_logger(__name__)
 
 
 async def accept_callback(
-    session: AsyncSession, state: State, *, kind: str, headers: Mapping[str, str], body: bytes
+    session: AsyncSession, state: State, *, account: str, headers: Mapping[str, str], body: bytes
 ) -> CallbackAck:
-    provider, remote = await _verify(state, kind, headers, body)
+    provider, remote = await _verify(state, account, headers, body)
     await _note_arrival(state, provider.name)
     job = await repository.job_by_remote_id(session, remote.id)
     if job is None and remote.finished:
@@ -52,7 +52,7 @@ async def accept_callback(
             FINISH_REMOTE_JOB,
             str(job.id),
             provider.name,
-            dict(remote.payload),
+            remote.to_json(),
             _job_id=f"finish:{job.id}:{remote.id}",
             _queue_name=state.settings.queue_name,
         )
@@ -72,14 +72,16 @@ async def _note_arrival(state: State, account: str) -> None:
 
 
 async def _verify(
-    state: State, kind: str, headers: Mapping[str, str], body: bytes
-) -> tuple[ImageProvider, RemoteJob]:
-    """The callback must verify with the secret of one of this kind's accounts."""
-    accounts = [p for p in state.registry.providers.values() if p.kind == kind]
-    if not accounts:
-        raise NotFound(f"no {kind} account is configured")
+    state: State, account: str, headers: Mapping[str, str], body: bytes
+) -> tuple[AsyncProvider, RemoteHandle]:
+    """The callback must verify with the account's secret. `account` may also name a kind
+    (/v1/callbacks/replicate, from before callbacks were per account): then any account
+    of that kind whose secret verifies it."""
+    candidates = _accounts_for(state, account)
+    if not candidates:
+        raise NotFound(f"no provider account {account!r} takes callbacks")
     reasons: list[str] = []
-    for provider in accounts:
+    for provider in candidates:
         try:
             return provider, await provider.parse_callback(headers, body)
         except CallbackRejected as exc:
@@ -87,3 +89,10 @@ async def _verify(
         except ProviderError as exc:  # the signing secret could not be fetched
             raise ServiceUnavailable(f"{provider.name}: {exc.message}") from exc
     raise Unauthorized("callback rejected: " + "; ".join(reasons), code="callback_rejected")
+
+
+def _accounts_for(state: State, account: str) -> list[AsyncProvider]:
+    providers = state.registry.providers
+    named = providers.get(account)
+    chosen = [named] if named is not None else [p for p in providers.values() if p.kind == account]
+    return [p for p in chosen if isinstance(p, AsyncProvider) and p.capabilities.callbacks]

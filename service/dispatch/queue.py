@@ -26,7 +26,7 @@ from typing import cast
 from arq.connections import ArqRedis as Redis
 
 from service.models import Priority
-from service.providers.config import Limits
+from service.providers.account import Limits
 from service.ratelimit import admit_lua, limiter_key, now_ms, pending_key, slots_key
 
 ENQUEUE_CHUNK = 2_000

@@ -93,7 +93,8 @@ class JobBatcher:
                 elif spec.provider != grant.account:
                     results[n] = Moved(spec.provider, head.batch.priority)
                 else:
-                    claim = Claim(job_id, grant.account, spec.max_attempts, spec.price_per_image)
+                    price = spec.price(head.params.get("duration_s"))
+                    claim = Claim(job_id, grant.account, spec.max_attempts, price)
                     claims.append((n, claim, spec))
             started = await transitions.start_attempts(
                 session, [claim for _, claim, _ in claims], public_url=self.public_url, heads=heads

@@ -21,7 +21,7 @@ from service.dispatch import latency
 from service.jobs.service import StartedJob
 from service.kit.base import utcnow
 from service.logging import get_logger
-from service.providers.base import ImageProvider, RemoteJob
+from service.providers.base import Provider, RemoteHandle
 from service.state import State
 
 log = get_logger(__name__)
@@ -52,7 +52,7 @@ async def enqueue_poll(state: State, job_id: uuid.UUID, *, delay_s: float) -> No
         log.warning("poll_deferred_to_reconciler", job_id=str(job_id), error=repr(exc))
 
 
-async def schedule_polls(state: State, provider: ImageProvider, started: StartedJob) -> None:
+async def schedule_polls(state: State, provider: Provider, started: StartedJob) -> None:
     """After a generation was submitted: its first poll, made by this process when it
     is soon, and arq's deferred poll."""
     delay_s = await first_poll_delay_s(state, provider, started.model)
@@ -118,11 +118,11 @@ async def polling(state: State, job_id: uuid.UUID) -> AsyncIterator[bool]:
                 await state.redis.delete(key)
 
 
-def callbacks_requested(state: State, provider: ImageProvider) -> bool:
+def callbacks_requested(state: State, provider: Provider) -> bool:
     return state.settings.provider_callback_base is not None and provider.capabilities.callbacks
 
 
-async def first_poll_delay_s(state: State, provider: ImageProvider, model: str) -> float:
+async def first_poll_delay_s(state: State, provider: Provider, model: str) -> float:
     try:
         profile = await state.dispatch.latencies.profile(provider.name, model)
         arriving = callbacks_requested(state, provider) and (
@@ -154,9 +154,9 @@ def waited_s(started: StartedJob) -> float:
 
 async def observe_completion(
     state: State,
-    provider: ImageProvider,
+    provider: Provider,
     started: StartedJob,
-    remote: RemoteJob,
+    remote: RemoteHandle,
     *,
     took_s: float,
     polled: bool,
@@ -169,7 +169,7 @@ async def observe_completion(
     Best effort: scheduling falls back to its defaults without it."""
     try:
         if remote.status == "succeeded":
-            seconds = latency.remote_duration_s(remote.payload)
+            seconds = latency.remote_duration_s(remote.data)
             if seconds is None and not polled:
                 seconds = took_s
             if seconds is not None:

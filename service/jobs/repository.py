@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Uuid, any_, bindparam, exists, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -70,13 +71,16 @@ class JobHead:
     id: uuid.UUID
     status: JobStatus
     model: str
+    params: dict[str, Any]
     batch: Batch
 
 
 async def job_heads(
     session: AsyncSession, job_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, JobHead]:
-    query = select(Job.id, Job.status, Job.model, Batch).join(Batch, Batch.id == Job.batch_id)
+    query = select(Job.id, Job.status, Job.model, Job.params, Batch).join(
+        Batch, Batch.id == Job.batch_id
+    )
     query = query.where(_in(Job.id, job_ids))
     return {row[0]: JobHead(*row) for row in await session.execute(query)}
 
@@ -221,3 +225,15 @@ async def idle_unfinished_batch_ids(session: AsyncSession) -> list[uuid.UUID]:
         Batch.status.in_([BatchStatus.queued, BatchStatus.running]), ~active
     )
     return list((await session.execute(query)).scalars())
+
+
+async def set_queue_position(
+    session: AsyncSession, job_id: uuid.UUID, position: int | None
+) -> None:
+    """Only while the job still waits at its provider: a late poll must not mark a
+    finished job as queued."""
+    await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running, Job.remote_id.is_not(None))
+        .values(queue_position=position)
+    )

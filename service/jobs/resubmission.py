@@ -28,11 +28,11 @@ from service.logging import get_logger
 from service.models import JobAttempt
 from service.providers.base import (
     GenerationRequest,
-    ImageProvider,
+    Provider,
     ProviderError,
     ProviderRateLimited,
     ProviderRetryableError,
-    RemoteJob,
+    RemoteHandle,
     SubmissionLookup,
 )
 from service.providers.http import may_have_reached_provider
@@ -46,7 +46,7 @@ CLOCK_SKEW = timedelta(seconds=15)
 
 
 async def remember_unconfirmed(
-    state: State, provider: ImageProvider, started: StartedJob, error: ProviderError
+    state: State, provider: Provider, started: StartedJob, error: ProviderError
 ) -> None:
     """After a failed create: if it may have made a generation, the next attempt must
     look for it from this attempt's start (earlier than the send: a wider window is safe)."""
@@ -58,9 +58,9 @@ async def remember_unconfirmed(
 
 
 async def look_before_sending(
-    state: State, provider: ImageProvider, started: StartedJob, request: GenerationRequest
-) -> RemoteJob | ProviderError | None:
-    """Before a create: a RemoteJob an earlier attempt made, to resume (no new create);
+    state: State, provider: Provider, started: StartedJob, request: GenerationRequest
+) -> RemoteHandle | ProviderError | None:
+    """Before a create: a handle an earlier attempt made, to resume (no new create);
     a ProviderError when the provider could not be asked (this attempt ends with it and
     hands the window on); None when nothing is in doubt or nothing was found (send)."""
     if started.attempt <= 1 or not isinstance(provider, SubmissionLookup):

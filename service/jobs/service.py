@@ -31,10 +31,11 @@ from service.jobs.transitions import (
 from service.kit.base import utcnow
 from service.models import FINAL_JOB_STATUSES, Batch, Job, JobStatus, Priority
 from service.providers.base import (
-    GeneratedImage,
+    Output,
     ProviderError,
     ProviderPermanentError,
     ProviderRateLimited,
+    RemoteHandle,
 )
 from service.storage.base import StoredObject
 
@@ -84,11 +85,15 @@ async def resume_remote(session: AsyncSession, job_id: uuid.UUID) -> StartedJob 
         priority=batch.priority if batch is not None else Priority.bulk,
         remote_id=job.remote_id,
         submitted_at=job.submitted_at,
+        remote_data=job.remote_data,
+        queue_position=job.queue_position,
     )
 
 
-def with_remote(started: StartedJob, remote_id: str) -> StartedJob:
-    return dataclasses.replace(started, remote_id=remote_id, submitted_at=utcnow())
+def with_remote(started: StartedJob, handle: RemoteHandle) -> StartedJob:
+    return dataclasses.replace(
+        started, remote_id=handle.id, remote_data=dict(handle.data), submitted_at=utcnow()
+    )
 
 
 async def fail_unconfigured(
@@ -109,22 +114,33 @@ async def fail_unconfigured(
     return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
 
 
-async def record_submitted(session: AsyncSession, started: StartedJob, remote_id: str) -> bool:
+async def record_submitted(
+    session: AsyncSession, started: StartedJob, handle: RemoteHandle
+) -> bool:
     """Store the provider's handle at once: from here on the job resumes by polling."""
     job = await _current(session, started)
     if job is None:
         return False
-    job.remote_id = remote_id
+    job.remote_id = handle.id
+    job.remote_data = dict(handle.data) if not handle.finished else None
+    job.queue_position = handle.queue_position
     job.submitted_at = utcnow()
     attempt = await repository.attempt_number(session, job.id, started.attempt)
-    attempt.remote_id = remote_id
+    attempt.remote_id = handle.id
     return True
+
+
+async def note_queue_position(
+    session: AsyncSession, job_id: uuid.UUID, position: int | None
+) -> None:
+    """Where the generation now waits in its provider's queue (shown on the job)."""
+    await repository.set_queue_position(session, job_id, position)
 
 
 async def record_success(
     session: AsyncSession,
     started: StartedJob,
-    image: GeneratedImage,
+    output: Output,
     stored: StoredObject,
     *,
     latency_ms: int | None,
@@ -132,7 +148,7 @@ async def record_success(
     price: Decimal,
     public_url: str,
 ) -> Transition:
-    outcome = Succeeded(started, image, stored, latency_ms, cost, price)
+    outcome = Succeeded(started, output, stored, latency_ms, cost, price)
     return await _record(session, outcome, public_url)
 
 

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from service.config import Settings
 from service.db import session_scope
 from service.dispatch.latency import FLOOR_S
-from service.jobs import repository, runner, service
+from service.jobs import attempts, repository, service
 from service.jobs.polls import (
     enqueue_poll,
     next_poll_delay_s,
@@ -37,10 +37,11 @@ from service.kit.base import utcnow
 from service.logging import get_logger
 from service.models import JobStatus, Priority
 from service.providers.base import (
+    AsyncProvider,
     ProviderError,
     ProviderRateLimited,
     ProviderRetryableError,
-    RemoteJob,
+    RemoteHandle,
 )
 from service.state import State
 
@@ -105,13 +106,13 @@ async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float
         return None
     spec = state.registry.model(started.model)
     provider = state.registry.providers.get(started.account)
-    if spec is None or provider is None:
+    if spec is None or not isinstance(provider, AsyncProvider):
         await _fail_unconfigured(state, [job_id])
         return None
-    remote: RemoteJob | None = None
+    remote: RemoteHandle | None = None
     again_in: float | None = None
     try:
-        remote = await provider.poll(started.remote_id)
+        remote = await provider.poll(started.handle)
     except ProviderRateLimited as error:
         again_in = error.retry_after_s
     except ProviderRetryableError as error:
@@ -120,22 +121,25 @@ async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float
         # The provider no longer knows the generation (404) or us (401): this attempt
         # is over; another may still succeed.
         lost = ProviderRetryableError(error.code, error.message, http_status=error.http_status)
-        remote = RemoteJob(started.remote_id, "failed", error=lost)
+        remote = RemoteHandle(started.remote_id, "failed", error=lost)
     if remote is not None and remote.finished:
         # Even past the deadline: a late poll (its worker died, Redis was away) must not
         # throw away a generation that is done and paid for.
         # The slot is freed first (complete_remote), what it took is noted after.
         took_s = waited_s(started)
-        again_in = await runner.complete_remote(state, spec, started, remote)
+        again_in = await attempts.complete_remote(state, spec, started, remote)
         await observe_completion(state, provider, started, remote, took_s=took_s, polled=True)
         return again_in
+    if remote is not None and remote.queue_position != started.queue_position:
+        async with session_scope(state.sessionmaker) as session:
+            await service.note_queue_position(session, job_id, remote.queue_position)
     waited = waited_s(started)
     if waited > spec.deadline_s:
         await _give_up(state, started, provider_cancel=True, waited_s=waited)
         return None
     # Renewed only now that the generation is known to run: a finished one's slot, freed
     # by its callback meanwhile, is not taken back.
-    await state.dispatch.limiter(started.account).renew(str(job_id), runner.REMOTE_LEASE_S)
+    await state.dispatch.limiter(started.account).renew(str(job_id), attempts.REMOTE_LEASE_S)
     scheduled = await next_poll_delay_s(state, started, polls=polls)
     return max(again_in or 0.0, scheduled)
 
@@ -144,24 +148,25 @@ async def _give_up(
     state: State, started: service.StartedJob, *, provider_cancel: bool, waited_s: float
 ) -> None:
     provider = state.registry.providers[started.account]
-    if provider_cancel and started.remote_id is not None:
+    if provider_cancel and started.remote_id is not None and isinstance(provider, AsyncProvider):
         try:
-            await provider.cancel(started.remote_id)
+            await provider.cancel(started.handle)
         except ProviderError as error:
             log.warning("provider_cancel_failed", code=error.code, error=error.message)
     overdue = ProviderRetryableError(
         "deadline_exceeded", f"the provider had not finished after {waited_s:.0f} s"
     )
-    remote = RemoteJob(started.remote_id or "", "failed", error=overdue)
+    remote = RemoteHandle(started.remote_id or "", "failed", error=overdue)
     spec = state.registry.model(started.model)
     if spec is not None:
-        await runner.complete_remote(state, spec, started, remote)
+        await attempts.complete_remote(state, spec, started, remote)
 
 
 async def finish_remote_job(
     ctx: dict[str, Any], job_id: str, account: str, payload: Mapping[str, Any]
 ) -> None:
-    """A provider's callback said the generation finished; finish the job with it."""
+    """A provider's callback said the generation finished; finish the job with it.
+    `payload` is the finished RemoteHandle, as RemoteHandle.to_json wrote it."""
     state: State = ctx["state"]
     with structlog.contextvars.bound_contextvars(job_id=job_id):
         again_in = await _finish_remote_job(state, uuid.UUID(job_id), account, payload)
@@ -177,12 +182,12 @@ async def _finish_remote_job(
         started = await service.resume_remote(session, job_id)
     if provider is None or started is None or started.account != account:
         return None
-    remote = provider.parse_remote(payload)
+    remote = RemoteHandle.from_json(payload)
     spec = state.registry.model(started.model)
     if remote.id != started.remote_id or not remote.finished or spec is None:
         return None
     took_s = waited_s(started)
-    again_in = await runner.complete_remote(state, spec, started, remote)
+    again_in = await attempts.complete_remote(state, spec, started, remote)
     await observe_completion(state, provider, started, remote, took_s=took_s, polled=False)
     return again_in
 
@@ -205,12 +210,16 @@ async def _cancel_remote_jobs(state: State, batch_id: uuid.UUID) -> int:
         spec = state.registry.model(started.model) if started is not None else None
         if started is None or started.remote_id is None or spec is None:
             continue
+        provider = state.registry.providers.get(started.account)
+        if not isinstance(provider, AsyncProvider):
+            continue
         try:
-            await state.registry.providers[started.account].cancel(started.remote_id)
+            await provider.cancel(started.handle)
         except ProviderError as error:
             log.warning("provider_cancel_failed", code=error.code, error=error.message)
             continue
-        await runner.complete_remote(state, spec, started, RemoteJob(started.remote_id, "canceled"))
+        canceled = RemoteHandle(started.remote_id, "canceled")
+        await attempts.complete_remote(state, spec, started, canceled)
         cancelled += 1
     return cancelled
 
@@ -256,7 +265,7 @@ async def _complete_idle_batches(state: State) -> None:
     async with state.sessionmaker() as session:
         batch_ids = await repository.idle_unfinished_batch_ids(session)
     for batch_id in batch_ids:
-        await runner.settle(state, service.Transition([], batch_to_check=batch_id))
+        await attempts.settle(state, service.Transition([], batch_to_check=batch_id))
 
 
 async def _restore(state: State, rows: Sequence[repository.ActiveJob]) -> int:
@@ -297,5 +306,5 @@ async def _fail_unconfigured(state: State, job_ids: Sequence[uuid.UUID]) -> int:
                 session, job_id, public_url=state.settings.public_url
             )
         if transition is not None:
-            await runner.settle(state, transition)
+            await attempts.settle(state, transition)
     return len(job_ids)

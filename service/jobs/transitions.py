@@ -35,9 +35,10 @@ from service.models import (
     Priority,
 )
 from service.providers.base import (
-    GeneratedImage,
+    Output,
     ProviderError,
     ProviderRateLimited,
+    RemoteHandle,
 )
 from service.storage.base import StoredObject
 from service.webhooks.service import record_event
@@ -57,10 +58,17 @@ class StartedJob:
     priority: Priority = Priority.bulk
     remote_id: str | None = None
     submitted_at: datetime | None = None
+    remote_data: dict[str, Any] | None = None
+    queue_position: int | None = None
 
     @property
     def output_key(self) -> str:
         return f"{self.batch_id}/{self.params['output_name']}"
+
+    @property
+    def handle(self) -> RemoteHandle:
+        """The generation this attempt waits for, as its provider described it at submit."""
+        return RemoteHandle(self.remote_id or "", data=self.remote_data or {})
 
 
 @dataclass(frozen=True)
@@ -163,8 +171,7 @@ async def _start(
     job.current_attempt = job.tries
     job.status = JobStatus.running
     job.provider = claim.account
-    job.remote_id = None
-    job.submitted_at = None
+    clear_remote(job)
     job.started_at = job.started_at or now
     session.add(JobAttempt(job_id=job.id, number=job.tries, provider=claim.account, started_at=now))
     if batch.status is BatchStatus.queued:
@@ -186,11 +193,11 @@ async def _start(
 
 @dataclass(frozen=True)
 class Succeeded:
-    """`price` is what the claim reserved against the budget, `cost` what the image
+    """`price` is what the claim reserved against the budget, `cost` what the output
     cost in the end (the provider's figure when it reports one)."""
 
     started: StartedJob
-    image: GeneratedImage
+    output: Output
     stored: StoredObject
     latency_ms: int | None
     cost: Decimal
@@ -275,13 +282,15 @@ async def _apply(
     public_url: str,
 ) -> Transition:
     if isinstance(outcome, Succeeded):
-        image, stored = outcome.image, outcome.stored
+        output, stored = outcome.output, outcome.stored
         close_attempt(attempt, "succeeded", latency_ms=outcome.latency_ms)
-        attempt.usage = image.usage or None
+        attempt.usage = output.usage or None
         job.output_key = stored.key
-        job.output_content_type = image.content_type
-        job.output_width = image.width
-        job.output_height = image.height
+        job.output_content_type = output.content_type
+        job.output_width = output.width
+        job.output_height = output.height
+        job.output_duration_s = output.duration_s
+        job.output_frames = output.frames
         job.output_bytes = stored.bytes
         job.output_sha256 = stored.sha256
         job.cost_usd = outcome.cost
@@ -366,7 +375,14 @@ async def finish(
 def requeue(job: Job) -> None:
     job.status = JobStatus.queued
     job.current_attempt = None
+    clear_remote(job)
+
+
+def clear_remote(job: Job) -> None:
+    """The job no longer waits at a provider."""
     job.remote_id = None
+    job.remote_data = None
+    job.queue_position = None
     job.submitted_at = None
 
 

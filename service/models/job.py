@@ -63,6 +63,16 @@ class Job(IdMixin, TimestampMixin, Base):
     # never submitted again for this attempt: it resumes by polling.
     provider: Mapped[str | None] = mapped_column(String(100))
     remote_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    # What the provider said about the generation when it was submitted (status URLs, the
+    # model path): handed back to every poll and cancel. Small JSON, the provider's own.
+    remote_data: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Where the generation waits in the provider's queue (fal), while it does.
+    queue_position: Mapped[int | None]
+    # A chained job takes this job's output as its input: it waits, without a slot,
+    # until the parent has succeeded, and fails with parent_failed if it does not.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
     submitted_at: Mapped[datetime | None]
     error_code: Mapped[str | None] = mapped_column(String(100))
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -71,6 +81,8 @@ class Job(IdMixin, TimestampMixin, Base):
     output_width: Mapped[int | None]
     output_height: Mapped[int | None]
     output_bytes: Mapped[int | None]
+    output_duration_s: Mapped[float | None]
+    output_frames: Mapped[int | None]
     output_sha256: Mapped[str | None] = mapped_column(String(64))
     # What the job cost: the model's price once it succeeded; while it runs, the estimate
     # reserved against the batch's budget.

@@ -5,9 +5,10 @@ Adding a provider is its module (with its `KIND`), its simulator, and one line h
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 
 from service.providers import local, openai, replicate
 from service.providers.account import AccountConfig
@@ -36,3 +37,9 @@ def build_provider(name: str, config: AccountConfig, deps: ProviderDeps | None =
     """A missing token is not an error here (the service starts without keys); the
     provider's first call fails with `provider_not_configured` naming the variable."""
     return KINDS[config.kind].build(name, config, deps or ProviderDeps())
+
+
+def account_config(raw: Mapping[str, Any]) -> AccountConfig:
+    """One account's configuration, validated against the config model of its kind."""
+    config: AccountConfig = TypeAdapter(ProviderConfig).validate_python(raw)
+    return config

@@ -14,9 +14,11 @@ from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from service.providers.base import MediaKind
 from service.providers.catalogue import KINDS, ProviderConfig
+
 
 class Price(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -78,10 +80,26 @@ def parse_config(text: str, *, source: str) -> DarkroomConfig:
     try:
         return DarkroomConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise ConfigError(f"{source}: {problems}") from exc
+
+
+def _problem(error: ErrorDetails) -> str:
+    where = _where(error["loc"])
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        given = error.get("input", {}).get("kind") if isinstance(error.get("input"), dict) else None
+        what = f"unknown kind {given!r}" if given is not None else "no kind given"
+        return f"{where}.kind: {what}; the kinds are {', '.join(sorted(KINDS))}"
+    return f"{where}: {error['msg']}"
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """The dotted path of a problem, without the kind pydantic puts after the account name
+    (providers.fal.fal.base_url is providers.fal.base_url)."""
+    parts = list(loc)
+    if len(parts) > 2 and parts[0] == "providers" and parts[2] in KINDS:
+        del parts[2]
+    return ".".join(str(part) for part in parts)
 
 
 def load_config(path: Path | None) -> DarkroomConfig:

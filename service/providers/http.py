@@ -17,15 +17,15 @@ from typing import Any
 
 import httpx
 
-from service.config import get_settings
+from service.config import Settings, get_settings
 from service.kit.ssrf import guarded_client
+from service.providers.account import AccountConfig
 from service.providers.base import (
     ProviderError,
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
 )
-from service.providers.account import AccountConfig as ProviderAccount
 
 USER_AGENT = "Darkroom/0.1"
 CONNECT_TIMEOUT_S = 10.0
@@ -40,11 +40,11 @@ _BILLING_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _RETRYABLE_4XX = {408: "request_timeout", 409: "conflict", 425: "too_early"}
 
 
-def account_timeout(account: ProviderAccount) -> httpx.Timeout:
+def account_timeout(account: AccountConfig) -> httpx.Timeout:
     return httpx.Timeout(account.timeout_s, connect=CONNECT_TIMEOUT_S)
 
 
-def build_client(account: ProviderAccount, token: str | None = None) -> httpx.AsyncClient:
+def build_client(account: AccountConfig, token: str | None = None) -> httpx.AsyncClient:
     """A client for one account. The token is also sent per request (see ProviderHTTP),
     so an injected client without it works the same."""
     headers = {"User-Agent": USER_AGENT}
@@ -76,10 +76,11 @@ class ProviderHTTP:
     def __init__(
         self,
         name: str,
-        account: ProviderAccount,
+        account: AccountConfig,
         client: httpx.AsyncClient | None = None,
         *,
         downloads: httpx.AsyncClient | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.name = name
         self.account = account
@@ -90,6 +91,7 @@ class ProviderHTTP:
         # through the SSRF guard. An injected client (a test's mock) serves both.
         self._downloads = downloads if downloads is not None else client
         self._owns_downloads = False
+        self._settings = settings
         self._timeout = account_timeout(account)
         # A slow-dripping body could dodge the per-read timeout; this bounds the whole call.
         self._deadline_s = CONNECT_TIMEOUT_S + account.timeout_s
@@ -165,10 +167,11 @@ class ProviderHTTP:
         return await self._send(request, limit, follow_redirects=True, client=client)
 
     def _download_client(self) -> httpx.AsyncClient:
-        """The guarded client for output URLs, made on first use from the process's
-        settings (the ones the worker runs with) unless one was given."""
+        """The guarded client for output URLs, made on first use from the service's
+        settings (the process's when none were given) unless a client was given."""
         if self._downloads is None:
-            self._downloads = guarded_client(get_settings(), headers={"User-Agent": USER_AGENT})
+            settings = self._settings or get_settings()
+            self._downloads = guarded_client(settings, headers={"User-Agent": USER_AGENT})
             self._owns_downloads = True
         return self._downloads
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import io
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
 from service.providers.base import (
-    OutputFormat as ImageFormat,
-    Output as GeneratedImage,
+    IMAGE_FORMATS,
+    Output,
+    OutputFormat,
+    ProviderPermanentError,
     ProviderRetryableError,
 )
+
+ImageFormat = Literal["png", "jpeg", "webp"]
 
 _PIL_TO_FORMAT: dict[str, ImageFormat] = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 _FORMAT_TO_PIL = {value: key for key, value in _PIL_TO_FORMAT.items()}
@@ -75,16 +79,21 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 def checked_image_sync(
     data: bytes,
-    want: ImageFormat,
+    want: OutputFormat,
     *,
     provider: str,
     cost_usd: Decimal = Decimal(0),
     usage: dict[str, Any] | None = None,
-) -> GeneratedImage:
+) -> Output:
+    if want not in IMAGE_FORMATS:
+        raise ProviderPermanentError(
+            "unexpected_media", f"{provider}: sent an image where a {want} video was asked for"
+        )
+    image_format: ImageFormat = want  # type: ignore[assignment]
     pil_format, width, height = inspect_image(data, provider=provider)
-    if _PIL_TO_FORMAT.get(pil_format) != want:
-        data = convert_image(data, want)
-    return GeneratedImage(
+    if _PIL_TO_FORMAT.get(pil_format) != image_format:
+        data = convert_image(data, image_format)
+    return Output(
         data=data,
         format=want,
         width=width,
@@ -96,12 +105,12 @@ def checked_image_sync(
 
 async def checked_image(
     data: bytes,
-    want: ImageFormat,
+    want: OutputFormat,
     *,
     provider: str,
     cost_usd: Decimal = Decimal(0),
     usage: dict[str, Any] | None = None,
-) -> GeneratedImage:
+) -> Output:
     """Decode (and convert if needed) in a thread: a 4096x4096 image is CPU work the
     event loop should not wait on."""
     return await asyncio.to_thread(

@@ -21,21 +21,22 @@ import io
 import random
 import threading
 import unicodedata
-from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, NoReturn
+from typing import Literal
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from service.providers.account import AccountConfig
 from service.providers.base import (
     CONTENT_TYPES,
     Capabilities,
-    GeneratedImage,
     GenerationRequest,
+    Output,
     ProviderPermanentError,
-    RemoteJob,
+    SyncProvider,
 )
+from service.providers.kinds import Kind
 
 MODEL_REF = "procedural"
 MIN_SIDE = 64
@@ -62,22 +63,23 @@ _SCHEMES: tuple[tuple[float, ...], ...] = (
 _FONT_LOCK = threading.Lock()
 
 
-class LocalRenderer:
+class LocalConfig(AccountConfig):
+    kind: Literal["local"]
+
+
+class LocalRenderer(SyncProvider):
     """Synchronous, free, offline image generation for the `local` provider."""
 
     kind = "local"
-    capabilities = Capabilities(asynchronous=False)
+    capabilities = Capabilities()
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
 
-    async def submit(self, request: GenerationRequest) -> GeneratedImage:
-        return await self.generate(request)
-
-    async def generate(self, request: GenerationRequest) -> GeneratedImage:
+    async def generate(self, request: GenerationRequest) -> Output:
         _validate(request)
         data = await asyncio.to_thread(render_image, request)
-        return GeneratedImage(
+        return Output(
             data=data,
             format=request.format,
             width=request.width,
@@ -86,29 +88,8 @@ class LocalRenderer:
             usage={"model": MODEL_REF, "pixels": request.width * request.height},
         )
 
-    async def poll(self, remote_id: str) -> RemoteJob:
-        _unsupported("poll")
 
-    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
-        _unsupported("fetch_result")
-
-    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
-        _unsupported("parse_callback")
-
-    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
-        _unsupported("parse_remote")
-
-    async def cancel(self, remote_id: str) -> None:
-        _unsupported("cancel")
-
-    async def aclose(self) -> None:
-        """Nothing to release: the renderer holds no connections."""
-
-
-def _unsupported(operation: str) -> NoReturn:
-    raise ProviderPermanentError(
-        "unsupported", f"local: {operation} is not supported by a synchronous provider"
-    )
+KIND = Kind("local", LocalConfig, lambda name, config, deps: LocalRenderer(name))
 
 
 def render_image(request: GenerationRequest) -> bytes:

@@ -10,35 +10,45 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any, Literal
 
 import httpx
 
+from service.providers.account import AccountConfig
 from service.providers.base import (
     Capabilities,
-    GeneratedImage,
     GenerationRequest,
-    ProviderPermanentError,
+    Output,
     ProviderRetryableError,
-    RemoteJob,
+    SyncProvider,
 )
-from service.providers.config import ProviderAccount
 from service.providers.http import ProviderHTTP
 from service.providers.images import checked_image
+from service.providers.kinds import Kind, ProviderDeps
 
 
-class OpenAIImagesProvider:
+class OpenAIConfig(AccountConfig):
+    kind: Literal["openai"]
+
+
+class OpenAIImagesProvider(SyncProvider):
     kind = "openai"
-    capabilities = Capabilities(asynchronous=False)
+    capabilities = Capabilities()
 
     def __init__(
-        self, name: str, account: ProviderAccount, *, http: httpx.AsyncClient | None = None
+        self,
+        name: str,
+        account: OpenAIConfig,
+        *,
+        http: httpx.AsyncClient | None = None,
+        deps: ProviderDeps | None = None,
     ) -> None:
         self.name = name
         self.account = account
-        self._http = ProviderHTTP(name, account, http)
+        settings = deps.settings if deps is not None else None
+        self._http = ProviderHTTP(name, account, http, settings=settings)
 
-    async def submit(self, request: GenerationRequest) -> GeneratedImage:
+    async def generate(self, request: GenerationRequest) -> Output:
         response = await self._http.request_json(
             "POST", "images/generations", json_body=generation_body(request)
         )
@@ -68,28 +78,8 @@ class OpenAIImagesProvider:
             "malformed_response", f"{self.name}: data[0] has neither b64_json nor url"
         )
 
-    async def poll(self, remote_id: str) -> RemoteJob:
-        self._unsupported("poll")
-
-    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
-        self._unsupported("fetch_result")
-
-    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
-        self._unsupported("parse_callback")
-
-    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
-        self._unsupported("parse_remote")
-
-    async def cancel(self, remote_id: str) -> None:
-        self._unsupported("cancel")
-
     async def aclose(self) -> None:
         await self._http.aclose()
-
-    def _unsupported(self, operation: str) -> NoReturn:
-        raise ProviderPermanentError(
-            "unsupported", f"{self.name}: {operation} is not supported by a synchronous provider"
-        )
 
 
 def generation_body(request: GenerationRequest) -> dict[str, Any]:
@@ -112,3 +102,10 @@ def _first_item(provider: str, response: Mapping[str, Any]) -> Mapping[str, Any]
     if isinstance(data, list) and data and isinstance(data[0], Mapping):
         return data[0]
     raise ProviderRetryableError("malformed_response", f"{provider}: response has no data[0]")
+
+
+KIND = Kind(
+    "openai",
+    OpenAIConfig,
+    lambda name, config, deps: OpenAIImagesProvider(name, config, http=deps.http, deps=deps),
+)

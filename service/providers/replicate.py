@@ -13,26 +13,28 @@ import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
 from service.kit.signing import SignatureMismatch, WebhookVerificationError, verify_webhook
+from service.providers.account import AccountConfig
 from service.providers.base import (
+    AsyncProvider,
     CallbackRejected,
     Capabilities,
-    GeneratedImage,
     GenerationRequest,
+    Output,
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
-    RemoteJob,
+    RemoteHandle,
     RemoteStatus,
 )
-from service.providers.config import ProviderAccount
 from service.providers.http import ProviderHTTP, parse_json_object
 from service.providers.images import checked_image
+from service.providers.kinds import Kind, ProviderDeps
 
 # The aspect ratios FLUX-family models accept; others are sent as width and height only.
 ASPECT_RATIOS = frozenset(
@@ -65,31 +67,46 @@ _LOOKUP_MAX_PAGES = 50
 _CANCEL_NOOP_STATUSES = frozenset({400, 404, 409, 410, 422})
 
 
-class ReplicateProvider:
+class ReplicateConfig(AccountConfig):
+    kind: Literal["replicate"]
+    # Where the whsec_ secret for verifying this account's callbacks comes from, when not
+    # fetched from Replicate (it serves it at GET /v1/webhooks/default/secret).
+    webhook_secret_env: str | None = None
+
+
+class ReplicateProvider(AsyncProvider):
     kind = "replicate"
-    capabilities = Capabilities(asynchronous=True, callbacks=True, cancel=True)
+    capabilities = Capabilities(callbacks=True, cancel=True)
 
     def __init__(
-        self, name: str, account: ProviderAccount, *, http: httpx.AsyncClient | None = None
+        self,
+        name: str,
+        account: ReplicateConfig,
+        *,
+        http: httpx.AsyncClient | None = None,
+        deps: ProviderDeps | None = None,
     ) -> None:
         self.name = name
         self.account = account
-        self._http = ProviderHTTP(name, account, http)
+        settings = deps.settings if deps is not None else None
+        self._http = ProviderHTTP(name, account, http, settings=settings)
         self._secret: str | None = None
         self._secret_fetched_at = -math.inf
         self._secret_lock = asyncio.Lock()
 
-    async def submit(self, request: GenerationRequest) -> RemoteJob:
+    async def submit(self, request: GenerationRequest) -> RemoteHandle:
         path, body = prediction_request(request)
         if request.callback_url:
             body["webhook"] = request.callback_url
             body["webhook_events_filter"] = ["completed"]
         payload = await self._http.request_json("POST", path, json_body=body)
-        return self.parse_remote(payload)
+        handle = self.parse_remote(payload)
+        # The id is all a poll needs: keep nothing else with the job while it runs.
+        return handle if handle.finished else RemoteHandle(handle.id, handle.status)
 
     async def find_submitted(
         self, request: GenerationRequest, since: datetime, *, exclude: frozenset[str]
-    ) -> RemoteJob | None:
+    ) -> RemoteHandle | None:
         """Page through the account's predictions, newest first, down to `since`, for one
         with this model (or version) and exactly this input. Too many pages to reach
         `since` is an error: resubmitting blind is what the lookup is there to avoid."""
@@ -124,17 +141,17 @@ class ReplicateProvider:
             f"{self.name}: over {_LOOKUP_MAX_PAGES} pages of predictions since {since_text}",
         )
 
-    async def poll(self, remote_id: str) -> RemoteJob:
-        payload = await self._http.request_json("GET", f"v1/predictions/{quote(remote_id, '')}")
+    async def poll(self, handle: RemoteHandle) -> RemoteHandle:
+        payload = await self._http.request_json("GET", f"v1/predictions/{quote(handle.id, '')}")
         return self.parse_remote(payload)
 
-    async def fetch_result(self, remote: RemoteJob, request: GenerationRequest) -> GeneratedImage:
+    async def fetch_result(self, remote: RemoteHandle, request: GenerationRequest) -> Output:
         if remote.status != "succeeded":
             raise remote.error or ProviderPermanentError(
                 "invalid_state", f"{self.name}: prediction {remote.id} is {remote.status}"
             )
-        url = _first_output(remote.payload.get("output"))
-        if url is None and remote.payload.get("data_removed"):
+        url = _first_output(remote.data.get("output"))
+        if url is None and remote.data.get("data_removed"):
             raise ProviderPermanentError(
                 "output_expired", f"{self.name}: prediction {remote.id}'s output was removed"
             )
@@ -145,19 +162,19 @@ class ReplicateProvider:
             )
         data = await self._http.download(url)
         usage: dict[str, Any] = {}
-        metrics = remote.payload.get("metrics")
+        metrics = remote.data.get("metrics")
         if isinstance(metrics, Mapping) and metrics.get("predict_time") is not None:
             usage["predict_time"] = metrics["predict_time"]
         return await checked_image(data, request.format, provider=self.name, usage=usage)
 
-    async def cancel(self, remote_id: str) -> None:
+    async def cancel(self, handle: RemoteHandle) -> None:
         try:
-            await self._http.request_json("POST", f"v1/predictions/{quote(remote_id, '')}/cancel")
+            await self._http.request_json("POST", f"v1/predictions/{quote(handle.id, '')}/cancel")
         except ProviderError as exc:
             if exc.http_status not in _CANCEL_NOOP_STATUSES:
                 raise
 
-    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteJob:
+    async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteHandle:
         """Verify the Standard Webhooks signature, then parse the prediction. A failure to
         fetch the signing secret raises ProviderError (try later), not CallbackRejected."""
         secret = await self._webhook_secret()
@@ -226,9 +243,9 @@ class ReplicateProvider:
             )
         return key
 
-    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteJob:
-        """A RemoteJob from a prediction object (from a poll, a callback, or a stored
-        RemoteJob.payload); anything that is not one is `malformed_response`."""
+    def parse_remote(self, payload: Mapping[str, Any]) -> RemoteHandle:
+        """A handle from a prediction object (from a poll, a callback or a lookup);
+        anything that is not one is `malformed_response`."""
         remote_id = payload.get("id")
         raw_status = payload.get("status")
         status = _STATUSES.get(raw_status) if isinstance(raw_status, str) else None
@@ -239,7 +256,7 @@ class ReplicateProvider:
             )
         kept = {key: value for key, value in payload.items() if key != "logs"}
         error = self._prediction_error(remote_id, raw_status, payload.get("error"))
-        return RemoteJob(id=remote_id, status=status, payload=kept, error=error)
+        return RemoteHandle(id=remote_id, status=status, data=kept, error=error)
 
     def _prediction_error(self, remote_id: str, status: Any, error: Any) -> ProviderError | None:
         if status == "failed":
@@ -342,3 +359,10 @@ def _created_at(item: Any) -> datetime | None:
     except ValueError:
         return None
     return created if created.tzinfo is not None else None
+
+
+KIND = Kind(
+    "replicate",
+    ReplicateConfig,
+    lambda name, config, deps: ReplicateProvider(name, config, http=deps.http, deps=deps),
+)

@@ -20,7 +20,9 @@ from service.dispatch.dispatcher import (
 )
 from service.dispatch.queue import Grant, Refusal
 from service.models import Priority
-from service.providers.config import DarkroomConfig, Limits, ProviderAccount
+from service.providers.account import Limits
+from service.providers.config import DarkroomConfig
+from service.providers.local import LocalConfig
 from service.providers.registry import build_registry
 from service.state import State
 from tests.dispatch import install_clock
@@ -91,9 +93,7 @@ async def queue_jobs(state: State, account: str, batch: str, count: int) -> list
 async def use_accounts(state: State, accounts: dict[str, Limits]) -> None:
     """Replace the State's provider accounts with local-kind ones with these limits."""
     config = DarkroomConfig(
-        providers={
-            name: ProviderAccount(kind="local", limits=lim) for name, lim in accounts.items()
-        }
+        providers={name: LocalConfig(kind="local", limits=lim) for name, lim in accounts.items()}
     )
     await state.registry.aclose()
     state.registry = build_registry(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from service.dispatch.lease import slot_kept
-from service.providers.config import Limits
+from service.providers.account import Limits
 from service.ratelimit import AccountLimiter, slots_key
 from service.state import State
 

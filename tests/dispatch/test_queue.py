@@ -10,7 +10,7 @@ import pytest
 
 from service.dispatch.queue import AccountKeys, DispatchQueue
 from service.models import Priority
-from service.providers.config import Limits
+from service.providers.account import Limits
 from service.state import State
 from tests.dispatch import granted, install_clock, refused, ring_of, take_all
 

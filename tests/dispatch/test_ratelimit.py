@@ -15,7 +15,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from service.dispatch.queue import DispatchQueue, Grant, Refusal
 from service.models import Priority
-from service.providers.config import Limits
+from service.providers.account import Limits
 from service.ratelimit import DECREASE, HEADROOM, LONE_WINDOW_MS, AccountLimiter, limiter_key
 from service.state import State
 from tests.dispatch import Clock, granted, hash_float, install_clock, refused, take_all

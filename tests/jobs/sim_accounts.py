@@ -7,6 +7,7 @@ from typing import Any
 
 from service.dispatch.accounts import Dispatch
 from service.providers.config import load_config
+from service.providers.kinds import ProviderDeps
 from service.providers.registry import build_registry
 from service.state import State
 
@@ -72,5 +73,7 @@ async def use_config(state: State, text: str, tmp_path: Any) -> None:
     path.write_text(text)
     state.settings.config = path
     await state.registry.aclose()
-    state.registry = build_registry(load_config(path))
+    state.registry = build_registry(
+        load_config(path), ProviderDeps(redis=state.redis, settings=state.settings)
+    )
     state.dispatch = Dispatch(state.redis, state.registry)

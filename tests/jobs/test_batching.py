@@ -17,7 +17,7 @@ from service.jobs.transitions import Failed, Outcome, StartedJob, Succeeded, Tra
 from service.models import Batch, Job, JobAttempt, Priority, WebhookEvent
 from service.models.batch import BatchStatus
 from service.providers.base import (
-    GeneratedImage,
+    Output,
     ProviderError,
     ProviderPermanentError,
     ProviderRetryableError,
@@ -107,7 +107,7 @@ async def test_outcomes_recorded_together_keep_their_own_transitions_and_events(
         jobs=[{"prompt": f"p{n}", "width": 64, "height": 64} for n in range(4)],
     )
     won, retried, refused, stale = [c.started for c in await claim_all(state, batch_id, jobs)]
-    image = GeneratedImage(b"\x89PNG", "png", 64, 64)
+    image = Output(b"\x89PNG", "png", 64, 64)
     stored = await state.storage.put(won.output_key, image.data, image.content_type)
     outcomes: list[Outcome] = [
         Succeeded(won, image, stored, 12, Decimal(0), Decimal(0)),

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from service.db import session_scope
-from service.jobs import service
+from service.jobs import requests, service
 from service.jobs.tasks import reconcile_jobs
 from service.models import Job
 from service.state import State
@@ -162,7 +162,6 @@ async def test_a_submitted_job_whose_worker_died_resumes_by_polling(
 ) -> None:
     """The prediction id was stored, then the worker died: the job is polled to the end
     and never submitted again."""
-    from service.jobs import runner
 
     batch_id = await submit(
         client, caller, {"jobs": [{"prompt": "lighthouse", "model": "flux-sim"}]}
@@ -181,11 +180,11 @@ async def test_a_submitted_job_whose_worker_died_resumes_by_polling(
             public_url="http://x",
         )
     assert isinstance(started, service.StartedJob)
-    remote = await state.registry.providers["replicate"].submit(
-        runner.generation_request(state, spec, started)
+    remote = await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
+        await requests.generation_request(state, spec, started)
     )
     async with session_scope(state.sessionmaker) as session:
-        assert await service.record_submitted(session, started, remote.id)  # type: ignore[union-attr]
+        assert await service.record_submitted(session, started, remote)  # type: ignore[union-attr]
     # ... and here the worker died, before it enqueued the first poll.
 
     state.settings.reconcile_stale_after_s = 0

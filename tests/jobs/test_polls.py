@@ -15,7 +15,7 @@ import pytest
 
 from service.db import session_scope
 from service.dispatch import latency
-from service.jobs import polls, runner, service, tasks
+from service.jobs import polls, requests, service, tasks
 from service.state import State
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from tests.conftest import Caller, submit
@@ -72,11 +72,11 @@ async def submitted_job(
             session, job_id, account="replicate", max_attempts=3, price=Decimal(0), public_url="x"
         )
     assert isinstance(started, service.StartedJob)
-    remote = await state.registry.providers["replicate"].submit(
-        runner.generation_request(state, spec, started)
+    remote = await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
+        await requests.generation_request(state, spec, started)
     )
     async with session_scope(state.sessionmaker) as session:
-        assert await service.record_submitted(session, started, remote.id)  # type: ignore[union-attr]
+        assert await service.record_submitted(session, started, remote)  # type: ignore[union-attr]
     return started
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from service.db import session_scope
-from service.jobs import runner, service
+from service.jobs import requests, service
 from service.jobs.tasks import reconcile_jobs
 from service.state import State
 from service.worker import run_until_idle
@@ -127,8 +127,8 @@ async def test_a_worker_that_died_mid_create_leaves_its_prediction_to_be_found(
             public_url="http://x",
         )
     assert isinstance(started, service.StartedJob)
-    await state.registry.providers["replicate"].submit(
-        runner.generation_request(state, spec, started)
+    await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
+        await requests.generation_request(state, spec, started)
     )
     # ... and the worker died before it stored the prediction's id.
 

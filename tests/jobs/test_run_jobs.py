@@ -12,8 +12,8 @@ from decimal import Decimal
 import httpx
 from PIL import Image
 
-from service.jobs import runner
-from service.providers.base import GeneratedImage, ProviderPermanentError, ProviderRetryableError
+from service.jobs import attempts, requests
+from service.providers.base import Output, ProviderPermanentError, ProviderRetryableError
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
@@ -250,10 +250,10 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
     assert batch["counts"]["cancelled"] == 1
     spec = state.registry.model("local/procedural")
     assert spec is not None
-    image = await state.registry.providers["local"].submit(
-        runner.generation_request(state, spec, started)
+    image = await state.registry.providers["local"].generate(  # type: ignore[attr-defined]
+        await requests.generation_request(state, spec, started)
     )
-    assert isinstance(image, GeneratedImage)
+    assert isinstance(image, Output)
     stored = await state.storage.put(started.output_key, image.data, image.content_type)
     async with session_scope(state.sessionmaker) as session:
         transition = await service.record_success(
@@ -266,7 +266,7 @@ async def test_cancel_waits_for_running_jobs_and_refuses_finished_batches(
             price=Decimal(0),
             public_url="http://x",
         )
-    await runner.settle(state, transition)
+    await attempts.settle(state, transition)
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["status"] == "cancelled"
     assert batch["counts"]["succeeded"] == 1
@@ -322,7 +322,7 @@ async def test_the_last_jobs_finishing_at_once_complete_the_batch_exactly_once(
             )
     # Every job committed its final state; two completion steps run at once, and the
     # other two never run (their worker died between the two transactions).
-    await asyncio.gather(*(runner.settle(state, t) for t in transitions[:2]))
+    await asyncio.gather(*(attempts.settle(state, t) for t in transitions[:2]))
     state.settings.reconcile_stale_after_s = 0
     await reconcile_jobs(state)
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()

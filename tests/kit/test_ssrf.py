@@ -26,7 +26,7 @@ from service.kit.ssrf import (
     refusal,
 )
 from service.providers.base import ProviderRetryableError
-from service.providers.config import ProviderAccount
+from service.providers.catalogue import account_config
 from service.providers.http import ProviderHTTP
 
 PRODUCTION: dict[str, Any] = {
@@ -357,7 +357,7 @@ async def test_a_loopback_receiver_is_refused_in_production() -> None:
 
 @asynccontextmanager
 async def provider(settings: Settings) -> AsyncIterator[ProviderHTTP]:
-    account = ProviderAccount.model_validate(
+    account = account_config(
         {"kind": "openai", "base_url": "https://api.example.test/v1", "timeout_s": 5.0}
     )
     async with guarded_client(settings) as downloads:
@@ -382,7 +382,7 @@ async def test_a_provider_redirect_to_a_refused_address_is_not_followed() -> Non
 
 
 async def test_provider_downloads_are_guarded_by_default_and_work_in_development() -> None:
-    account = ProviderAccount.model_validate({"kind": "openai", "base_url": "https://a.test/v1"})
+    account = account_config({"kind": "openai", "base_url": "https://a.test/v1"})
     http = ProviderHTTP("prov", account)  # no injected client: its own guarded one
     try:
         async with loopback_server() as server:

@@ -9,13 +9,14 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from service.providers.account import AccountConfig
 from service.providers.base import (
     ProviderError,
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
 )
-from service.providers.config import ProviderAccount
+from service.providers.catalogue import account_config
 from service.providers.http import (
     USER_AGENT,
     ProviderHTTP,
@@ -172,14 +173,14 @@ def test_long_messages_are_cut() -> None:
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def account(**overrides: object) -> ProviderAccount:
+def account(**overrides: object) -> AccountConfig:
     values: dict[str, object] = {
         "kind": "openai",
         "base_url": "https://api.example.test/v1",
         "token_env": "DARKROOM_TEST_HTTP_TOKEN",
         "timeout_s": 5.0,
     }
-    return ProviderAccount.model_validate(values | overrides)
+    return account_config(values | overrides)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from service.providers.base import ImageFormat, ProviderRetryableError
-from service.providers.images import checked_image, checked_image_sync, inspect_image
+from service.providers.base import ProviderRetryableError
+from service.providers.images import ImageFormat, checked_image, checked_image_sync, inspect_image
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 

@@ -11,10 +11,10 @@ from PIL import Image, ImageChops, ImageStat
 from service.providers.base import (
     CONTENT_TYPES,
     GenerationRequest,
-    ImageFormat,
-    ImageProvider,
     ProviderPermanentError,
+    SyncProvider,
 )
+from service.providers.images import ImageFormat
 from service.providers.local import LocalRenderer, render_image
 
 PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -44,8 +44,9 @@ def mean_difference(a: bytes, b: bytes) -> float:
     return sum(ImageStat.Stat(diff).mean) / 3
 
 
-def test_satisfies_the_provider_protocol() -> None:
-    provider: ImageProvider = LocalRenderer()
+def test_is_a_synchronous_provider() -> None:
+    provider = LocalRenderer()
+    assert isinstance(provider, SyncProvider)
     assert provider.name == "local"
 
 

@@ -14,16 +14,15 @@ import httpx
 import pytest
 from PIL import Image
 
+from service.providers.account import AccountConfig
 from service.providers.base import (
     GenerationRequest,
-    ImageProvider,
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
-    RemoteJob,
+    SyncProvider,
 )
-from service.providers.build import build_provider
-from service.providers.config import ProviderAccount
+from service.providers.catalogue import account_config, build_provider
 from service.providers.openai import OpenAIImagesProvider, generation_body
 from simulators import SimConfig, SimulatorHandle, run_simulator
 
@@ -44,9 +43,9 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, "sim-token")
 
 
-def account(base_url: str, **overrides: object) -> ProviderAccount:
+def account(base_url: str, **overrides: object) -> AccountConfig:
     values: dict[str, object] = {"kind": "openai", "base_url": base_url, "token_env": TOKEN_ENV}
-    return ProviderAccount.model_validate(values | overrides)
+    return account_config(values | overrides)
 
 
 @pytest.fixture
@@ -68,11 +67,11 @@ def request(**overrides: Any) -> GenerationRequest:
     return GenerationRequest(**(values | overrides))
 
 
-def test_satisfies_the_provider_protocol() -> None:
-    provider: ImageProvider = build_provider("oa", account("http://x/v1"))
+def test_is_a_synchronous_provider() -> None:
+    provider = build_provider("oa", account("http://x/v1"))
     assert isinstance(provider, OpenAIImagesProvider)
+    assert isinstance(provider, SyncProvider)
     assert (provider.name, provider.kind) == ("oa", "openai")
-    assert not provider.capabilities.asynchronous
 
 
 def test_request_body() -> None:
@@ -90,7 +89,7 @@ def test_request_body() -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
 async def test_generates_the_asked_image(provider: OpenAIImagesProvider, fmt: str) -> None:
-    image = await provider.submit(request(format=fmt, width=1536, height=1024))
+    image = await provider.generate(request(format=fmt, width=1536, height=1024))
     decoded = Image.open(io.BytesIO(image.data))
     assert (decoded.format, decoded.size) == (PIL_FORMATS[fmt], (1536, 1024))
     assert (image.format, image.width, image.height) == (fmt, 1536, 1024)
@@ -99,31 +98,15 @@ async def test_generates_the_asked_image(provider: OpenAIImagesProvider, fmt: st
 
 
 async def test_any_size_on_a_compatible_model(provider: OpenAIImagesProvider) -> None:
-    image = await provider.submit(request(model_ref="sim-flux", width=320, height=200))
+    image = await provider.generate(request(model_ref="sim-flux", width=320, height=200))
     assert (image.width, image.height) == (320, 200)
-
-
-async def test_unsupported_operations(provider: OpenAIImagesProvider) -> None:
-    remote = RemoteJob(id="x", status="succeeded")
-    calls = [
-        provider.poll("x"),
-        provider.fetch_result(remote, request()),
-        provider.parse_callback({}, b""),
-        provider.cancel("x"),
-    ]
-    for call in calls:
-        with pytest.raises(ProviderPermanentError) as caught:
-            await call
-        assert caught.value.code == "unsupported"
-    with pytest.raises(ProviderPermanentError, match="parse_remote"):
-        provider.parse_remote({"id": "x"})
 
 
 async def test_missing_token(sim: SimulatorHandle, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(TOKEN_ENV)
     provider = build_provider("openai", account(sim.url + "/v1"))
     with pytest.raises(ProviderPermanentError, match=TOKEN_ENV) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "provider_not_configured"
     await provider.aclose()
 
@@ -141,9 +124,9 @@ async def test_429(
     # and the hint is checked against the time the two requests really took.
     await sim.configure(rate_per_s=1 / INTERVAL_S, burst=1, rate_limit_hint=mode)
     began = time.monotonic()
-    await provider.submit(request())
+    await provider.generate(request())
     with pytest.raises(ProviderRateLimited) as caught:
-        await provider.submit(request(seed=2))
+        await provider.generate(request(seed=2))
     error = caught.value
     assert error.message.startswith("openai 429: Rate limit reached for gpt-image-1")
     if hinted:
@@ -167,7 +150,7 @@ async def test_5xx_is_retryable(
 ) -> None:
     await sim.configure(**{fault: 1.0})
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert (caught.value.code, caught.value.http_status) == ("server_error", status)
     assert caught.value.message.startswith(f"openai {status}: {text}")
 
@@ -175,7 +158,7 @@ async def test_5xx_is_retryable(
 async def test_connection_reset(provider: OpenAIImagesProvider, sim: SimulatorHandle) -> None:
     await sim.configure(reset=1.0)
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "connection_error"
 
 
@@ -184,7 +167,7 @@ async def test_hang_times_out(sim: SimulatorHandle) -> None:
     provider = OpenAIImagesProvider("openai", account(sim.url + "/v1", timeout_s=0.5))
     started = time.monotonic()
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "timeout"
     assert time.monotonic() - started < 5
     await provider.aclose()
@@ -193,14 +176,14 @@ async def test_hang_times_out(sim: SimulatorHandle) -> None:
 async def test_malformed_json(provider: OpenAIImagesProvider, sim: SimulatorHandle) -> None:
     await sim.configure(malformed_json=1.0)
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "malformed_response"
 
 
 async def test_not_an_image(provider: OpenAIImagesProvider, sim: SimulatorHandle) -> None:
     await sim.configure(not_image=1.0)
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "invalid_image"
 
 
@@ -211,7 +194,7 @@ async def test_huge_body_is_refused_without_loading_it(
     tracemalloc.start()
     try:
         with pytest.raises(ProviderRetryableError) as caught:
-            await provider.submit(request())
+            await provider.generate(request())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -223,7 +206,7 @@ async def test_wrong_token_is_auth(sim: SimulatorHandle, monkeypatch: pytest.Mon
     monkeypatch.setenv(TOKEN_ENV, "sk-wrong-token")
     provider = OpenAIImagesProvider("openai", account(sim.url + "/v1"))
     with pytest.raises(ProviderPermanentError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert (caught.value.code, caught.value.http_status) == ("auth", 401)
     assert caught.value.message.startswith("openai 401: Incorrect API key provided")
     await provider.aclose()
@@ -231,14 +214,14 @@ async def test_wrong_token_is_auth(sim: SimulatorHandle, monkeypatch: pytest.Mon
 
 async def test_content_policy(provider: OpenAIImagesProvider) -> None:
     with pytest.raises(ProviderPermanentError) as caught:
-        await provider.submit(request(prompt="something FORBIDDEN"))
+        await provider.generate(request(prompt="something FORBIDDEN"))
     assert (caught.value.code, caught.value.http_status) == ("content_policy", 400)
     assert caught.value.message.startswith("openai 400: Your request was rejected")
 
 
 async def test_invalid_size_is_invalid_input(provider: OpenAIImagesProvider) -> None:
     with pytest.raises(ProviderPermanentError) as caught:
-        await provider.submit(request(width=512, height=512))
+        await provider.generate(request(width=512, height=512))
     assert caught.value.code == "invalid_input"
     assert "Invalid value: '512x512'" in caught.value.message
 
@@ -268,7 +251,7 @@ async def test_url_output_is_downloaded_and_converted() -> None:
         assert "authorization" not in request.headers
         return httpx.Response(200, content=png(64, 32))
 
-    image = await mock_provider(handler).submit(request(format="jpeg"))
+    image = await mock_provider(handler).generate(request(format="jpeg"))
     assert seen == ["https://compat.test/v1/images/generations", "https://cdn.test/o.png"]
     assert Image.open(io.BytesIO(image.data)).format == "JPEG"
     assert (image.format, image.width, image.height, image.usage) == ("jpeg", 64, 32, {})
@@ -287,7 +270,7 @@ async def test_url_output_is_downloaded_and_converted() -> None:
 async def test_unexpected_success_bodies_are_malformed(body: dict[str, Any]) -> None:
     provider = mock_provider(lambda request: httpx.Response(200, json=body))
     with pytest.raises(ProviderRetryableError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "malformed_response"
 
 
@@ -299,7 +282,7 @@ async def test_insufficient_quota_is_permanent() -> None:
     }
     provider = mock_provider(lambda request: httpx.Response(429, json={"error": error}))
     with pytest.raises(ProviderPermanentError) as caught:
-        await provider.submit(request())
+        await provider.generate(request())
     assert caught.value.code == "insufficient_quota"
     assert not isinstance(caught.value, ProviderRateLimited)
 
@@ -308,5 +291,5 @@ async def test_b64_output() -> None:
     encoded = base64.b64encode(png(40, 40)).decode()
     body = {"data": [{"b64_json": encoded}], "usage": {"total_tokens": 5}}
     provider = mock_provider(lambda request: httpx.Response(200, json=body))
-    image = await provider.submit(request())
+    image = await provider.generate(request())
     assert (image.width, image.usage) == (40, {"total_tokens": 5})

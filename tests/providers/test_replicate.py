@@ -15,17 +15,17 @@ from PIL import Image
 
 from service.kit.signing import new_webhook_secret, sign
 from service.providers import replicate as replicate_module
+from service.providers.account import AccountConfig
 from service.providers.base import (
+    AsyncProvider,
     CallbackRejected,
     GenerationRequest,
-    ImageProvider,
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
-    RemoteJob,
+    RemoteHandle,
 )
-from service.providers.build import build_provider
-from service.providers.config import ProviderAccount
+from service.providers.catalogue import account_config, build_provider
 from service.providers.replicate import ReplicateProvider, aspect_ratio, prediction_request
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from simulators.predictions import PERMANENT_ERRORS, TRANSIENT_ERRORS
@@ -49,14 +49,15 @@ def token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(TOKEN_ENV, "sim-token")
 
 
-def account(url: str, **overrides: object) -> ProviderAccount:
+def account(url: str, **overrides: object) -> AccountConfig:
     values: dict[str, object] = {"kind": "replicate", "base_url": url, "token_env": TOKEN_ENV}
-    return ProviderAccount.model_validate(values | overrides)
+    return account_config(values | overrides)
 
 
 @pytest.fixture
 async def provider(sim: SimulatorHandle) -> AsyncIterator[ReplicateProvider]:
-    provider = ReplicateProvider("replicate", account(sim.url, timeout_s=5))
+    provider = build_provider("replicate", account(sim.url, timeout_s=5))
+    assert isinstance(provider, ReplicateProvider)
     yield provider
     await provider.aclose()
 
@@ -73,23 +74,23 @@ def request(**overrides: Any) -> GenerationRequest:
     return GenerationRequest(**(values | overrides))
 
 
-async def until_finished(provider: ReplicateProvider, remote: RemoteJob) -> RemoteJob:
+async def until_finished(provider: ReplicateProvider, remote: RemoteHandle) -> RemoteHandle:
     deadline = time.monotonic() + 10
     while not remote.finished:
         assert time.monotonic() < deadline, "prediction did not finish"
         await asyncio.sleep(0.02)
-        remote = await provider.poll(remote.id)
+        remote = await provider.poll(remote)
     return remote
 
 
 # --- the happy path -------------------------------------------------------------------
 
 
-def test_satisfies_the_provider_protocol() -> None:
-    provider: ImageProvider = build_provider("r", account("http://x"))
+def test_is_an_asynchronous_provider() -> None:
+    provider = build_provider("r", account("http://x"))
     assert isinstance(provider, ReplicateProvider)
+    assert isinstance(provider, AsyncProvider)
     assert (provider.name, provider.kind) == ("r", "replicate")
-    assert provider.capabilities.asynchronous
     assert provider.capabilities.callbacks
     assert provider.capabilities.cancel
 
@@ -97,8 +98,10 @@ def test_satisfies_the_provider_protocol() -> None:
 async def test_submit_poll_fetch(provider: ReplicateProvider, sim: SimulatorHandle) -> None:
     remote = await provider.submit(request(width=512, height=384))
     assert remote.status == "pending"
-    assert remote.payload["model"] == MODEL
-    assert remote.payload["input"] == {
+    assert remote.data == {}  # the id is all a poll needs: nothing else is kept with the job
+    created = (await provider.poll(remote)).data
+    assert created["model"] == MODEL
+    assert created["input"] == {
         "prompt": "a lighthouse at dusk",
         "width": 512,
         "height": 384,
@@ -110,7 +113,7 @@ async def test_submit_poll_fetch(provider: ReplicateProvider, sim: SimulatorHand
     done = await until_finished(provider, remote)
     assert done.status == "succeeded"
     assert done.error is None
-    assert "logs" not in done.payload
+    assert "logs" not in done.data
 
     image = await provider.fetch_result(done, request(width=512, height=384))
     decoded = Image.open(io.BytesIO(image.data))
@@ -125,8 +128,9 @@ async def test_submit_poll_fetch(provider: ReplicateProvider, sim: SimulatorHand
 async def test_jpeg_is_asked_for_as_jpg(provider: ReplicateProvider) -> None:
     job = request(format="jpeg", width=1024, height=576)
     remote = await provider.submit(job)
-    assert remote.payload["input"]["output_format"] == "jpg"
-    assert remote.payload["input"]["aspect_ratio"] == "16:9"
+    created = (await provider.poll(remote)).data
+    assert created["input"]["output_format"] == "jpg"
+    assert created["input"]["aspect_ratio"] == "16:9"
     image = await provider.fetch_result(await until_finished(provider, remote), job)
     assert Image.open(io.BytesIO(image.data)).format == "JPEG"
     assert image.content_type == "image/jpeg"
@@ -135,8 +139,9 @@ async def test_jpeg_is_asked_for_as_jpg(provider: ReplicateProvider) -> None:
 async def test_exact_version_uses_the_predictions_endpoint(provider: ReplicateProvider) -> None:
     version = "5599ed30703defd1d160a25a63321b4dec97101d98b4674bcc56e41f62f35637"
     remote = await provider.submit(request(model_ref=f"{MODEL}:{version}"))
-    assert remote.payload["version"] == version
-    assert remote.payload["model"] != MODEL  # not the model route: the version alone named it
+    created = (await provider.poll(remote)).data
+    assert created["version"] == version
+    assert created["model"] != MODEL  # not the model route: the version alone named it
     assert (await until_finished(provider, remote)).status == "succeeded"
 
 
@@ -303,7 +308,7 @@ def test_failure_classification() -> None:
     (out of memory, a crash, a timeout, no reason) is worth another attempt."""
     provider = ReplicateProvider("replicate", account("http://x"))
 
-    def failed(error: object) -> RemoteJob:
+    def failed(error: object) -> RemoteHandle:
         return provider.parse_remote({"id": "p", "status": "failed", "error": error})
 
     for text in (*TRANSIENT_ERRORS, None, "CUDA error: device-side assert triggered"):
@@ -335,10 +340,10 @@ def test_failure_classification() -> None:
 
 
 async def test_output_missing_or_removed(provider: ReplicateProvider) -> None:
-    missing = RemoteJob("p", "succeeded", payload={"output": None})
+    missing = RemoteHandle("p", "succeeded", data={"output": None})
     with pytest.raises(ProviderRetryableError, match="without an output URL"):
         await provider.fetch_result(missing, request())
-    removed = RemoteJob("p", "succeeded", payload={"output": None, "data_removed": True})
+    removed = RemoteHandle("p", "succeeded", data={"output": None, "data_removed": True})
     with pytest.raises(ProviderPermanentError) as caught:
         await provider.fetch_result(removed, request())
     assert caught.value.code == "output_expired"
@@ -346,7 +351,7 @@ async def test_output_missing_or_removed(provider: ReplicateProvider) -> None:
 
 async def test_poll_unknown_prediction(provider: ReplicateProvider) -> None:
     with pytest.raises(ProviderPermanentError) as caught:
-        await provider.poll("doesnotexist")
+        await provider.poll(RemoteHandle("doesnotexist"))
     assert caught.value.http_status == 404
 
 
@@ -356,13 +361,13 @@ async def test_poll_unknown_prediction(provider: ReplicateProvider) -> None:
 async def test_cancel(provider: ReplicateProvider, sim: SimulatorHandle) -> None:
     await sim.configure(latency={"kind": "fixed", "s": 30})
     remote = await provider.submit(request())
-    await provider.cancel(remote.id)
-    canceled = await provider.poll(remote.id)
+    await provider.cancel(remote)
+    canceled = await provider.poll(remote)
     assert canceled.status == "canceled"
     assert isinstance(canceled.error, ProviderPermanentError)
     assert canceled.error.code == "canceled"
-    await provider.cancel(remote.id)  # already finished: not an error
-    await provider.cancel("doesnotexist")  # unknown: not an error
+    await provider.cancel(remote)  # already finished: not an error
+    await provider.cancel(RemoteHandle("doesnotexist"))  # unknown: not an error
     assert (await sim.stats())["predictions_by_status"]["canceled"] == 1
 
 

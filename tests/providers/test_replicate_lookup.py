@@ -11,7 +11,7 @@ import pytest
 
 from service.kit.base import utcnow
 from service.providers.base import GenerationRequest, ProviderRetryableError
-from service.providers.config import ProviderAccount
+from service.providers.catalogue import account_config
 from service.providers.replicate import ReplicateProvider
 from simulators import SimConfig, SimulatorHandle, run_simulator
 
@@ -29,7 +29,7 @@ async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SimulatorHandle]
 
 @pytest.fixture
 async def provider(sim: SimulatorHandle) -> AsyncIterator[ReplicateProvider]:
-    account = ProviderAccount.model_validate(
+    account = account_config(
         {"kind": "replicate", "base_url": sim.url, "token_env": TOKEN_ENV, "timeout_s": 5}
     )
     provider = ReplicateProvider("replicate", account)
@@ -64,7 +64,7 @@ async def test_a_reset_create_is_found_and_nothing_else_is(
     assert found is not None
     assert found.status == "pending"
     assert found.id not in {remote.id for remote in made}
-    assert (await provider.poll(found.id)).payload["input"]["seed"] == 7
+    assert (await provider.poll(found)).data["input"]["seed"] == 7
     assert await list_requests(sim) == 2  # four newer ones on two pages of two, then it
 
     # An earlier attempt's prediction is not taken for the lost one...
