@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
-from pydantic import BaseModel, ValidationError
 
 from service.providers.base import (
     GenerationRequest,
@@ -23,6 +23,7 @@ from service.providers.base import (
     ProviderRetryableError,
     RemoteHandle,
 )
+from service.providers.config import ConfigError, parse_config
 from service.providers.declarative import (
     DeclarativeAsyncProvider,
     DeclarativeSyncProvider,
@@ -212,19 +213,14 @@ def test_path_values_are_quoted_but_a_ref_keeps_its_slashes() -> None:
 # --- configuration errors, with their paths -------------------------------------------
 
 
-class Providers(BaseModel):
-    """How the configuration file nests an account (service.providers.config)."""
-
-    providers: dict[str, HttpConfig]
-
-
 def config_errors(account: dict[str, Any]) -> list[str]:
-    with pytest.raises(ValidationError) as caught:
-        Providers.model_validate({"providers": {"thena": account}})
-    return [
-        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-        for error in caught.value.errors()
-    ]
+    """The errors the service stops with at start (service.providers.config)."""
+    text = json.dumps({"providers": {"thena": account}})
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="darkroom.yaml")
+    message = str(caught.value)
+    assert message.startswith("darkroom.yaml: ")
+    return message.removeprefix("darkroom.yaml: ").split("; ")
 
 
 def test_the_contract_block_is_valid_and_synchronous() -> None:
