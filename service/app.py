@@ -28,6 +28,9 @@ from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
 from service.state import State, build_state, close_state
+from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
+from service.uploads.endpoints import UPLOADS_PATH
+from service.uploads.endpoints import router as uploads_router
 from service.webhooks.endpoints import router as webhooks_router
 
 READY_TIMEOUT_S = 2.0
@@ -60,8 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     install_error_handlers(app)
-    app.add_middleware(JsonBodyGuard)  # inside the size limit, which counts what it reads
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Inside the size limit, which counts what it reads; an upload's body is not JSON.
+    app.add_middleware(JsonBodyGuard, raw_paths=frozenset({UPLOADS_PATH}))
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
+    )
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
     app.include_router(jobs_router)
@@ -71,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys_router)
     app.include_router(integrations_router)
     app.include_router(hooks_router)
+    app.include_router(uploads_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

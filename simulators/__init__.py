@@ -17,7 +17,9 @@ Routes (auth: `Authorization: Bearer <config.token>` on every provider route but
 - Replicate: `POST /v1/models/{owner}/{name}/predictions`, `POST /v1/predictions`,
   `GET /v1/predictions/{id}`, `POST /v1/predictions/{id}/cancel`,
   `GET /v1/webhooks/default/secret`, and output files at `GET /files/{id}.{ext}`.
-- OpenAI: `POST /v1/images/generations`.
+- OpenAI: `POST /v1/images/generations`, `POST /v1/images/edits` (simulators.openai_edits).
+- OAuth client credentials (Baidu's token endpoint): `POST /oauth/2.0/token`, with its
+  controls under `/_sim/oauth/...` (simulators.oauth).
 - Control (no auth, not counted): `GET|PATCH /_sim/config`, `POST /_sim/reset`,
   `GET /_sim/stats` (every field is documented in `simulators.state`).
 

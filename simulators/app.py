@@ -1,5 +1,6 @@
-"""The simulator as one ASGI app: Replicate at the root, OpenAI under /v1/images, control
-routes under /_sim (no auth, never counted).
+"""The simulator as one ASGI app: Replicate at the root, OpenAI under /v1/images, an
+OAuth token server at /oauth/2.0/token, control routes under /_sim (no auth, never
+counted).
 
 Starlette rather than FastAPI: the simulator has no schema to publish, and skipping
 FastAPI's per-request validation keeps it fast enough to drive 1000 requests/s on a
@@ -19,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from simulators import openai, replicate
+from simulators import oauth, openai, openai_edits, replicate
 from simulators.config import SimConfig
 from simulators.predictions import Lifecycle
 from simulators.responses import json_body, json_response
@@ -66,9 +67,14 @@ class SimulatorApp:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.state = SimState(config or SimConfig())
         self.lifecycle = Lifecycle(self.state)
+        # The OAuth token server whose tokens the OpenAI routes take when it is enabled.
+        self.tokens = oauth.TokenServer()
         routes = [
             *replicate.routes(self.state, self.lifecycle),
-            *openai.routes(self.state),
+            *openai.routes(self.state, self.tokens),
+            *openai_edits.routes(self.state, self.tokens),
+            *oauth.routes(self.tokens),
+            *oauth.control_routes(self.tokens),
             *control_routes(self.state),
         ]
         self.app = Starlette(routes=routes, lifespan=self._lifespan)

@@ -6,6 +6,10 @@ the 502, which is the CDN's HTML page. A content-policy rejection is a 400 answe
 any work; injected 5xx are answered before any work too. `reset`, `hang`,
 `malformed_json` and `huge_body` break the response of a generation that did run.
 
+Auth: `Bearer <SimConfig.token>`, or, when the OAuth token server is enabled
+(simulators.oauth), only the tokens it issued, unexpired and unrevoked (401 otherwise).
+Image edits (POST /v1/images/edits) share `serve` with generations: simulators.openai_edits.
+
 Sizes: gpt-image-1, gpt-image-1-mini and gpt-image-1.5 accept only 1024x1024, 1536x1024,
 1024x1536 and auto (as OpenAI does); any other model accepts any WxH up to 4096.
 """
@@ -16,7 +20,9 @@ import asyncio
 import math
 import secrets
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,6 +39,9 @@ from simulators.responses import (
     whole_seconds,
 )
 from simulators.state import Rejection, SimState
+
+if TYPE_CHECKING:
+    from simulators.oauth import TokenServer
 
 FIXED_SIZES = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5"}
 SIZES = ("1024x1024", "1024x1536", "1536x1024")
@@ -132,75 +141,120 @@ def usage(prompt: str, n: int, width: int, height: int, quality: str) -> dict[st
     }
 
 
-def routes(state: SimState) -> list[Route]:
+def unauthorized(request: Request, state: SimState, tokens: TokenServer | None) -> Response | None:
+    """The 401 for a request without a good bearer token; None when it may go on. With
+    the token server enabled, only the tokens it issued (unexpired, unrevoked) are good."""
+    token = bearer_token(request)
+    if token is None:
+        message = (
+            "You didn't provide an API key. You need to provide your API key in an "
+            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+        return openai_error(401, message, "invalid_request_error")
+    if tokens is not None and tokens.config.enabled:
+        reason = tokens.check(token)
+        if reason is None:
+            return None
+        code = "access_token_expired" if "expired" in reason else "invalid_access_token"
+        return openai_error(401, reason, "invalid_request_error", code)
+    if token != state.config.token:
+        message = f"Incorrect API key provided: {token[:3]}***{token[-4:]}."
+        return openai_error(401, message, "invalid_request_error", "invalid_api_key")
+    return None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One accepted-for-checks request (generation or edit) and how to draw its image."""
+
+    model: str
+    prompt: str
+    n: int
+    width: int
+    height: int
+    format: str
+    quality: str
+    record: Any  # what identifies the request (duplicate detection)
+    draw: Callable[[], str]  # base64 of the output image
+
+
+async def serve(state: SimState, request: Request, job: Generation) -> Response:
+    """Limits, injected faults, the content policy, latency, then the answer: the same
+    for a generation and an edit."""
+    rejection = state.admit("openai")
+    if rejection is not None:
+        config = state.config
+        return throttled(rejection, job.model, config.rate_per_s, config.rate_limit_hint)
+    fault = state.draw_fault()
+    if fault == "error_500":
+        message = "The server had an error while processing your request. Sorry about that!"
+        return openai_error(500, message, "server_error")
+    if fault == "error_502":
+        return bad_gateway()
+    if fault == "error_503":
+        return openai_error(503, "The server is overloaded or not ready yet.", "server_error")
+    if state.config.content_policy_word in job.prompt:
+        message = (
+            "Your request was rejected as a result of our safety system. Your prompt may "
+            "contain text that is not allowed by our safety system."
+        )
+        return openai_error(400, message, "image_generation_user_error", "content_policy_violation")
+    state.record_accepted("openai", job.model, job.record)
+    started = time.monotonic()
+    latency = state.sample_latency()
+    work = object()
+    limits = state.limits["openai"]
+    limits.start(work, started + (state.config.hang_s if fault == "hang" else latency))
+    try:
+        if fault == "reset":
+            return await faults.drop_connection(request)
+        if fault == "hang" and await faults.wait_for_disconnect(request, state.config.hang_s):
+            return Response(status_code=499)  # the client gave up; nobody will read this
+        if fault != "hang":
+            await asyncio.sleep(latency)
+        b64 = NOT_IMAGE_B64 if state.draw_not_image() else job.draw()
+        payload = {
+            "created": int(time.time()),
+            "background": "opaque",
+            "data": [{"b64_json": b64}] * job.n,
+            "output_format": job.format,
+            "quality": "medium" if job.quality == "auto" else job.quality,
+            "size": f"{job.width}x{job.height}",
+            "usage": usage(job.prompt, job.n, job.width, job.height, job.quality),
+        }
+        headers = {
+            "x-request-id": f"req_{secrets.token_hex(16)}",
+            "openai-processing-ms": str(round((time.monotonic() - started) * 1000)),
+        }
+        state.record_completion()
+        return _respond(state, payload, headers, fault)
+    finally:
+        limits.finish(work)
+
+
+def routes(state: SimState, tokens: TokenServer | None = None) -> list[Route]:
     async def generate(request: Request) -> Response:
         state.count_creation_request()
-        token = bearer_token(request)
-        if token is None:
-            message = (
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
-            return openai_error(401, message, "invalid_request_error")
-        if token != state.config.token:
-            message = f"Incorrect API key provided: {token[:3]}***{token[-4:]}."
-            return openai_error(401, message, "invalid_request_error", "invalid_api_key")
+        refusal = unauthorized(request, state, tokens)
+        if refusal is not None:
+            return refusal
         body = await json_body(request)
         parsed = parse_request(body)
         if isinstance(parsed, Response):
             return parsed
         model, prompt, n, width, height, fmt, quality = parsed
-        rejection = state.admit("openai")
-        if rejection is not None:
-            config = state.config
-            return throttled(rejection, model, config.rate_per_s, config.rate_limit_hint)
-        fault = state.draw_fault()
-        if fault == "error_500":
-            message = "The server had an error while processing your request. Sorry about that!"
-            return openai_error(500, message, "server_error")
-        if fault == "error_502":
-            return bad_gateway()
-        if fault == "error_503":
-            return openai_error(503, "The server is overloaded or not ready yet.", "server_error")
-        if state.config.content_policy_word in prompt:
-            message = (
-                "Your request was rejected as a result of our safety system. Your prompt may "
-                "contain text that is not allowed by our safety system."
-            )
-            return openai_error(
-                400, message, "image_generation_user_error", "content_policy_violation"
-            )
-        state.record_accepted("openai", model, body)
-        started = time.monotonic()
-        latency = state.sample_latency()
-        work = object()
-        limits = state.limits["openai"]
-        limits.start(work, started + (state.config.hang_s if fault == "hang" else latency))
-        try:
-            if fault == "reset":
-                return await faults.drop_connection(request)
-            if fault == "hang" and await faults.wait_for_disconnect(request, state.config.hang_s):
-                return Response(status_code=499)  # the client gave up; nobody will read this
-            if fault != "hang":
-                await asyncio.sleep(latency)
-            b64 = NOT_IMAGE_B64 if state.draw_not_image() else image_b64(width, height, fmt)
-            payload = {
-                "created": int(time.time()),
-                "background": "opaque",
-                "data": [{"b64_json": b64}] * n,
-                "output_format": fmt,
-                "quality": "medium" if quality == "auto" else quality,
-                "size": f"{width}x{height}",
-                "usage": usage(prompt, n, width, height, quality),
-            }
-            headers = {
-                "x-request-id": f"req_{secrets.token_hex(16)}",
-                "openai-processing-ms": str(round((time.monotonic() - started) * 1000)),
-            }
-            state.record_completion()
-            return _respond(state, payload, headers, fault)
-        finally:
-            limits.finish(work)
+        job = Generation(
+            model,
+            prompt,
+            n,
+            width,
+            height,
+            fmt,
+            quality,
+            record=body,
+            draw=lambda: image_b64(width, height, fmt),
+        )
+        return await serve(state, request, job)
 
     return [Route("/v1/images/generations", generate, methods=["POST"])]
 

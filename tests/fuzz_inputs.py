@@ -4,23 +4,35 @@ Schemathesis draws strings from all of Unicode (codec utf-8, NUL allowed) but ne
 lone surrogate, which no encoder can send, and it nests no deeper than its schemas do.
 A client can send both, escaped in JSON; `unsound_bodies` does. `within_reach` keeps
 positive cases to what a schema can promise: the rules it cannot state (which models
-this deployment runs, file names unique within a batch, cursors only the API makes)
-are out of its reach, and are tested on their own in tests/batches.
+this deployment runs, file names unique within a batch, cursors only the API makes, an
+upload's bytes being an image) are out of its reach, and are tested on their own in tests/batches.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from typing import Any
 
 import schemathesis
 from hypothesis import strategies as st
+from PIL import Image
 
 from service.providers.registry import ProviderRegistry
 from service.storage.naming import safe_output_stem
 
-DEEP = "\x01deep\x01"  # a placeholder string, swapped for the nesting once serialised
+DEEP = "\x01deep\x01"
+
+
+def _png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 10, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# A schema says "binary"; only a decodable image is an upload (tests/uploads).
+UPLOAD_IMAGE = _png()  # a placeholder string, swapped for the nesting once serialised
 
 
 def runnable_models(registry: ProviderRegistry) -> list[str]:
@@ -68,6 +80,8 @@ def within_reach(models: list[str]) -> Callable[[schemathesis.Case], schemathesi
                 body["body"] = SAMPLE_ARTICLE  # a body the generic kind can read
             else:
                 _integration_within_reach(body, models)
+        if case.operation.label == "POST /v1/uploads" and isinstance(body, dict):
+            body["file"] = UPLOAD_IMAGE
         if case.operation.label == "POST /v1/batches" and isinstance(body, dict):
             jobs = body.get("jobs")
             fields = [body.get("defaults"), *(jobs if isinstance(jobs, list) else [])]

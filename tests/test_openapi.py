@@ -37,7 +37,7 @@ from service.app import create_app
 from service.config import Settings
 from service.state import State, build_state, close_state
 from tests.conftest import ROOT, Caller
-from tests.fuzz_inputs import runnable_models, unsound_bodies, within_reach
+from tests.fuzz_inputs import UPLOAD_IMAGE, runnable_models, unsound_bodies, within_reach
 from tests.jobs.scripted import run_attempt
 from tests.live import live_server
 
@@ -132,12 +132,20 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     }
     response = http.post(f"{base_url}/v1/integrations", json=integration, timeout=10)
     assert response.status_code == 201, response.text
+    upload = http.post(
+        f"{base_url}/v1/uploads", files={"file": ("a.png", UPLOAD_IMAGE)}, timeout=10
+    )
+    assert upload.status_code == 201, upload.text
     return {
         "batch_id": batches,
         "job_id": job_ids[queued] + job_ids[finished],
         "event_id": [event["id"] for event in events],
         "endpoint_id": sorted({event["endpoint_id"] for event in events}),
         "integration_id": [response.json()["id"]],
+        # Accounts that take callbacks (their signature is what is fuzzed), one that does
+        # not, and the kind name the Replicate callback URL used to be.
+        "account": ["replicate", "local", "openai"],
+        "upload_id": [upload.json()["id"]],
     }
 
 

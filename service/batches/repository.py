@@ -28,6 +28,7 @@ JOB_COPY_COLUMNS = (
     "cost_usd",
     "created_at",
     "updated_at",
+    "parent_id",
 )
 
 
@@ -62,6 +63,7 @@ def job_copy_row(
     params: dict[str, Any],
     metadata: dict[str, Any],
     now: datetime,
+    parent_id: uuid.UUID | None = None,
 ) -> tuple[Any, ...]:
     return (
         job_id,
@@ -76,6 +78,7 @@ def job_copy_row(
         Decimal(0),
         now,
         now,
+        parent_id,
     )
 
 
@@ -176,13 +179,27 @@ async def requeue_failed_jobs(
             attempts=0,
             current_attempt=None,
             remote_id=None,
+            remote_data=None,
+            queue_position=None,
             submitted_at=None,
             error_code=None,
             error_message=None,
             finished_at=None,
             updated_at=func.now(),
         )
-        .returning(Job.id, Job.model)
+        .returning(Job.id, Job.model, Job.parent_id)
         .execution_options(synchronize_session=False)
     )
-    return [(job_id, model) for job_id, model in result]
+    rows = list(result)
+    # A chained job goes back in line only once its parent has succeeded; one whose
+    # parent is retried too waits for it.
+    parents = {parent_id for _, _, parent_id in rows if parent_id is not None}
+    done = set()
+    if parents:
+        query = select(Job.id).where(Job.id.in_(parents), Job.status == JobStatus.succeeded)
+        done = set((await session.execute(query)).scalars())
+    return [
+        (job_id, model)
+        for job_id, model, parent_id in rows
+        if parent_id in done or parent_id is None
+    ]

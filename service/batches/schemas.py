@@ -18,6 +18,12 @@ from pydantic import (
 from service.kit.text import JsonObject, Text, VisibleText
 
 ImageFormatName = Literal["png", "jpeg", "webp"]
+OutputFormatName = Literal["png", "jpeg", "webp", "mp4", "webm"]
+MediaName = Literal["image", "video"]
+ResolutionName = Literal["480p", "720p", "1080p"]
+# A reference image: an upload id (POST /v1/uploads) or an https URL.
+InputRef = Annotated[Text, Field(min_length=1, max_length=2000)]
+MAX_REFERENCES = 8
 Dimension = Annotated[int, Field(ge=64, le=4096, multiple_of=8)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 CallbackUrl = Annotated[
@@ -60,8 +66,28 @@ class JobFields(BaseModel):
     )
     width: Dimension | None = None
     height: Dimension | None = None
-    format: ImageFormatName | None = None
+    format: OutputFormatName | None = Field(
+        default=None, description="png, jpeg or webp for images; mp4 (H.264) or webm for videos"
+    )
     seed: Seed | None = None
+    media: MediaName | None = Field(
+        default=None, description="What to make; implied by the model when not given"
+    )
+    duration_s: Annotated[float, Field(gt=0, le=60, allow_inf_nan=False)] | None = Field(
+        default=None, description="A video's length in seconds"
+    )
+    fps: Annotated[int, Field(ge=1, le=60)] | None = Field(
+        default=None, description="A video's frames per second"
+    )
+    resolution: ResolutionName | None = Field(
+        default=None,
+        description="A video's size by name (16:9: 480p is 854x480, 720p 1280x720, 1080p "
+        "1920x1080), instead of width and height",
+    )
+    negative_prompt: Annotated[Text, Field(max_length=MAX_PROMPT)] | None = None
+    options: Metadata | None = Field(
+        default=None, description="Model-specific parameters, passed to the provider as given"
+    )
     metadata: Metadata | None = Field(
         default=None,
         description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
@@ -69,9 +95,29 @@ class JobFields(BaseModel):
     )
 
 
+class ParentInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job: Annotated[int, Field(ge=0, lt=MAX_JOBS)] = Field(
+        description="The index, in this batch, of the job whose output this job takes"
+    )
+
+
 class JobCreate(JobFields):
     prompt: Annotated[VisibleText, Field(min_length=1, max_length=MAX_PROMPT)]
     output_name: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
+    reference_images: Annotated[list[InputRef], Field(max_length=MAX_REFERENCES)] | None = Field(
+        default=None,
+        description="Images the model works from: upload ids (POST /v1/uploads) or https URLs",
+    )
+    mask: InputRef | None = Field(
+        default=None, description="Where to paint: an upload id or an https URL"
+    )
+    input: ParentInput | None = Field(
+        default=None,
+        description="Take another job's output as this job's input (a chain): the job "
+        "waits until that one succeeds, and fails with parent_failed if it fails",
+    )
 
 
 PriorityName = Literal["realtime", "bulk"]

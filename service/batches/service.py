@@ -13,8 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository
+from service.batches.media import check_chains, resolve_media
 from service.batches.schemas import BatchCounts, BatchCreate, BatchOut, JobCreate, JobFields
 from service.config import Settings
+from service.jobs.inputs import input_refs, validate_input_refs
 from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
 from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
@@ -54,6 +56,16 @@ async def submit_batch(
             return replay
 
     resolved = _resolve_jobs(body, registry, settings)
+    refs = [
+        ref
+        for index, job in enumerate(body.jobs)
+        for ref in input_refs(job.reference_images or [], job.mask, prefix=f"jobs[{index}].")
+    ]
+    if refs:
+        problems = await validate_input_refs(session, api_key, refs, settings=settings)
+        if problems:
+            first = problems[0]
+            raise InvalidInput(f"{first.field}: {first.message}", details=problems[:100])
     now = utcnow()
     batch = Batch(
         id=uuid.uuid4(),
@@ -86,13 +98,28 @@ async def submit_batch(
                 raise
             return replay
     job_ids = [uuid.uuid4() for _ in resolved]
-    rows = [
-        repository.job_copy_row(job_id=job_id, batch_id=batch.id, index=index, now=now, **fields)
-        for index, (job_id, fields) in enumerate(zip(job_ids, resolved, strict=True))
-    ]
+    rows = []
+    for index, (job_id, fields) in enumerate(zip(job_ids, resolved, strict=True)):
+        parent = fields.pop("parent")
+        parent_id = job_ids[parent] if parent is not None else None
+        rows.append(
+            repository.job_copy_row(
+                job_id=job_id,
+                batch_id=batch.id,
+                index=index,
+                now=now,
+                parent_id=parent_id,
+                **fields,
+            )
+        )
     await repository.copy_jobs(session, rows)
-    models = [fields["model"] for fields in resolved]
-    return SubmittedBatch(batch, created=True, jobs=list(zip(job_ids, models, strict=True)))
+    # A chained job waits out of line until its parent has succeeded.
+    ready = [
+        (job_id, fields["model"])
+        for job, job_id, fields in zip(body.jobs, job_ids, resolved, strict=True)
+        if job.input is None
+    ]
+    return SubmittedBatch(batch, created=True, jobs=ready)
 
 
 async def _replay(
@@ -129,6 +156,13 @@ def _resolve_jobs(
         problem = _model_problem(fields["model"], registry)
         if problem is not None:
             errors.append(ErrorDetail(field=f"jobs[{index}].model", message=problem))
+        spec = registry.model(fields["model"])
+        params = fields["params"]
+        errors += resolve_media(index, job, defaults, spec, params, settings.default_format)
+        if params["output_name"]:  # named before its format was known
+            params["output_name"] = output_file_name(
+                params["output_name"].rsplit(".", 1)[0], params["format"]
+            )
         name = fields["params"]["output_name"]
         if name:  # a name that sanitised to nothing is named by index below
             clash = taken.get(name.lower())
@@ -142,6 +176,9 @@ def _resolve_jobs(
             taken.setdefault(name.lower(), index)
         resolved.append(fields)
     _name_unnamed_jobs(body.jobs, resolved, taken)
+    errors += check_chains(
+        body.jobs, [fields["params"].get("media", "image") for fields in resolved]
+    )
     if errors:
         first = errors[0]
         raise InvalidInput(f"{first.field}: {first.message}", details=errors[:100])
@@ -182,6 +219,7 @@ def _resolve_one(
         "model": job.model or defaults.model or settings.default_model,
         "params": params,
         "metadata": {**(defaults.metadata or {}), **(job.metadata or {})},
+        "parent": job.input.job if job.input is not None else None,
     }
 
 

@@ -4,7 +4,9 @@ No API key: a callback proves itself with the provider account's signature."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 
 from service.callbacks import service
 from service.callbacks.schemas import CallbackAck
@@ -23,7 +25,10 @@ _RESPONSES: dict[int | str, dict[str, object]] = {
 
 @router.post("/{account}", responses=_RESPONSES)
 async def provider_callback(
-    account: str, request: Request, state: StateDep, session: SessionDep
+    account: Annotated[str, Path(min_length=1, max_length=200)],
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
 ) -> CallbackAck:
     """A provider account's completion callback, verified the way the account's kind
     signs them (Replicate: Standard Webhooks; fal: ED25519). `/v1/callbacks/replicate`

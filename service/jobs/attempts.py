@@ -10,6 +10,8 @@ its job makes it a no-op.
 from __future__ import annotations
 
 import time
+import uuid
+from collections import defaultdict
 
 from redis.exceptions import RedisError
 
@@ -189,9 +191,28 @@ async def settle(state: State, transition: Transition) -> None:
     """After a transition committed: complete the batch if that was its last active job,
     then deliver the events. If this fails, the reconciler completes the batch later."""
     events = list(transition.event_ids)
+    if transition.released and transition.batch_to_check is not None:
+        await _put_in_line(state, transition.batch_to_check, transition)
     if transition.batch_to_check is not None:
         events += await batcher(state).complete_if_done(transition.batch_to_check)
     await enqueue_deliveries(state, events)
+
+
+async def _put_in_line(state: State, batch_id: uuid.UUID, transition: Transition) -> None:
+    """Chained jobs whose parent just succeeded. Best effort: the reconciler puts them in
+    line if this fails."""
+    by_account: dict[str, list[str]] = defaultdict(list)
+    for job_id, model in transition.released:
+        spec = state.registry.model(model)
+        if spec is not None:
+            by_account[spec.provider].append(str(job_id))
+    try:
+        for account, ids in by_account.items():
+            await state.dispatch.queue(account).enqueue(str(batch_id), ids, transition.priority)
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "enqueue_deferred_to_reconciler", jobs=len(transition.released), error=repr(exc)
+        )
 
 
 async def _batch_cancelled(state: State, started: StartedJob) -> bool:

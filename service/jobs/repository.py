@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Uuid, any_, bindparam, exists, select, update
+from sqlalchemy import ColumnElement, Uuid, any_, bindparam, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from service.models import (
     ACTIVE_JOB_STATUSES,
@@ -189,11 +189,15 @@ class ActiveJob:
 async def stale_active_jobs(
     session: AsyncSession, *, older_than: datetime, after_id: uuid.UUID | None, limit: int
 ) -> list[ActiveJob]:
-    """Active jobs untouched since `older_than`, in id order for keyset paging."""
+    """Active jobs untouched since `older_than`, in id order for keyset paging; a chained
+    job only once its parent has succeeded (until then it waits out of line)."""
+    parent = aliased(Job)
+    parent_done = exists().where(parent.id == Job.parent_id, parent.status == JobStatus.succeeded)
     query = (
         select(Job.id, Job.batch_id, Job.model, Job.status, Job.remote_id, Batch.priority)
         .join(Batch, Batch.id == Job.batch_id)
         .where(Job.status.in_(ACTIVE_JOB_STATUSES), Job.updated_at < older_than)
+        .where(or_(Job.parent_id.is_(None), parent_done))
     )
     if after_id is not None:
         query = query.where(Job.id > after_id)
@@ -237,3 +241,42 @@ async def set_queue_position(
         .where(Job.id == job_id, Job.status == JobStatus.running, Job.remote_id.is_not(None))
         .values(queue_position=position)
     )
+
+
+async def waiting_children(
+    session: AsyncSession, parent_id: uuid.UUID
+) -> list[tuple[uuid.UUID, str]]:
+    """(id, model) of the queued jobs that take this job's output, which may run now."""
+    query = select(Job.id, Job.model).where(
+        Job.parent_id == parent_id, Job.status == JobStatus.queued
+    )
+    return [(row.id, row.model) for row in await session.execute(query)]
+
+
+async def lock_waiting_children(session: AsyncSession, parent_id: uuid.UUID) -> list[Job]:
+    query = (
+        select(Job)
+        .where(Job.parent_id == parent_id, Job.status == JobStatus.queued)
+        .order_by(Job.id)
+        .with_for_update()
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def parent_output(session: AsyncSession, job_id: uuid.UUID) -> tuple[int, str, str] | None:
+    """(index, output key, content type) of the succeeded job whose output this job takes."""
+    parent = aliased(Job)
+    query = (
+        select(parent.index, parent.output_key, parent.output_content_type)
+        .join(Job, Job.parent_id == parent.id)
+        .where(Job.id == job_id, parent.status == JobStatus.succeeded)
+    )
+    row = (await session.execute(query)).first()
+    if row is None or row[1] is None:
+        return None
+    return row[0], row[1], row[2] or "application/octet-stream"
+
+
+async def has_parent(session: AsyncSession, job_id: uuid.UUID) -> bool:
+    query = select(Job.parent_id).where(Job.id == job_id)
+    return (await session.execute(query)).scalar_one_or_none() is not None

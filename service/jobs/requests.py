@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from service.jobs import repository
+from service.jobs.inputs import resolve_inputs
 from service.jobs.transitions import StartedJob
-from service.providers.base import GenerationRequest, InputImage
+from service.providers.base import (
+    GenerationRequest,
+    InputImage,
+    ProviderPermanentError,
+    ProviderRetryableError,
+)
 from service.providers.registry import ModelSpec
 from service.state import State
+from service.storage.base import StorageError
 
 
 def callback_url(state: State, account: str) -> str | None:
@@ -47,5 +55,29 @@ async def generation_request(
 
 
 async def job_inputs(state: State, started: StartedJob) -> tuple[InputImage, ...]:
-    """The images a job feeds in. Raises ProviderError naming the input that failed."""
-    return ()
+    """The images a job feeds in: its parent's output first (a chain), then its reference
+    images and mask. Raises ProviderError naming the input that failed."""
+    inputs: list[InputImage] = []
+    async with state.sessionmaker() as session:
+        chained = await repository.has_parent(session, started.job_id)
+        parent = await repository.parent_output(session, started.job_id) if chained else None
+    if chained and parent is None:
+        raise ProviderPermanentError(
+            "parent_failed", "the job whose output this job takes has not succeeded"
+        )
+    if parent is not None:
+        index, key, content_type = parent
+        try:
+            data = await state.storage.get(key)
+            url = state.storage.url(key)
+        except StorageError as exc:
+            raise ProviderRetryableError(
+                "input_unavailable", f"job {index}'s output cannot be read now: {exc}"
+            ) from exc
+        inputs.append(InputImage("reference", data, content_type, url=url))
+    params = started.params
+    if params.get("reference_images") or params.get("mask"):
+        inputs += await resolve_inputs(
+            state, reference_images=params.get("reference_images") or [], mask=params.get("mask")
+        )
+    return tuple(inputs)

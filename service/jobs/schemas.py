@@ -16,9 +16,12 @@ class JobError(BaseModel):
 
 class JobOutput(BaseModel):
     url: str
+    media: Literal["image", "video"]
     content_type: str
     width: int
     height: int
+    duration_s: float | None = Field(None, description="A video's length in seconds")
+    frames: int | None = Field(None, description="A video's frame count")
     bytes: int
     sha256: str
 
@@ -36,6 +39,12 @@ class JobOut(BaseModel):
     attempts: int
     error: JobError | None
     output: JobOutput | None
+    queue_position: int | None = Field(
+        None, description="Where the generation waits in the provider's queue (fal), while it does"
+    )
+    parent_job_id: uuid.UUID | None = Field(
+        None, description="The job whose output this job takes as its input (a chain)"
+    )
     cost_usd: float
     created_at: datetime
     started_at: datetime | None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -82,6 +82,10 @@ class Transition:
     # The job reached a final state: once committed, see whether its batch is complete
     # (complete_if_done, in a transaction of its own).
     batch_to_check: uuid.UUID | None = None
+    # Chained jobs that waited for this one and may now run: (job id, model), to put in
+    # line (at `priority`) after commit.
+    released: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    priority: Priority = Priority.bulk
 
 
 @dataclass(frozen=True)
@@ -369,7 +373,31 @@ async def finish(
     if status is JobStatus.succeeded and batch.integration_id is not None:
         writeback_id = await record_writeback(session, batch, job)
         event_ids += [writeback_id] if writeback_id else []
-    return Transition(event_ids, batch_to_check=batch.id)
+    released: list[tuple[uuid.UUID, str]] = []
+    if status is JobStatus.succeeded:
+        released = await repository.waiting_children(session, job.id)
+    elif status is JobStatus.failed:
+        event_ids += await _fail_children(session, job, batch, public_url)
+    return Transition(
+        event_ids, batch_to_check=batch.id, released=released, priority=batch.priority
+    )
+
+
+async def _fail_children(
+    session: AsyncSession, parent: Job, batch: Batch, public_url: str
+) -> list[str]:
+    """Chained jobs cannot run without their parent's output: they fail with it (and
+    theirs with them), in the same transaction."""
+    event_ids: list[str] = []
+    for child in await repository.lock_waiting_children(session, parent.id):
+        error = ProviderError(
+            "parent_failed",
+            f"job {parent.index}, whose output this job takes, failed: "
+            f"{parent.error_code}: {parent.error_message}",
+        )
+        done = await finish(session, child, batch, JobStatus.failed, public_url, error=error)
+        event_ids += done.event_ids
+    return event_ids
 
 
 def requeue(job: Job) -> None:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from service.logging import get_logger
 
@@ -181,6 +182,13 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_json(
                 422,
                 ErrorBody(code="invalid_json", message=f"body: {detail.message}", details=[detail]),
+            )
+        if exc.status_code == 400 and isinstance(exc.__context__, MultiPartException):
+            # Starlette answers a multipart form it cannot parse (an upload) with a bare 400.
+            detail = ErrorDetail(field="body", message=f"malformed multipart form: {exc.detail}")
+            return error_json(
+                422,
+                ErrorBody(code="invalid_form", message=f"body: {detail.message}", details=[detail]),
             )
         codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}
         return error_json(

@@ -12,6 +12,9 @@ Every body is checked, whatever Content-Type it declares: a provider's callback 
 parsed as JSON whatever its header says. Nesting is measured on the raw bytes, before
 any parser recurses. A body is parsed here only when a scan of its bytes finds a value
 that cannot be stored, to name the field; an ordinary body costs two regex passes.
+
+The one exception is a path that takes a file (`raw_paths`: POST /v1/uploads): its body
+is an image in a multipart form, not JSON, and its brackets would read as nesting.
 """
 
 from __future__ import annotations
@@ -50,12 +53,19 @@ class _NonFinite:
 
 
 class JsonBodyGuard:
-    def __init__(self, app: ASGIApp, max_depth: int = MAX_DEPTH) -> None:
+    def __init__(
+        self, app: ASGIApp, max_depth: int = MAX_DEPTH, raw_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.max_depth = max_depth
+        self.raw_paths = raw_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _BODY_METHODS
+            or scope["path"] in self.raw_paths
+        ):
             await self.app(scope, receive, send)
             return
         try:

@@ -12,6 +12,7 @@ from service.models.job import (
     JobStatus,
 )
 from service.models.job_attempt import JobAttempt
+from service.models.upload import Upload
 from service.models.webhook_endpoint import WebhookEndpoint
 from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
 
@@ -30,6 +31,7 @@ __all__ = [
     "JobAttempt",
     "JobStatus",
     "Priority",
+    "Upload",
     "Verdict",
     "WebhookAttempt",
     "WebhookEndpoint",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from service.providers import command, declarative, local, openai, replicate
+from service.providers import atlas, comfyui, command, declarative, local, openai, replicate
 from service.providers.account import AccountConfig
 from service.providers.base import Provider
 from service.providers.kinds import AnyKind, ProviderDeps
@@ -21,6 +21,8 @@ KINDS: dict[str, AnyKind] = {
         local.KIND,
         openai.KIND,
         replicate.KIND,
+        atlas.KIND,
+        comfyui.KIND,
         declarative.KIND,
         command.KIND,
     )

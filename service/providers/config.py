@@ -104,7 +104,8 @@ def _where(loc: tuple[int | str, ...]) -> str:
 
 def load_config(path: Path | None) -> DarkroomConfig:
     """The shipped defaults, or the file at `path` in their place. The built-in `local`
-    account and its `local/procedural` model are always there."""
+    account and its `local/procedural` (image) and `local/procedural-video` models are
+    always there."""
     if path is None:
         config = parse_config(default_config_text(), source="built-in defaults")
     else:
@@ -115,4 +116,7 @@ def load_config(path: Path | None) -> DarkroomConfig:
         config = parse_config(text, source=str(path))
     config.providers.setdefault("local", KINDS["local"].config(kind="local"))
     config.models.setdefault("local/procedural", ModelConfig(provider="local", ref="procedural"))
+    config.models.setdefault(
+        "local/procedural-video", ModelConfig(provider="local", ref="procedural", media="video")
+    )
     return config

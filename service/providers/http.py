@@ -26,6 +26,7 @@ from service.providers.base import (
     ProviderRateLimited,
     ProviderRetryableError,
 )
+from service.providers.oauth import BearerSource, NoTokenYet, with_token
 
 USER_AGENT = "Darkroom/0.1"
 CONNECT_TIMEOUT_S = 10.0
@@ -38,6 +39,8 @@ _MESSAGE_CHARS = 500
 _CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 _BILLING_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 _RETRYABLE_4XX = {408: "request_timeout", 409: "conflict", 425: "too_early"}
+# Multipart files: (field name, (file name, bytes, content type)), a field may repeat.
+Files = list[tuple[str, tuple[str, bytes, str]]]
 
 
 def account_timeout(account: AccountConfig) -> httpx.Timeout:
@@ -81,10 +84,14 @@ class ProviderHTTP:
         *,
         downloads: httpx.AsyncClient | None = None,
         settings: Settings | None = None,
+        bearer: BearerSource | None = None,
     ) -> None:
         self.name = name
         self.account = account
         self.token = account.token()
+        # An OAuth token source (service.providers.oauth) instead of token_env: API calls
+        # take its token, and a 401 refreshes it once and sends the request again.
+        self._bearer = bearer
         self._client = client if client is not None else build_client(account, self.token)
         self._owns_client = client is None
         # Output URLs are the provider's choice, not the operator's: they are fetched
@@ -102,7 +109,7 @@ class ProviderHTTP:
             raise ProviderPermanentError(
                 "provider_not_configured", f"{self.name}: no base_url configured"
             )
-        if not self.token:
+        if not self.token and self._bearer is None:
             where = (
                 f"set the environment variable {self.account.token_env}"
                 if self.account.token_env
@@ -113,11 +120,22 @@ class ProviderHTTP:
             )
 
     async def request_json(
-        self, method: str, path: str, *, json_body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Files | None = None,
     ) -> dict[str, Any]:
-        """Call the API and return its JSON object; any other outcome raises ProviderError."""
+        """Call the API and return its JSON object; any other outcome raises ProviderError.
+        `form` and `files` make it a multipart/form-data request (OpenAI's image edits)."""
         return await self._request_json(
-            method, join_url(self.account.base_url, path), json_body=json_body
+            method,
+            join_url(self.account.base_url, path),
+            json_body=json_body,
+            form=form,
+            files=files,
         )
 
     async def get_json_url(self, url: str) -> dict[str, Any]:
@@ -130,17 +148,32 @@ class ProviderHTTP:
         return await self._request_json("GET", url)
 
     async def _request_json(
-        self, method: str, url: str, *, json_body: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Files | None = None,
     ) -> dict[str, Any]:
         self.require_configured()
-        request = self._client.build_request(
-            method,
-            url,
-            json=json_body,
-            headers={"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT},
-            timeout=self._timeout,
-        )
-        body = await self._send(request, JSON_BODY_LIMIT)
+
+        async def send(token: str) -> bytes:
+            request = self._client.build_request(
+                method,
+                url,
+                json=json_body,
+                data=form,
+                files=files,
+                headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+                timeout=self._timeout,
+            )
+            return await self._send(request, JSON_BODY_LIMIT)
+
+        if self._bearer is None:
+            body = await send(self.token or "")
+        else:
+            body = await with_token(self.name, self._bearer, send)
         return parse_json_object(self.name, body)
 
     async def download(self, url: str, *, limit: int = IMAGE_BODY_LIMIT) -> bytes:
@@ -214,6 +247,8 @@ class ProviderHTTP:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+        if self._bearer is not None:
+            await self._bearer.aclose()
         if self._owns_downloads and self._downloads is not None:
             await self._downloads.aclose()
 
@@ -269,7 +304,7 @@ def _snippet(body: bytes, limit: int = 200) -> str:
 def error_details(body: bytes) -> tuple[str, str | None, Any]:
     """(message, code, parsed JSON) from the error bodies providers send: OpenAI's
     {"error": {"message", "code", "type"}}, problem+json {"title", "detail"} (Replicate),
-    FastAPI's {"detail": [...]}, {"message"}, {"error": "..."} or plain text."""
+    FastAPI's {"detail": [...]}, {"message"}, {"msg"}, {"error": "..."} or plain text."""
     try:
         data: Any = json.loads(body)
     except ValueError:
@@ -284,6 +319,7 @@ def error_details(body: bytes) -> tuple[str, str | None, Any]:
         elif isinstance(error, str):
             message = error
         message = message or _detail_text(data.get("detail")) or _text(data.get("message"))
+        message = message or _text(data.get("msg"))  # Atlas Cloud: {"code", "msg"}
         message = message or _text(data.get("title"))
         code = code or _text(data.get("code")) or _text(data.get("type"))
     if not message:
@@ -351,6 +387,8 @@ def may_have_reached_provider(error: ProviderError) -> bool:
     failure (a reset or timeout after sending, a 5xx, an unreadable 2xx) may duplicate a
     billed generation, so an asynchronous submission should be looked for, not repeated."""
     if isinstance(error.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return False
+    if isinstance(error.__cause__, NoTokenYet):  # the request itself was never sent
         return False
     return not (error.http_status is not None and 400 <= error.http_status < 500)
 

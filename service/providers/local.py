@@ -25,7 +25,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Literal
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 from service.providers.account import AccountConfig
 from service.providers.base import (
@@ -71,12 +71,22 @@ class LocalRenderer(SyncProvider):
     """Synchronous, free, offline image generation for the `local` provider."""
 
     kind = "local"
-    capabilities = Capabilities()
+    capabilities = Capabilities(
+        media=frozenset({"image", "video"}),
+        formats=frozenset(CONTENT_TYPES),
+        inputs=frozenset({"reference"}),
+    )
 
     def __init__(self, name: str = "local") -> None:
         self.name = name
 
     async def generate(self, request: GenerationRequest) -> Output:
+        if request.media == "video":
+            # Imported here: the video renderer paints with this module's helpers.
+            from service.providers.local_video import render_video_output
+
+            _check_model(request)
+            return await render_video_output(request)
         _validate(request)
         data = await asyncio.to_thread(render_image, request)
         return Output(
@@ -97,17 +107,37 @@ def render_image(request: GenerationRequest) -> bytes:
     _validate(request)
     rng = random.Random(_seed_bytes(request.prompt, request.seed))
     image = _paint(rng, request.width, request.height)
+    reference = request.input("reference")
+    if reference is not None:
+        image = _over_reference(image, reference.data)
     _draw_caption(image, request.prompt)
     return _encode(image, request.format)
 
 
-def _validate(request: GenerationRequest) -> None:
-    """Defensive: the API validates first, so reaching these means a bug upstream, not bad luck."""
+def _over_reference(painted: Image.Image, data: bytes) -> Image.Image:
+    """A reference image (a parent job's output, an upload) shows through the painting:
+    cropped to fill the canvas, with the painting laid over it at a quarter strength."""
+    try:
+        with Image.open(io.BytesIO(data)) as reference:
+            base = ImageOps.fit(reference.convert("RGB"), painted.size)
+    except (OSError, ValueError) as exc:
+        raise ProviderPermanentError(
+            "invalid_input", f"local: the reference image does not decode: {exc}"
+        ) from exc
+    return Image.blend(base, painted.convert("RGB"), 0.25)
+
+
+def _check_model(request: GenerationRequest) -> None:
     if request.model_ref != MODEL_REF:
         raise ProviderPermanentError(
             "invalid_request", f"local provider has no model {request.model_ref!r}"
         )
-    if request.format not in CONTENT_TYPES:
+
+
+def _validate(request: GenerationRequest) -> None:
+    """Defensive: the API validates first, so reaching these means a bug upstream, not bad luck."""
+    _check_model(request)
+    if request.format not in ("png", "jpeg", "webp"):
         raise ProviderPermanentError("invalid_request", f"unsupported format {request.format!r}")
     for label, side in (("width", request.width), ("height", request.height)):
         if not MIN_SIDE <= side <= MAX_SIDE or side % SIDE_STEP:

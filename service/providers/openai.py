@@ -1,8 +1,12 @@
 """OpenAI images (and any OpenAI-compatible API): one synchronous call per image.
 
 `base_url` ends in /v1 (https://api.openai.com/v1), so the call goes to
-`images/generations` relative to it. GPT image models return base64 and take
-`output_format`; DALL-E models take `response_format` instead and would reject it.
+`images/generations` relative to it, or to `images/edits` when the job feeds in reference
+images or a mask (service.providers.openai_edits). GPT image models return base64 and
+take `output_format`; DALL-E models take `response_format` instead and would reject it.
+
+An account with an `auth` block (OAuth client credentials: ERNIE-Image on Baidu AI
+Cloud) takes its bearer token from service.providers.oauth instead of `token_env`.
 """
 
 from __future__ import annotations
@@ -25,15 +29,21 @@ from service.providers.base import (
 from service.providers.http import ProviderHTTP
 from service.providers.images import checked_image
 from service.providers.kinds import Kind, ProviderDeps
+from service.providers.oauth import OAuthClientCredentials, TokenSource
+from service.providers.openai_edits import edit_form, wants_edit
+
+# The longest a token request may take, whatever the account's timeout for generations.
+TOKEN_TIMEOUT_S = 30.0
 
 
 class OpenAIConfig(AccountConfig):
     kind: Literal["openai"]
+    auth: OAuthClientCredentials | None = None
 
 
 class OpenAIImagesProvider(SyncProvider):
     kind = "openai"
-    capabilities = Capabilities()
+    capabilities = Capabilities(inputs=frozenset({"reference", "mask"}))
 
     def __init__(
         self,
@@ -46,12 +56,23 @@ class OpenAIImagesProvider(SyncProvider):
         self.name = name
         self.account = account
         settings = deps.settings if deps is not None else None
-        self._http = ProviderHTTP(name, account, http, settings=settings)
+        bearer = None
+        if account.auth is not None:
+            redis = deps.redis if deps is not None else None
+            timeout_s = min(account.timeout_s, TOKEN_TIMEOUT_S)
+            bearer = TokenSource(name, account.auth, redis=redis, client=http, timeout_s=timeout_s)
+        self._http = ProviderHTTP(name, account, http, settings=settings, bearer=bearer)
 
     async def generate(self, request: GenerationRequest) -> Output:
-        response = await self._http.request_json(
-            "POST", "images/generations", json_body=generation_body(request)
-        )
+        if wants_edit(request):
+            fields, files = edit_form(self.name, request)
+            response = await self._http.request_json(
+                "POST", "images/edits", form=fields, files=files
+            )
+        else:
+            response = await self._http.request_json(
+                "POST", "images/generations", json_body=generation_body(request)
+            )
         item = _first_item(self.name, response)
         data = await self._image_bytes(item)
         usage = response.get("usage")

@@ -21,6 +21,7 @@ import httpx
 from service.kit.signing import SignatureMismatch, WebhookVerificationError, verify_webhook
 from service.providers.account import AccountConfig
 from service.providers.base import (
+    CONTENT_TYPES,
     AsyncProvider,
     CallbackRejected,
     Capabilities,
@@ -35,6 +36,7 @@ from service.providers.base import (
 from service.providers.http import ProviderHTTP, parse_json_object
 from service.providers.images import checked_image
 from service.providers.kinds import Kind, ProviderDeps
+from service.providers.video import checked_video
 
 # The aspect ratios FLUX-family models accept; others are sent as width and height only.
 ASPECT_RATIOS = frozenset(
@@ -76,7 +78,13 @@ class ReplicateConfig(AccountConfig):
 
 class ReplicateProvider(AsyncProvider):
     kind = "replicate"
-    capabilities = Capabilities(callbacks=True, cancel=True)
+    capabilities = Capabilities(
+        media=frozenset({"image", "video"}),
+        formats=frozenset(CONTENT_TYPES),
+        inputs=frozenset({"reference", "mask"}),
+        callbacks=True,
+        cancel=True,
+    )
 
     def __init__(
         self,
@@ -165,6 +173,8 @@ class ReplicateProvider(AsyncProvider):
         metrics = remote.data.get("metrics")
         if isinstance(metrics, Mapping) and metrics.get("predict_time") is not None:
             usage["predict_time"] = metrics["predict_time"]
+        if request.media == "video":
+            return await checked_video(data, request, provider=self.name, usage=usage)
         return await checked_image(data, request.format, provider=self.name, usage=usage)
 
     async def cancel(self, handle: RemoteHandle) -> None:
@@ -301,8 +311,23 @@ def prediction_input(request: GenerationRequest) -> dict[str, Any]:
     if ratio is not None:
         values["aspect_ratio"] = ratio
     values["seed"] = request.seed
-    values["output_format"] = OUTPUT_FORMATS[request.format]
-    values["num_outputs"] = 1
+    if request.media == "video":
+        # Replicate's video models name these alike; anything else goes in `options`.
+        if request.duration_s is not None:
+            values["duration"] = request.duration_s
+        if request.fps is not None:
+            values["fps"] = request.fps
+    else:
+        values["output_format"] = OUTPUT_FORMATS[request.format]
+        values["num_outputs"] = 1
+    if request.negative_prompt:
+        values["negative_prompt"] = request.negative_prompt
+    reference, mask = request.input("reference"), request.input("mask")
+    if reference is not None:  # the file's URL when it has one, else the bytes inline
+        values["image"] = reference.url or reference.data_uri()
+    if mask is not None:
+        values["mask"] = mask.url or mask.data_uri()
+    values.update(request.options)
     return values
 
 
