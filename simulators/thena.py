@@ -13,11 +13,12 @@ An asynchronous variant (not Thena's; a typical task API) tests the polling path
 `POST /api/thena/tasks` (same body) answers `{code, data: {task_id}}`;
 `GET /api/thena/tasks/{task_id}` answers `{code, data: {status, image_url?, error?}}`,
 status `processing` for `polls_until_done` polls, then `succeeded` (or `failed` when
-the prompt contains "FAIL").
+the prompt contains "FAIL"). A task whose body has `"duration": "<seconds>"` makes a video:
+`data.video_url`, an H.264 MP4 at `GET /files/{id}.mp4`.
 
 Output files: `GET /files/{id}.png`; with `b64` set in the config (`PATCH /_sim/config`),
-answers also carry the image itself in `data.image_b64`. Control routes (simulators.cms.base) plus
-`POST /_sim/answers {"malformed": n, "not_image": n, "no_image": n}`: the next n
+answers also carry the image itself in `data.image_b64`. Control routes (simulators.cms.base)
+plus `POST /_sim/answers {"malformed": n, "not_image": n, "no_image": n}`: the next n
 successful answers are cut in half, point at bytes that are not an image, or lack
 `data.image_url`. Faults (`POST /_sim/faults`): any status with a body (a 429 with
 `rate_limited_body(seconds)`), "reset", "hang".
@@ -36,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from simulators.atlas_media import VIDEO_TYPE, video_file
 from simulators.cms.base import CmsSim, cms_app
 from simulators.faults import malformed
 from simulators.images import NOT_IMAGE, image_bytes
@@ -62,6 +64,7 @@ class Task:
     width: int
     height: int
     fail: bool
+    duration_s: float | None = None  # a video task
     polls: int = 0
 
 
@@ -71,6 +74,7 @@ class ThenaSim(CmsSim):
         self.defaults = dict(self.config)
         self.tasks: dict[str, Task] = {}
         self.files: dict[str, tuple[int, int, bool]] = {}
+        self.videos: dict[str, tuple[int, int, float]] = {}
         self.answers: dict[str, int] = {}
         self._ids = itertools.count(1)
 
@@ -80,6 +84,7 @@ class ThenaSim(CmsSim):
         self.config = dict(self.defaults)
         self.tasks.clear()
         self.files.clear()
+        self.videos.clear()
         self.answers.clear()
 
     def state(self) -> Any:
@@ -104,6 +109,12 @@ class ThenaSim(CmsSim):
             raw = NOT_IMAGE if broken else image_bytes(width, height, "png")
             data["image_b64"] = base64.b64encode(raw).decode()
         return data
+
+    def video_data(self, request: Request, task: Task) -> dict[str, Any]:
+        assert task.duration_s is not None
+        file_id = f"vid{next(self._ids)}"
+        self.videos[file_id] = (task.width, task.height, task.duration_s)
+        return {"video_url": str(request.base_url).rstrip("/") + f"/files/{file_id}.mp4"}
 
     def check(self, request: Request, body: Any) -> Response | tuple[int, int]:
         """An error response, or the (width, height) asked for."""
@@ -152,7 +163,12 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
         checked = sim.check(request, body)
         if isinstance(checked, Response):
             return checked
+        duration = body.get("duration")
+        if duration is not None and not (isinstance(duration, str) and _DIGITS.fullmatch(duration)):
+            message = "Parameter 'duration' must be a string of whole seconds"
+            return json_response(error_body(400, message), 400)
         task = Task(f"task{next(sim._ids)}", *checked, fail="FAIL" in body["prompt"])
+        task.duration_s = float(duration) if duration else None
         sim.tasks[task.id] = task
         return sim.success({"task_id": task.id})
 
@@ -169,6 +185,8 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
             return sim.success({"status": "processing"})
         if task.fail:
             return sim.success({"status": "failed", "error": "Content rejected by safety filter"})
+        if task.duration_s is not None:
+            return sim.success({"status": "succeeded", **sim.video_data(request, task)})
         return sim.success(
             {"status": "succeeded", **sim.image_data(request, task.width, task.height)}
         )
@@ -182,6 +200,15 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
         width, height, broken = found
         data = NOT_IMAGE if broken else image_bytes(width, height, "png")
         return Response(data, media_type="text/html" if broken else "image/png")
+
+    async def get_video(request: Request) -> Response:
+        if (fault := await sim.intercept(request)) is not None:
+            return fault
+        found = sim.videos.get(request.path_params["file_id"])
+        if found is None:
+            return json_response(error_body(404, "File not found"), 404)
+        width, height, duration_s = found
+        return Response(video_file(width, height, duration_s, 8), media_type=VIDEO_TYPE)
 
     async def set_answers(request: Request) -> Response:
         spec = await json_body(request)
@@ -205,5 +232,6 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
             Route("/api/thena/tasks", create_task, methods=["POST"]),
             Route("/api/thena/tasks/{task_id}", get_task, methods=["GET"]),
             Route("/files/{file_id}.png", get_file, methods=["GET"]),
+            Route("/files/{file_id}.mp4", get_video, methods=["GET"]),
         ],
     )

@@ -32,6 +32,7 @@ from service.kit.jsonpath import JsonPathNotFound
 from service.kit.ssrf import guarded_client
 from service.kit.templating import TemplateError, render_value
 from service.providers.base import (
+    CONTENT_TYPES,
     AsyncProvider,
     Capabilities,
     GenerationRequest,
@@ -66,6 +67,7 @@ from service.providers.http import (
 )
 from service.providers.images import checked_image
 from service.providers.kinds import Kind, ProviderDeps
+from service.providers.video import checked_video
 
 __all__ = ["KIND", "DeclarativeAsyncProvider", "DeclarativeSyncProvider", "HttpConfig"]
 
@@ -167,7 +169,11 @@ class _Declarative:
     its errors, and turning an answer into a checked output."""
 
     kind = "http"
-    capabilities = Capabilities(inputs=frozenset({"reference", "mask"}))
+    capabilities = Capabilities(
+        media=frozenset({"image", "video"}),
+        formats=frozenset(CONTENT_TYPES),
+        inputs=frozenset({"reference", "mask"}),
+    )
 
     def __init__(self, name: str, config: HttpConfig, deps: ProviderDeps) -> None:
         self.name = name
@@ -269,22 +275,34 @@ class _Declarative:
 
     def _result_value(self, document: Any) -> str:
         result = self.config.result
-        key, path = ("image_url", result.image_url) if result.image_url else ("image_b64", "")
-        path = path or str(result.image_b64)
         try:
-            value = compiled_path(path).find(document)
+            value = compiled_path(result.path).find(document)
         except JsonPathNotFound as exc:
             raise ProviderRetryableError(
-                "malformed_response", f"{self.name}: result.{key}: {exc}"
+                "malformed_response", f"{self.name}: result.{result.key}: {exc}"
             ) from exc
         if not isinstance(value, str) or not value:
             raise ProviderRetryableError(
-                "malformed_response", f"{self.name}: result.{key} {path} is not a string"
+                "malformed_response",
+                f"{self.name}: result.{result.key} {result.path} is not a string",
             )
         return value
 
+    def _check_media(self, request: GenerationRequest) -> None:
+        """Refuse before paying: the answer holds an image or a video, as configured."""
+        result = self.config.result
+        if request.media != result.media:
+            raise ProviderPermanentError(
+                "unsupported_media",
+                f"{self.name}: the account's result gives {result.key}, not a {request.media}",
+            )
+
     async def _output(self, value: str, request: GenerationRequest) -> Output:
-        if self.config.result.image_url:
+        result = self.config.result
+        if result.video_url:
+            data = await self._download_http().download(value)
+            return await checked_video(data, request, provider=self.name)
+        if result.image_url:
             data = await self._download_http().download(value)
         else:
             data = self._decode_b64(value)
@@ -322,6 +340,7 @@ class DeclarativeSyncProvider(_Declarative, SyncProvider):
     """The submit's answer holds the output."""
 
     async def generate(self, request: GenerationRequest) -> Output:
+        self._check_media(request)
         document = await self._call(self.config.submit, request_variables(request), "submit")
         return await self._output(self._result_value(document), request)
 
@@ -330,6 +349,7 @@ class DeclarativeAsyncProvider(_Declarative, AsyncProvider):
     """The submit's answer holds an id; polls say when the output is there."""
 
     async def submit(self, request: GenerationRequest) -> RemoteHandle:
+        self._check_media(request)
         document = await self._call(self.config.submit, request_variables(request), "submit")
         assert self.config.id is not None
         try:
@@ -359,7 +379,7 @@ class DeclarativeAsyncProvider(_Declarative, AsyncProvider):
             ) from exc
         if _matches(value, status.succeeded):
             data = dict(handle.data)
-            if self.config.result.image_url:  # a URL is small: keep it, not base64
+            if self.config.result.key != "image_b64":  # a URL is small: keep it, not base64
                 data["result"] = self._result_value(document)
             return RemoteHandle(handle.id, "succeeded", data)
         if _matches(value, status.failed):

@@ -21,7 +21,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from service.kit import jsonpath
 from service.kit.templating import TemplateError, variables_used
 from service.providers.account import AccountConfig
-from service.providers.base import InputRole
+from service.providers.base import InputRole, MediaKind
 
 # The job's input images, by the variable a submit template reads them from (a URL the
 # provider may fetch, else a data: URI; null when the job has none).
@@ -47,6 +47,7 @@ SUBMIT_VARIABLES = frozenset(
 # A poll knows only what the submit stored: the provider's id, and the model's ref.
 POLL_VARIABLES = frozenset({"id", "ref"})
 
+RESULT_KEYS = ("image_url", "image_b64", "video_url")
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -161,19 +162,35 @@ class PollSpec(RequestSpec):
 
 
 class ResultSpec(BaseModel):
-    """Where the output is in the final answer: exactly one of an image URL (downloaded
-    through the SSRF guard) or base64 image data (a data: URI is accepted too)."""
+    """Where the output is in the final answer: exactly one of an image URL, base64 image
+    data (a data: URI is accepted too) or a video URL. URLs are downloaded through the
+    SSRF guard."""
 
     model_config = ConfigDict(extra="forbid")
 
     image_url: JsonPathText | None = None
     image_b64: JsonPathText | None = None
+    video_url: JsonPathText | None = None
+
+    @property
+    def key(self) -> str:
+        """The one key given (checked at load)."""
+        return next(name for name in RESULT_KEYS if getattr(self, name))
+
+    @property
+    def path(self) -> str:
+        return str(getattr(self, self.key))
+
+    @property
+    def media(self) -> MediaKind:
+        return "video" if self.video_url else "image"
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ResultSpec:
-        given = [name for name in ("image_url", "image_b64") if getattr(self, name)]
+        given = [name for name in RESULT_KEYS if getattr(self, name)]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of image_url, image_b64 (got {given or 'none'})")
+            names = ", ".join(RESULT_KEYS)
+            raise ValueError(f"give exactly one of {names} (got {given or 'none'})")
         return self
 
 

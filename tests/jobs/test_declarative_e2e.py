@@ -16,6 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from service.providers.video import inspect_video
 from service.state import State
 from service.worker import run_until_idle
 from simulators.cms.base import run_cms
@@ -62,13 +63,18 @@ def config(url: str, *, max_attempts: int = 3) -> str:
             "error": "$.data.error",
         },
     }
+    videos = copy.deepcopy(tasks)
+    videos["submit"]["body"]["duration"] = "{{ duration_s | int | string }}"
+    videos["result"] = {"video_url": "$.data.video_url"}
     model = {"ref": "default", "price": {"per_image": 0.01}, "max_attempts": max_attempts}
+    video = {"ref": "default", "price": {"per_second": 0.02}, "media": "video"}
     return json.dumps(
         {
-            "providers": {"thena": thena, "tasks": tasks},
+            "providers": {"thena": thena, "tasks": tasks, "videos": videos},
             "models": {
                 "thena": {"provider": "thena", **model},
                 "thena-tasks": {"provider": "tasks", **model},
+                "thena-video": {"provider": "videos", **video},
             },
         }
     )
@@ -182,6 +188,24 @@ async def test_an_asynchronous_api_is_submitted_polled_and_fetched(
     assert attempt["remote_id"].startswith("task")
     state_of_sim = await control(accounts, "/_sim/state", None, "GET")
     assert state_of_sim["tasks"][attempt["remote_id"]]["polls"] >= 2
+
+
+async def test_a_video_from_an_asynchronous_api(
+    client: httpx.AsyncClient, caller: Caller, state: State, accounts: str
+) -> None:
+    job = {"prompt": "waves", "model": "thena-video", "width": 128, "height": 96}
+    batch_id = await submit(client, caller, {"jobs": [job | {"duration_s": 2, "fps": 8}]})
+    await run_until_idle(state, wait_for_deferred=True)
+
+    [job] = await jobs_of(client, caller, batch_id)
+    assert job["status"] == "succeeded", job["error"]
+    output = job["output"]
+    assert (output["media"], output["content_type"]) == ("video", "video/mp4")
+    assert (output["width"], output["height"]) == (128, 96)
+    assert output["duration_s"] == pytest.approx(2, abs=0.3)
+    served = await client.get(f"/v1/jobs/{job['id']}/output", headers=caller.headers)
+    info = inspect_video(served.content)
+    assert (info.format, info.width, info.height) == ("mp4", 128, 96)
 
 
 async def test_a_failed_remote_generation_fails_the_job_with_the_providers_reason(

@@ -561,6 +561,52 @@ async def test_base64_results_are_fetched_again_rather_than_stored(sim: str) -> 
     assert len(await api_requests(sim)) == 3  # submit, poll, poll again for the bytes
 
 
+def video_account(url: str) -> HttpConfig:
+    body = THENA["submit"]["body"] | {"duration": "{{ duration_s | int | string }}"}
+    config = asynchronous(url, result={"video_url": "$.data.video_url"})
+    return HttpConfig.model_validate(config | {"submit": config["submit"] | {"body": body}})
+
+
+async def test_a_video_is_polled_fetched_and_checked(sim: str) -> None:
+    provider = build("videos", video_account(sim), ProviderDeps())
+    assert isinstance(provider, DeclarativeAsyncProvider)
+    job = request(media="video", format="mp4", duration_s=2, fps=8, width=64, height=48)
+    try:
+        handle = await provider.poll(await provider.submit(job))
+        assert handle.status == "succeeded"
+        output = await provider.fetch_result(handle, job)
+    finally:
+        await provider.aclose()
+    assert (output.media, output.format, output.width, output.height) == ("video", "mp4", 64, 48)
+    assert output.duration_s == pytest.approx(2, abs=0.3)
+    [submitted, _] = await api_requests(sim)
+    assert submitted["json"]["duration"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("account", "job"),
+    [
+        ("video", {}),  # an image asked of a video account
+        ("image", {"media": "video", "format": "mp4", "duration_s": 2}),
+    ],
+)
+async def test_a_media_the_account_does_not_give_is_refused_before_sending(
+    sim: str, account: str, job: dict[str, Any]
+) -> None:
+    config = (
+        video_account(sim) if account == "video" else HttpConfig.model_validate(asynchronous(sim))
+    )
+    provider = build("tasks", config, ProviderDeps())
+    assert isinstance(provider, DeclarativeAsyncProvider)
+    try:
+        with pytest.raises(ProviderPermanentError) as caught:
+            await provider.submit(request(**job))
+    finally:
+        await provider.aclose()
+    assert caught.value.code == "unsupported_media"
+    assert await api_requests(sim) == []
+
+
 async def test_an_unknown_task_id_is_permanent(tasks: DeclarativeAsyncProvider) -> None:
     with pytest.raises(ProviderPermanentError) as caught:
         await tasks.poll(RemoteHandle("task-gone", data={"ref": "default"}))
