@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from service.config import get_settings
 from service.kit.jsonpath import JsonPathNotFound, parse
 from service.kit.ssrf import guarded_client
@@ -176,13 +178,17 @@ class CommandProvider(SyncProvider):
         self.config = config
         self._deps = deps
         self._downloads: ProviderHTTP | None = None
-        self._owned: list[Any] = []
+        self._owned: list[httpx.AsyncClient] = []
 
     def model_inputs(self, inject: Mapping[str, str]) -> frozenset[InputRole]:
         """Only the input images the argv has a placeholder for."""
         return self.config.input_roles()
 
     async def generate(self, request: GenerationRequest) -> Output:
+        if request.media != "image":
+            raise ProviderPermanentError(
+                "unsupported_media", f"{self.name}: a command account makes images only"
+            )
         workdir = Path(tempfile.mkdtemp(prefix="darkroom-command-"))
         try:
             output = workdir / f"output.{_EXTENSIONS.get(request.format, request.format)}"

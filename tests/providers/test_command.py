@@ -281,6 +281,14 @@ async def test_output_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(finished.stderr) == command.STDERR_LIMIT
 
 
+async def test_a_video_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    finished = spy_on_runs(monkeypatch)
+    job = request(media="video", format="mp4", duration_s=2)
+    with pytest.raises(ProviderPermanentError, match="images only"):
+        await run(provider(), job)
+    assert finished == []
+
+
 async def test_a_missing_program_is_permanent() -> None:
     with pytest.raises(ProviderPermanentError, match="cannot run /nonexistent/anycap"):
         await run(provider(argv=["/nonexistent/anycap", "{output}"]), request())
