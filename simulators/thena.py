@@ -18,10 +18,10 @@ the prompt contains "FAIL"). A task whose body has `"duration": "<seconds>"` mak
 
 Output files: `GET /files/{id}.png`; with `b64` set in the config (`PATCH /_sim/config`),
 answers also carry the image itself in `data.image_b64`. Control routes (simulators.cms.base)
-plus `POST /_sim/answers {"malformed": n, "not_image": n, "no_image": n}`: the next n
-successful answers are cut in half, point at bytes that are not an image, or lack
-`data.image_url`. Faults (`POST /_sim/faults`): any status with a body (a 429 with
-`rate_limited_body(seconds)`), "reset", "hang".
+plus `POST /_sim/answers {"malformed": n, "not_image": n, "no_image": n, "huge": n}`: the
+next n successful answers are cut in half, point at bytes that are not an image, lack
+`data.image_url`, or are 20 MiB of valid JSON. Faults (`POST /_sim/faults`): any status
+with a body (a 429 with `rate_limited_body(seconds)`), "reset", "hang".
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from simulators.atlas_media import VIDEO_TYPE, video_file
 from simulators.cms.base import CmsSim, cms_app
-from simulators.faults import malformed
+from simulators.faults import HUGE_PLACEHOLDER, huge, malformed
 from simulators.images import NOT_IMAGE, image_bytes
 from simulators.responses import dump, json_body, json_response
 
@@ -47,6 +47,7 @@ SYNC_PATH = "/api/thena/9wsC1QKXEoPh"
 API_KEY = "thena-sim-key"
 _DIGITS = re.compile(r"[1-9][0-9]{0,3}")
 _MAX_SIDE = 2048
+HUGE_BYTES = 20 * 1024 * 1024
 
 
 def rate_limited_body(retry_after: float) -> dict[str, Any]:
@@ -140,6 +141,9 @@ class ThenaSim(CmsSim):
         payload = dump({"code": 200, "message": "success", "data": data})
         if self.take("malformed"):
             return malformed(payload, 200)
+        if self.take("huge"):  # valid JSON, only enormous: a padding field of HUGE_BYTES
+            padded = {"code": 200, "data": data, "padding": HUGE_PLACEHOLDER}
+            return huge(dump(padded), b"x", HUGE_BYTES, 200)
         return Response(payload, media_type="application/json")
 
 
@@ -213,8 +217,9 @@ def build_app(config: dict[str, Any] | None = None) -> Starlette:
     async def set_answers(request: Request) -> Response:
         spec = await json_body(request)
         if not isinstance(spec, dict):
-            return json_response({"detail": "expected {malformed?, not_image?, no_image?}"}, 422)
-        for key in ("malformed", "not_image", "no_image"):
+            detail = "expected {malformed?, not_image?, no_image?, huge?}"
+            return json_response({"detail": detail}, 422)
+        for key in ("malformed", "not_image", "no_image", "huge"):
             sim.answers[key] = int(spec.get(key, sim.answers.get(key, 0)))
         return json_response(sim.answers)
 

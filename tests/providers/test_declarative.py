@@ -498,6 +498,7 @@ async def test_a_hang_times_out(sim: str) -> None:
         ("malformed", "malformed_response", "submit answer is not JSON"),
         ("no_image", "malformed_response", "result.image_url: $.data.image_url: no key"),
         ("not_image", "invalid_image", "not a decodable image"),
+        ("huge", "response_too_large", "over the 16 MiB cap"),
     ],
 )
 async def test_broken_answers_are_retryable(
