@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # Where outputs are served from (the base of every output URL handed to callers).
     public_url: str = "http://127.0.0.1:8000"
     # Where providers can reach this service: asynchronous providers are asked to call
-    # back to callback_url + /v1/callbacks/<kind> when a generation finishes. Unset: no
+    # back to callback_url + /v1/callbacks/<account> when a generation finishes. Unset: no
     # callbacks are requested. It is not derived from public_url, which callers reach but
     # a provider often cannot (a private network, a firewall); polls finish jobs either way.
     callback_url: str | None = None

@@ -192,10 +192,11 @@ def _model_problem(model: str, registry: ProviderRegistry) -> str | None:
     if spec is None:
         return f"unknown model {model!r}; known: {sorted(registry.models)}"
     account = registry.accounts.get(spec.provider)
-    if account is not None and account.token_env and account.token() is None:
+    missing = account.missing_env() if account is not None else []
+    if missing:
         return (
-            f"model {model!r} runs on provider {spec.provider!r}, whose token "
-            f"({account.token_env}) is not set"
+            f"model {model!r} runs on provider {spec.provider!r}, whose credentials "
+            f"({', '.join(missing)}) are not set"
         )
     return None
 

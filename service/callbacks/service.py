@@ -94,5 +94,6 @@ async def _verify(
 def _accounts_for(state: State, account: str) -> list[AsyncProvider]:
     providers = state.registry.providers
     named = providers.get(account)
-    chosen = [named] if named is not None else [p for p in providers.values() if p.kind == account]
+    chosen = [named] if named is not None else []
+    chosen += [p for p in providers.values() if p.kind == account and p is not named]
     return [p for p in chosen if isinstance(p, AsyncProvider) and p.capabilities.callbacks]

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.batches.schemas import BatchCreate
+from service.batches.schemas import MAX_PROMPT, BatchCreate
 from service.batches.service import submit_batch
 from service.config import Settings
 from service.integrations import repository
@@ -224,8 +224,7 @@ def batch_body(integration: Integration, event_id: str, rendered: RenderedJob) -
         "output_name": rendered.output_name,
     }
     if rendered.negative_prompt is not None:
-        # Kept with the job; no provider here takes a negative prompt yet.
-        job["metadata"] = {"negative_prompt": rendered.negative_prompt}
+        job["negative_prompt"] = rendered.negative_prompt[:MAX_PROMPT]
     return BatchCreate.model_validate(
         {
             "name": integration.name[:200],

@@ -21,7 +21,7 @@ from service.dispatch import latency
 from service.jobs.service import StartedJob
 from service.kit.base import utcnow
 from service.logging import get_logger
-from service.providers.base import Provider, RemoteHandle
+from service.providers.base import CompletionWatch, Provider, RemoteHandle
 from service.state import State
 
 log = get_logger(__name__)
@@ -54,7 +54,10 @@ async def enqueue_poll(state: State, job_id: uuid.UUID, *, delay_s: float) -> No
 
 async def schedule_polls(state: State, provider: Provider, started: StartedJob) -> None:
     """After a generation was submitted: its first poll, made by this process when it
-    is soon, and arq's deferred poll."""
+    is soon, and arq's deferred poll. A provider that can say when it is done (ComfyUI's
+    websocket) makes the poll at once when it does."""
+    if isinstance(provider, CompletionWatch) and started.remote_id:
+        provider.watch(started.handle, lambda: _poll_now(state, started.job_id))
     delay_s = await first_poll_delay_s(state, provider, started.model)
     if delay_s > ON_TIME_WITHIN_S:
         await enqueue_poll(state, started.job_id, delay_s=delay_s)
@@ -70,6 +73,14 @@ async def schedule_polls(state: State, provider: Provider, started: StartedJob) 
 # On-time polls of this process: due (timers) and running (tasks).
 _DUE: dict[uuid.UUID, asyncio.TimerHandle] = {}
 _ON_TIME: set[asyncio.Task[None]] = set()
+
+
+def _poll_now(state: State, job_id: uuid.UUID) -> None:
+    """The provider said the generation finished: poll now rather than when due."""
+    due = _DUE.pop(job_id, None)
+    if due is not None:
+        due.cancel()
+    _poll_on_time(state, job_id)
 
 
 def _poll_on_time(state: State, job_id: uuid.UUID) -> None:

@@ -40,3 +40,8 @@ class AccountConfig(BaseModel):
 
     def token(self) -> str | None:
         return os.environ.get(self.token_env) if self.token_env else None
+
+    def missing_env(self) -> list[str]:
+        """The environment variables this account needs that are not set (its jobs would
+        fail at the provider: a batch naming its models is refused instead)."""
+        return [self.token_env] if self.token_env and self.token() is None else []

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -267,6 +267,17 @@ class AsyncProvider(Provider):
     async def parse_callback(self, headers: Mapping[str, str], body: bytes) -> RemoteHandle:
         """Verify and parse a completion callback; raises CallbackRejected."""
         raise CallbackRejected(f"{self.kind} sends no completion callbacks")
+
+
+@runtime_checkable
+class CompletionWatch(Protocol):
+    """An asynchronous provider that can tell the engine a generation finished sooner
+    than a poll would (ComfyUI's websocket). Polls stay the safety net."""
+
+    def watch(self, handle: RemoteHandle, wake: Callable[[], None]) -> bool:
+        """Call `wake` (in the event loop) when the generation finishes; False when this
+        process cannot watch it."""
+        ...
 
 
 @runtime_checkable

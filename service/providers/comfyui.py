@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 from uuid import uuid4
 
 from service.providers.account import AccountConfig, Limits
@@ -58,15 +58,6 @@ class ComfyUIConfig(AccountConfig):
     limits: Limits = Limits(max_concurrent=1)
     # Listen on /ws for completions (earlier than polls); off for proxies without websockets.
     websocket: bool = True
-
-
-@runtime_checkable
-class CompletionWatch(Protocol):
-    """A provider that can tell the engine a generation finished, sooner than a poll."""
-
-    def watch(self, handle: RemoteHandle, wake: Callable[[], None]) -> bool:
-        """Call `wake` when the generation finishes; False when it cannot watch it."""
-        ...
 
 
 class ComfyUIProvider(AsyncProvider):

@@ -10,6 +10,7 @@ request and status mapping together.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import Annotated, Any, ClassVar, Literal
@@ -260,6 +261,12 @@ class HttpConfig(AccountConfig):
     @property
     def is_async(self) -> bool:
         return self.id is not None
+
+    def missing_env(self) -> list[str]:
+        """Besides `token_env`, the variables its headers read (a batch naming its models
+        is refused while one is unset)."""
+        names = [value.env for value in self.headers.values() if isinstance(value, EnvValue)]
+        return [*super().missing_env(), *(name for name in names if not os.environ.get(name))]
 
     def input_roles(self) -> frozenset[InputRole]:
         """The input images the submit request sends: those its templates read."""

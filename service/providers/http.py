@@ -85,8 +85,11 @@ class ProviderHTTP:
         downloads: httpx.AsyncClient | None = None,
         settings: Settings | None = None,
         bearer: BearerSource | None = None,
+        auth_scheme: str = "Bearer",
     ) -> None:
         self.name = name
+        # The word before the token in the Authorization header (fal: "Key").
+        self.auth_scheme = auth_scheme
         self.account = account
         self.token = account.token()
         # An OAuth token source (service.providers.oauth) instead of token_env: API calls
@@ -165,7 +168,7 @@ class ProviderHTTP:
                 json=json_body,
                 data=form,
                 files=files,
-                headers={"Authorization": f"Bearer {token}", "User-Agent": USER_AGENT},
+                headers={"Authorization": f"{self.auth_scheme} {token}", "User-Agent": USER_AGENT},
                 timeout=self._timeout,
             )
             return await self._send(request, JSON_BODY_LIMIT)
@@ -193,7 +196,7 @@ class ProviderHTTP:
             "GET", target, headers={"User-Agent": USER_AGENT}, timeout=self._timeout
         )
         if self.token and self._api_origin is not None and _origin(target) == self._api_origin:
-            request.headers["Authorization"] = f"Bearer {self.token}"
+            request.headers["Authorization"] = f"{self.auth_scheme} {self.token}"
         else:
             request.headers.pop("Authorization", None)
         # Every redirect hop connects through the guard too.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -39,6 +40,12 @@ TOKEN_TIMEOUT_S = 30.0
 class OpenAIConfig(AccountConfig):
     kind: Literal["openai"]
     auth: OAuthClientCredentials | None = None
+
+    def missing_env(self) -> list[str]:
+        if self.auth is None:
+            return super().missing_env()
+        names = (self.auth.client_id_env, self.auth.client_secret_env)
+        return [name for name in names if not os.environ.get(name)]
 
 
 class OpenAIImagesProvider(SyncProvider):
@@ -115,6 +122,9 @@ def generation_body(request: GenerationRequest) -> dict[str, Any]:
         body["response_format"] = "b64_json"
     else:
         body["output_format"] = request.format
+    # Model-specific parameters (quality, background, ...) as the job gave them; they
+    # cannot change what is asked for.
+    body.update({k: v for k, v in request.options.items() if k not in ("model", "prompt", "n")})
     return body
 
 

@@ -59,7 +59,8 @@ async def test_a_signed_publish_makes_a_realtime_job_in_a_visible_batch(
     params = job["params"]
     assert (params["width"], params["height"], params["format"]) == (512, 256, "webp")
     assert params["output_name"] == "moths-of-the-city-cover.webp"
-    assert job["metadata"] == {"negative_prompt": "text, watermark"}
+    assert params["negative_prompt"] == "text, watermark"
+    assert job["metadata"] == {}
     async with state.sessionmaker() as session:
         stored = await session.get(Batch, uuid.UUID(batch["id"]))
     assert stored is not None

@@ -5,7 +5,9 @@ submit."""
 from __future__ import annotations
 
 import io
+import json
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
 from tests.jobs.scripted import ScriptedProvider, install
+from tests.jobs.sim_accounts import use_config
 
 IMAGE = {"model": "local/procedural", "width": 256, "height": 144}
 VIDEO = {"model": "local/procedural-video", "width": 256, "height": 144, "duration_s": 2, "fps": 8}
@@ -205,3 +208,27 @@ async def test_a_reference_that_is_not_an_upload_of_the_caller_is_refused(
     fields = {d["field"]: d["message"] for d in response.json()["error"]["details"]}
     assert missing in fields["jobs[0].reference_images[0]"]
     assert "https" in fields["jobs[0].reference_images[1]"]
+
+
+async def test_a_model_whose_credentials_are_not_set_is_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    auth = {
+        "type": "oauth_client_credentials",
+        "token_url": "https://aip.example/oauth/2.0/token",
+        "client_id_env": "DARKROOM_TEST_UNSET_CLIENT_ID",
+        "client_secret_env": "DARKROOM_TEST_UNSET_CLIENT_SECRET",
+    }
+    config = {
+        "providers": {
+            "ernie": {"kind": "openai", "base_url": "https://x.example/v2", "auth": auth}
+        },
+        "models": {"ernie-image": {"provider": "ernie", "ref": "irag-1.0"}},
+    }
+    await use_config(state, json.dumps(config), tmp_path)
+    body = {"jobs": [{"prompt": "a", "model": "ernie-image"}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["error"]["details"]
+    assert detail["field"] == "jobs[0].model"
+    assert "DARKROOM_TEST_UNSET_CLIENT_ID, DARKROOM_TEST_UNSET_CLIENT_SECRET" in detail["message"]

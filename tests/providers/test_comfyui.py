@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from service.providers.base import (
+    CompletionWatch,
     ProviderPermanentError,
     RemoteHandle,
 )
-from service.providers.comfyui import ComfyUIConfig, ComfyUIProvider, CompletionWatch
+from service.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from service.providers.comfyui_ws import websocket_url
 from service.providers.http import may_have_reached_provider
 from tests.providers.comfyui_helpers import (

@@ -45,7 +45,7 @@ def test_a_file_replaces_the_defaults_and_local_is_always_there(tmp_path: Path) 
     )
     config = load_config(path)
     assert set(config.providers) == {"second-replicate", "local"}
-    assert set(config.models) == {"sdxl", "local/procedural"}
+    assert set(config.models) == {"sdxl", "local/procedural", "local/procedural-video"}
     registry = build_registry(config)
     assert registry.limits("second-replicate").rate_per_s == 2.5
     assert registry.limits("second-replicate").burst == 1
