@@ -171,6 +171,20 @@ async def test_a_permanent_status_fails_the_job_at_once_with_the_reason(
     assert "not-the-key" not in json.dumps(job)
 
 
+async def test_a_batch_is_refused_while_a_header_variable_is_unset(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    state: State,
+    accounts: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(KEY_ENV)
+    body = {"jobs": [{"prompt": "a tower", "model": "thena"}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 422
+    assert KEY_ENV in response.text
+
+
 async def test_an_asynchronous_api_is_submitted_polled_and_fetched(
     client: httpx.AsyncClient, caller: Caller, state: State, accounts: str
 ) -> None:
