@@ -9,12 +9,13 @@ megabytes of prompt.
 
 from __future__ import annotations
 
+import re
 import time
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import StrictUndefined, Template, Undefined, meta, nodes
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -141,3 +142,75 @@ def _describe(exc: JinjaTemplateError) -> str:
     line = getattr(exc, "lineno", None)
     where = f" (line {line})" if line else ""
     return f"{type(exc).__name__}: {exc.message or exc}{where}"
+
+
+# --- typed values (configuration that builds a JSON body) --------------------------------
+
+_PLACEHOLDER_ONLY = re.compile(r"\A\{\{[-+]?(?P<expression>.*?)[-+]?\}\}\Z", re.DOTALL)
+
+
+def single_expression(source: str) -> str | None:
+    """The expression of a template that is exactly one `{{ ... }}` and nothing else
+    (no text around it, no second placeholder, no block); None for any other template."""
+    match = _PLACEHOLDER_ONLY.match(source)
+    if match is None:
+        return None
+    try:
+        tree = _ENVIRONMENT.parse(source)
+    except JinjaTemplateError as exc:
+        raise TemplateError(_describe(exc)) from None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], nodes.Output):
+        return None
+    parts = tree.body[0].nodes
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    return match.group("expression")
+
+
+def variables_used(source: str) -> set[str]:
+    """The names a template reads from its variables (to refuse an unknown one when the
+    template is configured, not when it is first rendered)."""
+    try:
+        tree = _ENVIRONMENT.parse(source)
+    except JinjaTemplateError as exc:
+        raise TemplateError(_describe(exc)) from None
+    return meta.find_undeclared_variables(tree) - set(_ENVIRONMENT.globals)
+
+
+@lru_cache(maxsize=512)
+def _compiled_expression(expression: str) -> Any:
+    return _ENVIRONMENT.compile_expression(expression, undefined_to_none=False)
+
+
+def render_value(
+    source: str,
+    variables: dict[str, Any],
+    *,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Any:
+    """Render a template that stands for one JSON value.
+
+    The typing rule: a template that is exactly one placeholder keeps the type of what
+    its expression gives (`{{ width }}` is the number 1024; `{{ width | string }}` is
+    the string "1024", because the filter made a string); any other template (text
+    around a placeholder, two placeholders, a block) renders to a string."""
+    expression = single_expression(source)
+    if expression is None:
+        return render(source, variables, max_chars=max_chars, timeout_s=timeout_s)
+    token = _DEADLINE.set(time.monotonic() + timeout_s)
+    try:
+        value = _compiled_expression(expression)(**variables)
+    except _TimeoutExceeded:
+        raise TemplateError(f"template took longer than {timeout_s} s to render") from None
+    except JinjaTemplateError as exc:
+        raise TemplateError(_describe(exc)) from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as exc:
+        raise TemplateError(f"template failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        _DEADLINE.reset(token)
+    if isinstance(value, Undefined):
+        raise TemplateError(f"'{expression.strip()}' is undefined")
+    if isinstance(value, str) and len(value) > max_chars:
+        raise TemplateError(f"template output is longer than {max_chars} characters")
+    return value

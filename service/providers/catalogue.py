@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
-from service.providers import atlas, comfyui, fal, local, openai, replicate
+from service.providers import (
+    atlas,
+    comfyui,
+    command,
+    declarative,
+    fal,
+    local,
+    openai,
+    replicate,
+)
 from service.providers.account import AccountConfig
 from service.providers.base import Provider
 from service.providers.kinds import AnyKind, ProviderDeps
@@ -24,6 +33,8 @@ KINDS: dict[str, AnyKind] = {
         atlas.KIND,
         comfyui.KIND,
         fal.KIND,
+        declarative.KIND,
+        command.KIND,
     )
 }
 
