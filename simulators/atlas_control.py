@@ -3,9 +3,7 @@ faults, the `/_sim` routes, and a handle that drives them over HTTP."""
 
 from __future__ import annotations
 
-import re
 import secrets
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -14,7 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulators.faults import HUGE_PLACEHOLDER, drop_connection, hang, huge, malformed
+from simulators.faults import (
+    HUGE_PLACEHOLDER,
+    Fault,
+    drop_connection,
+    fault_route,
+    hang,
+    huge,
+    malformed,
+    reset_route,
+    take_fault,
+)
 from simulators.responses import bad_gateway, dump, json_body, json_response
 
 MESSAGES = {
@@ -46,17 +54,6 @@ class AtlasSimConfig(BaseModel):
     # Where output URLs point (default: the simulator's own address).
     public_url: str | None = None
     huge_bytes: int = Field(20 * 1024 * 1024, ge=0)
-
-
-@dataclass
-class Fault:
-    method: str | None
-    path: re.Pattern[str]
-    status: int | str
-    count: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    seconds: float = 30.0
 
 
 def atlas_error(status: int, message: str | None = None) -> Response:
@@ -96,18 +93,8 @@ class SimControl:
                 "json": await json_body(request) if body else None,
             }
         )
-        fault = self._matching_fault(request)
+        fault = take_fault(self.faults, request)
         return await self._answer_fault(request, fault) if fault is not None else None
-
-    def _matching_fault(self, request: Request) -> Fault | None:
-        for fault in self.faults:
-            if fault.count <= 0 or not fault.path.search(request.url.path):
-                continue
-            if fault.method and fault.method.upper() != request.method:
-                continue
-            fault.count -= 1
-            return fault
-        return None
 
     async def _answer_fault(self, request: Request, fault: Fault) -> Response:
         if fault.status == "reset":
@@ -151,34 +138,13 @@ class SimControl:
         async def get_predictions(request: Request) -> Response:
             return json_response(self.state())
 
-        async def add_fault(request: Request) -> Response:
-            spec = await json_body(request)
-            if not isinstance(spec, dict) or "status" not in spec:
-                return json_response({"detail": "expected {status, path?, method?, count?}"}, 422)
-            self.faults.append(
-                Fault(
-                    method=spec.get("method"),
-                    path=re.compile(spec.get("path", ".*")),
-                    status=spec["status"],
-                    count=int(spec.get("count", 1)),
-                    body=spec.get("body"),
-                    headers=dict(spec.get("headers") or {}),
-                    seconds=float(spec.get("seconds", 30.0)),
-                )
-            )
-            return json_response({"faults": len(self.faults)})
-
-        async def reset(request: Request) -> Response:
-            self.reset()
-            return json_response({"reset": True})
-
         return [
             Route("/_sim/config", get_config, methods=["GET"]),
             Route("/_sim/config", patch_config, methods=["PATCH"]),
             Route("/_sim/requests", get_requests, methods=["GET"]),
             Route("/_sim/predictions", get_predictions, methods=["GET"]),
-            Route("/_sim/faults", add_fault, methods=["POST"]),
-            Route("/_sim/reset", reset, methods=["POST"]),
+            fault_route(self.faults),
+            reset_route(self.reset),
         ]
 
 

@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulators.cms.base import CmsSim, Fault, cms_app
+from simulators.cms.base import CmsSim, cms_app
 from simulators.fal_queue import FalQueue, FalRequest, FalSimConfig, Outcome
-from simulators.faults import huge, malformed
+from simulators.faults import huge, malformed, take_fault
 from simulators.responses import dump, json_body, json_response
 from simulators.runner import SimulatorThread
 
@@ -69,20 +69,13 @@ class FalSim(CmsSim):
 
     async def intercept(self, request: Request) -> Response | None:
         """Faults "malformed" and "huge" first (the base knows the others)."""
-        for fault in self.faults:
-            if fault.status in ("malformed", "huge") and self._matches(fault, request):
-                fault.count -= 1
-                if fault.status == "huge":
-                    template = b'{"request_id":"__SIM_HUGE_BODY__"}'
-                    return huge(template, b"x", HUGE_BYTES, 200)
-                return malformed(dump({"request_id": "x", "status": "IN_QUEUE"}), 200)
+        fault = take_fault(self.faults, request, statuses=("malformed", "huge"))
+        if fault is not None:
+            if fault.status == "huge":
+                template = b'{"request_id":"__SIM_HUGE_BODY__"}'
+                return huge(template, b"x", HUGE_BYTES, 200)
+            return malformed(dump({"request_id": "x", "status": "IN_QUEUE"}), 200)
         return await super().intercept(request)
-
-    @staticmethod
-    def _matches(fault: Fault, request: Request) -> bool:
-        if fault.count <= 0 or (fault.method and fault.method.upper() != request.method):
-            return False
-        return bool(fault.path.search(request.url.path))
 
     def control_routes(self) -> list[BaseRoute]:
         routes = [r for r in super().control_routes() if getattr(r, "path", "") != "/_sim/config"]
