@@ -22,6 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from simulators import oauth, openai, openai_edits, replicate
 from simulators.config import SimConfig
+from simulators.faults import reset_route
 from simulators.predictions import Lifecycle
 from simulators.responses import json_body, json_response
 from simulators.state import SimState
@@ -43,17 +44,13 @@ def control_routes(state: SimState) -> list[Route]:
             return json_response({"detail": detail}, 422)
         return json_response(config.model_dump())
 
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return json_response({"reset": True})
-
     async def stats(request: Request) -> Response:
         return json_response(state.stats())
 
     return [
         Route("/_sim/config", get_config, methods=["GET"]),
         Route("/_sim/config", patch_config, methods=["PATCH"]),
-        Route("/_sim/reset", reset, methods=["POST"]),
+        reset_route(state.reset),
         Route("/_sim/stats", stats, methods=["GET"]),
     ]
 

@@ -23,7 +23,6 @@ Control (never logged, never faulted): `GET/PATCH /_sim/config`, `GET /_sim/requ
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 from simulators import atlas_media
 from simulators.atlas_control import AtlasHandle, AtlasSimConfig, SimControl, atlas_error
 from simulators.responses import bearer_token, json_body, json_response
-from simulators.runner import SimulatorThread
+from simulators.runner import serve_in_thread
 
 API = "/api/v1/model"
 # Atlas's platform code for an input its content moderation refused.
@@ -246,12 +245,8 @@ async def run_atlas(
     config: AtlasSimConfig | None = None, *, port: int = 0
 ) -> AsyncIterator[AtlasHandle]:
     """The simulator on 127.0.0.1 in a background thread (a free port when 0)."""
-    server = SimulatorThread(port=port, app=create_app(config))
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(create_app(config), port=port) as url:
         yield AtlasHandle(url)
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 def main() -> None:

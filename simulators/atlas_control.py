@@ -6,12 +6,12 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from simulators.control import ControlClient
 from simulators.faults import (
     HUGE_PLACEHOLDER,
     Fault,
@@ -148,33 +148,23 @@ class SimControl:
         ]
 
 
-class AtlasHandle:
+class AtlasHandle(ControlClient):
     """Controls a running Atlas simulator over its `/_sim` routes."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        # verify=False: plain HTTP, and it spares loading a CA bundle on every call.
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
-
     async def configure(self, **changes: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PATCH", "/_sim/config", changes)
+        result: dict[str, Any] = await self.call("PATCH", "/_sim/config", changes)
         return result
 
     async def fault(self, status: int | str, path: str = ".*", **spec: Any) -> None:
-        await self._call("POST", "/_sim/faults", {"status": status, "path": path, **spec})
+        await self.call("POST", "/_sim/faults", {"status": status, "path": path, **spec})
 
     async def requests(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", "/_sim/requests")
+        result: list[dict[str, Any]] = await self.call("GET", "/_sim/requests")
         return result
 
     async def predictions(self) -> dict[str, dict[str, Any]]:
-        result: dict[str, dict[str, Any]] = await self._call("GET", "/_sim/predictions")
+        result: dict[str, dict[str, Any]] = await self.call("GET", "/_sim/predictions")
         return result
 
     async def reset(self) -> None:
-        await self._call("POST", "/_sim/reset")
+        await self.call("POST", "/_sim/reset")

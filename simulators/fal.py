@@ -24,7 +24,6 @@ plus statuses "malformed" and "huge": a 200 with half a JSON body, or with 20 Mi
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,10 +35,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from simulators.cms.base import CmsSim, cms_app
+from simulators.control import ControlClient
 from simulators.fal_queue import FalQueue, FalRequest, FalSimConfig, Outcome
 from simulators.faults import huge, malformed, take_fault
 from simulators.responses import dump, json_body, json_response
-from simulators.runner import SimulatorThread
+from simulators.runner import serve_in_thread
 
 HUGE_BYTES = 20 * 1024 * 1024
 _REQUEST_PATH = re.compile(r"^/(?P<app>.+)/requests/(?P<id>[^/]+)(?P<tail>/status|/cancel)?$")
@@ -240,24 +240,16 @@ def create_fal_app(config: FalSimConfig | None = None, sim: FalSim | None = None
     return app
 
 
-class FalHandle:
+class FalHandle(ControlClient):
     """A running fal simulator: its URL and the controls tests use."""
 
     def __init__(self, url: str, sim: FalSim) -> None:
-        self.url = url
+        super().__init__(url)
         self.sim = sim
 
     @property
     def jwks_url(self) -> str:
         return f"{self.url}/.well-known/jwks.json"
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        import httpx
-
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
 
     async def configure(self, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("PATCH", "/_sim/config", changes)
@@ -284,12 +276,8 @@ async def run_fal(
 ) -> AsyncIterator[FalHandle]:
     """The fal simulator on 127.0.0.1 in a background thread (its own event loop)."""
     sim = FalSim(config)
-    server = SimulatorThread(port=port, app=build(sim=sim))
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(build(sim=sim), port=port) as url:
         yield FalHandle(url, sim)
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 __all__ = ["FalHandle", "FalSim", "FalSimConfig", "create_fal_app", "run_fal"]

@@ -13,7 +13,6 @@ Control routes (never logged, never faulted):
 
 from __future__ import annotations
 
-import asyncio
 import email.parser
 import email.policy
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from simulators.faults import Fault, drop_connection, fault_route, hang, reset_route, take_fault
 from simulators.responses import json_body, json_response
-from simulators.runner import SimulatorThread
+from simulators.runner import serve_in_thread
 
 
 @dataclass
@@ -154,9 +153,5 @@ def cms_app(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
 @asynccontextmanager
 async def run_cms(build: Callable[[], Starlette], *, port: int = 0) -> AsyncIterator[str]:
     """A CMS simulator app on 127.0.0.1 in a background thread; yields its base URL."""
-    server = SimulatorThread(port=port, app=build())
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(build(), port=port) as url:
         yield url
-    finally:
-        await asyncio.to_thread(server.stop)
