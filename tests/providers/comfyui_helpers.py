@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from service.config import Settings
@@ -42,6 +43,24 @@ IMG2IMG_INJECT = {
 def start_simulator() -> Iterator[str]:
     with serving_in_thread(comfyui_app()) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """One simulator for a test module (reset before each test)."""
+    yield from start_simulator()
+
+
+@pytest.fixture
+async def sim(server_url: str) -> Control:
+    control = Control(server_url)
+    await control.reset()
+    return control
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return workflows_dir(tmp_path)
 
 
 class Control(ControlClient):
