@@ -40,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 from simulators import atlas_media
 from simulators.atlas_control import AtlasHandle, AtlasSimConfig, SimControl, atlas_error
 from simulators.responses import bearer_token, json_body, json_response
-from simulators.runner import serve_in_thread
+from simulators.runner import serve_in_thread, serve_main
 
 API = "/api/v1/model"
 # Atlas's platform code for an input its content moderation refused.
@@ -252,19 +252,7 @@ async def run_atlas(
 def main() -> None:
     """`python -m simulators.atlas --port 9110 [--config '{json}']`: the simulator in the
     foreground (development: point an atlas account's base_url at it)."""
-    import argparse
-
-    import uvicorn
-
-    from simulators.runner import server_options
-
-    parser = argparse.ArgumentParser(prog="python -m simulators.atlas", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9110)
-    parser.add_argument("--config", default="{}", help="AtlasSimConfig fields as a JSON object")
-    args = parser.parse_args()
-    app = create_app(AtlasSimConfig.model_validate_json(args.config))
-    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    serve_main("python -m simulators.atlas", main.__doc__, 9110, AtlasSimConfig, create_app)
 
 
 if __name__ == "__main__":

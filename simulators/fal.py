@@ -39,7 +39,7 @@ from simulators.control import ControlClient
 from simulators.fal_queue import FalQueue, FalRequest, FalSimConfig, Outcome
 from simulators.faults import huge, malformed, take_fault
 from simulators.responses import dump, json_body, json_response
-from simulators.runner import serve_in_thread
+from simulators.runner import serve_in_thread, serve_main
 
 HUGE_BYTES = 20 * 1024 * 1024
 _REQUEST_PATH = re.compile(r"^/(?P<app>.+)/requests/(?P<id>[^/]+)(?P<tail>/status|/cancel)?$")
@@ -285,19 +285,7 @@ __all__ = ["FalHandle", "FalSim", "FalSimConfig", "create_fal_app", "run_fal"]
 
 def main() -> None:
     """`python -m simulators.fal --port 9200 [--config '{json}']`: in the foreground."""
-    import argparse
-
-    import uvicorn
-
-    from simulators.runner import server_options
-
-    parser = argparse.ArgumentParser(prog="python -m simulators.fal", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9200)
-    parser.add_argument("--config", default="{}", help="FalSimConfig fields as a JSON object")
-    args = parser.parse_args()
-    app = create_fal_app(FalSimConfig.model_validate_json(args.config))
-    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    serve_main("python -m simulators.fal", main.__doc__, 9200, FalSimConfig, create_fal_app)
 
 
 if __name__ == "__main__":

@@ -5,19 +5,21 @@ CPU-bound interpreter with the code they measure).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from pydantic import BaseModel
 
 from simulators.app import create_app
 from simulators.config import SimConfig
@@ -25,6 +27,7 @@ from simulators.control import ControlClient
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+M = TypeVar("M", bound=BaseModel)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -206,3 +209,19 @@ def start_simulator_process(
         process.wait()
         raise
     return url, process
+
+
+def serve_main(
+    prog: str, doc: str | None, port: int, config_type: type[M], build: Callable[[M], Any]
+) -> None:
+    """`python -m <prog> --port N [--config '{json}']`: a simulator in the foreground,
+    built from a JSON object of `config_type`'s fields."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument(
+        "--config", default="{}", help=f"{config_type.__name__} fields as a JSON object"
+    )
+    args = parser.parse_args()
+    app = build(config_type.model_validate_json(args.config))
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())
