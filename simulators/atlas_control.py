@@ -6,12 +6,12 @@ from __future__ import annotations
 import secrets
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulators.control import ControlClient
+from simulators.control import ControlClient, config_routes
 from simulators.faults import (
     HUGE_PLACEHOLDER,
     Fault,
@@ -117,21 +117,11 @@ class SimControl:
             return response
         return json_response(fault.body, status, headers=fault.headers)
 
+    def _patch_config(self, changes: dict[str, Any]) -> AtlasSimConfig:
+        self.config = AtlasSimConfig.model_validate(self.config.model_dump() | changes)
+        return self.config
+
     def control_routes(self) -> list[BaseRoute]:
-        async def get_config(request: Request) -> Response:
-            return json_response(self.config.model_dump())
-
-        async def patch_config(request: Request) -> Response:
-            changes = await json_body(request)
-            if not isinstance(changes, dict):
-                return json_response({"detail": "expected a JSON object"}, 422)
-            try:
-                self.config = AtlasSimConfig.model_validate(self.config.model_dump() | changes)
-            except ValidationError as error:
-                detail = error.errors(include_url=False, include_context=False)
-                return json_response({"detail": detail}, 422)
-            return json_response(self.config.model_dump())
-
         async def get_requests(request: Request) -> Response:
             return json_response(self.requests)
 
@@ -139,8 +129,7 @@ class SimControl:
             return json_response(self.state())
 
         return [
-            Route("/_sim/config", get_config, methods=["GET"]),
-            Route("/_sim/config", patch_config, methods=["PATCH"]),
+            *config_routes(lambda: self.config, self._patch_config),
             Route("/_sim/requests", get_requests, methods=["GET"]),
             Route("/_sim/predictions", get_predictions, methods=["GET"]),
             fault_route(self.faults),

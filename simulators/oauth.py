@@ -34,13 +34,13 @@ from collections import Counter
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from simulators import faults
-from simulators.control import ControlClient
+from simulators.control import ControlClient, config_routes
 from simulators.responses import bad_gateway, json_body, json_response
 
 TOKEN_PATH = "/oauth/2.0/token"
@@ -221,19 +221,9 @@ def routes(server: TokenServer) -> list[Route]:
 
 
 def control_routes(server: TokenServer) -> list[Route]:
-    async def get_config(request: Request) -> Response:
-        return json_response(server.config.model_dump())
-
-    async def patch_config(request: Request) -> Response:
-        changes = await json_body(request)
-        if not isinstance(changes, dict):
-            return json_response({"detail": "expected a JSON object"}, 422)
-        try:
-            server.config = server.config.patched(changes)
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False)
-            return json_response({"detail": detail}, 422)
-        return json_response(server.config.model_dump())
+    def patch(changes: dict[str, Any]) -> TokenServerConfig:
+        server.config = server.config.patched(changes)
+        return server.config
 
     async def revoke(request: Request) -> Response:
         body = await json_body(request)
@@ -244,8 +234,7 @@ def control_routes(server: TokenServer) -> list[Route]:
         return json_response(server.stats())
 
     return [
-        Route("/_sim/oauth/config", get_config, methods=["GET"]),
-        Route("/_sim/oauth/config", patch_config, methods=["PATCH"]),
+        *config_routes(lambda: server.config, patch, "/_sim/oauth/config"),
         Route("/_sim/oauth/revoke", revoke, methods=["POST"]),
         faults.reset_route(server.reset, "/_sim/oauth/reset"),
         Route("/_sim/oauth/stats", stats, methods=["GET"]),
