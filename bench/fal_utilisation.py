@@ -18,7 +18,6 @@ serve` runs, fal's signed webhooks come back to it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -40,7 +39,8 @@ from bench._dispatch_env import (
 )
 from bench._harness import free_port, log
 from bench._machine import wait_for_quiet
-from bench.dispatch import Scenario, disturbed, emit, r, wait_all_final
+from bench.dispatch import Scenario, disturbed, r, wait_all_final
+from bench.utilisation import case_main
 from simulators import SimConfig
 from simulators.runner import ROOT, wait_until_answering
 
@@ -213,25 +213,8 @@ async def run_case(args: argparse.Namespace, case: Case, setup: str) -> dict[str
     return result
 
 
-async def run(args: argparse.Namespace) -> None:
-    names = list(CASES) if args.case == "all" else [args.case]
-    for name in names:
-        for setup in args.setups:
-            emit(await run_case(args, CASES[name], setup))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=[*CASES, "all"])
-    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
-    parser.add_argument("--jobs", type=int, default=0, help="default: the case's figure")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--trim", type=float, default=3, help="seconds cut at each end")
-    parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--no-wait-for-quiet", action="store_true")
-    parser.add_argument("--quiet-wait", type=float, default=120)
-    asyncio.run(run(parser.parse_args()))
+    case_main(__doc__ or "", CASES, SETUPS, run_case, jobs_help="default: the case's figure")
 
 
 if __name__ == "__main__":

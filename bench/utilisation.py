@@ -31,6 +31,7 @@ import math
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -244,25 +245,39 @@ async def run_case(args: argparse.Namespace, case: Case, setup: str) -> dict[str
     return result
 
 
-async def run(args: argparse.Namespace) -> None:
-    names = list(CASES) if args.case == "all" else [args.case]
-    for name in names:
-        for setup in args.setups:
-            emit(await run_case(args, CASES[name], setup))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=[*CASES, "all"])
-    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
-    parser.add_argument("--jobs", type=int, default=0, help="default: the issue's figure")
+def case_main(
+    doc: str,
+    cases: Mapping[str, Any],
+    setups: Sequence[str],
+    run_case: Callable[[argparse.Namespace, Any, str], Awaitable[dict[str, Any]]],
+    *,
+    jobs_help: str,
+) -> None:
+    """The command line of the utilisation benchmarks: a case (or all), its setups, the
+    load; one JSON line per case and setup."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("case", choices=[*cases, "all"])
+    parser.add_argument("--setups", nargs="+", choices=setups, default=list(setups))
+    parser.add_argument("--jobs", type=int, default=0, help=jobs_help)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--trim", type=float, default=3, help="seconds cut at each end")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--no-wait-for-quiet", action="store_true")
     parser.add_argument("--quiet-wait", type=float, default=120)
-    asyncio.run(run(parser.parse_args()))
+    args = parser.parse_args()
+
+    async def run() -> None:
+        names = list(cases) if args.case == "all" else [args.case]
+        for name in names:
+            for setup in args.setups:
+                emit(await run_case(args, cases[name], setup))
+
+    asyncio.run(run())
+
+
+def main() -> None:
+    case_main(__doc__ or "", CASES, SETUPS, run_case, jobs_help="default: the issue's figure")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,38 +21,21 @@ from starlette.types import Message, Receive, Scope, Send
 
 from simulators import oauth, openai, openai_edits, replicate
 from simulators.config import SimConfig
+from simulators.control import config_routes
+from simulators.faults import reset_route
 from simulators.predictions import Lifecycle
-from simulators.responses import json_body, json_response
+from simulators.responses import json_response
 from simulators.state import SimState
 from simulators.webhooks import WebhookSender
 
 
 def control_routes(state: SimState) -> list[Route]:
-    async def get_config(request: Request) -> Response:
-        return json_response(state.config.model_dump())
-
-    async def patch_config(request: Request) -> Response:
-        changes = await json_body(request)
-        if not isinstance(changes, dict):
-            return json_response({"detail": "expected a JSON object"}, 422)
-        try:
-            config = state.configure(changes)
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False)
-            return json_response({"detail": detail}, 422)
-        return json_response(config.model_dump())
-
-    async def reset(request: Request) -> Response:
-        state.reset()
-        return json_response({"reset": True})
-
     async def stats(request: Request) -> Response:
         return json_response(state.stats())
 
     return [
-        Route("/_sim/config", get_config, methods=["GET"]),
-        Route("/_sim/config", patch_config, methods=["PATCH"]),
-        Route("/_sim/reset", reset, methods=["POST"]),
+        *config_routes(lambda: state.config, state.configure),
+        reset_route(state.reset),
         Route("/_sim/stats", stats, methods=["GET"]),
     ]
 

@@ -23,7 +23,6 @@ Control (never logged, never faulted): `GET/PATCH /_sim/config`, `GET /_sim/requ
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import secrets
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from starlette.types import Receive, Scope, Send
 from simulators import atlas_media
 from simulators.atlas_control import AtlasHandle, AtlasSimConfig, SimControl, atlas_error
 from simulators.responses import bearer_token, json_body, json_response
-from simulators.runner import SimulatorThread
+from simulators.runner import serve_in_thread, serve_main
 
 API = "/api/v1/model"
 # Atlas's platform code for an input its content moderation refused.
@@ -246,30 +245,14 @@ async def run_atlas(
     config: AtlasSimConfig | None = None, *, port: int = 0
 ) -> AsyncIterator[AtlasHandle]:
     """The simulator on 127.0.0.1 in a background thread (a free port when 0)."""
-    server = SimulatorThread(port=port, app=create_app(config))
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(create_app(config), port=port) as url:
         yield AtlasHandle(url)
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 def main() -> None:
     """`python -m simulators.atlas --port 9110 [--config '{json}']`: the simulator in the
     foreground (development: point an atlas account's base_url at it)."""
-    import argparse
-
-    import uvicorn
-
-    from simulators.runner import server_options
-
-    parser = argparse.ArgumentParser(prog="python -m simulators.atlas", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9110)
-    parser.add_argument("--config", default="{}", help="AtlasSimConfig fields as a JSON object")
-    args = parser.parse_args()
-    app = create_app(AtlasSimConfig.model_validate_json(args.config))
-    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    serve_main("python -m simulators.atlas", main.__doc__, 9110, AtlasSimConfig, create_app)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,26 @@ faults, the `/_sim` routes, and a handle that drives them over HTTP."""
 
 from __future__ import annotations
 
-import re
 import secrets
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulators.faults import HUGE_PLACEHOLDER, drop_connection, hang, huge, malformed
+from simulators.control import ControlClient, config_routes
+from simulators.faults import (
+    HUGE_PLACEHOLDER,
+    Fault,
+    drop_connection,
+    fault_route,
+    hang,
+    huge,
+    malformed,
+    reset_route,
+    take_fault,
+)
 from simulators.responses import bad_gateway, dump, json_body, json_response
 
 MESSAGES = {
@@ -46,17 +54,6 @@ class AtlasSimConfig(BaseModel):
     # Where output URLs point (default: the simulator's own address).
     public_url: str | None = None
     huge_bytes: int = Field(20 * 1024 * 1024, ge=0)
-
-
-@dataclass
-class Fault:
-    method: str | None
-    path: re.Pattern[str]
-    status: int | str
-    count: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    seconds: float = 30.0
 
 
 def atlas_error(status: int, message: str | None = None) -> Response:
@@ -96,18 +93,8 @@ class SimControl:
                 "json": await json_body(request) if body else None,
             }
         )
-        fault = self._matching_fault(request)
+        fault = take_fault(self.faults, request)
         return await self._answer_fault(request, fault) if fault is not None else None
-
-    def _matching_fault(self, request: Request) -> Fault | None:
-        for fault in self.faults:
-            if fault.count <= 0 or not fault.path.search(request.url.path):
-                continue
-            if fault.method and fault.method.upper() != request.method:
-                continue
-            fault.count -= 1
-            return fault
-        return None
 
     async def _answer_fault(self, request: Request, fault: Fault) -> Response:
         if fault.status == "reset":
@@ -130,85 +117,43 @@ class SimControl:
             return response
         return json_response(fault.body, status, headers=fault.headers)
 
+    def _patch_config(self, changes: dict[str, Any]) -> AtlasSimConfig:
+        self.config = AtlasSimConfig.model_validate(self.config.model_dump() | changes)
+        return self.config
+
     def control_routes(self) -> list[BaseRoute]:
-        async def get_config(request: Request) -> Response:
-            return json_response(self.config.model_dump())
-
-        async def patch_config(request: Request) -> Response:
-            changes = await json_body(request)
-            if not isinstance(changes, dict):
-                return json_response({"detail": "expected a JSON object"}, 422)
-            try:
-                self.config = AtlasSimConfig.model_validate(self.config.model_dump() | changes)
-            except ValidationError as error:
-                detail = error.errors(include_url=False, include_context=False)
-                return json_response({"detail": detail}, 422)
-            return json_response(self.config.model_dump())
-
         async def get_requests(request: Request) -> Response:
             return json_response(self.requests)
 
         async def get_predictions(request: Request) -> Response:
             return json_response(self.state())
 
-        async def add_fault(request: Request) -> Response:
-            spec = await json_body(request)
-            if not isinstance(spec, dict) or "status" not in spec:
-                return json_response({"detail": "expected {status, path?, method?, count?}"}, 422)
-            self.faults.append(
-                Fault(
-                    method=spec.get("method"),
-                    path=re.compile(spec.get("path", ".*")),
-                    status=spec["status"],
-                    count=int(spec.get("count", 1)),
-                    body=spec.get("body"),
-                    headers=dict(spec.get("headers") or {}),
-                    seconds=float(spec.get("seconds", 30.0)),
-                )
-            )
-            return json_response({"faults": len(self.faults)})
-
-        async def reset(request: Request) -> Response:
-            self.reset()
-            return json_response({"reset": True})
-
         return [
-            Route("/_sim/config", get_config, methods=["GET"]),
-            Route("/_sim/config", patch_config, methods=["PATCH"]),
+            *config_routes(lambda: self.config, self._patch_config),
             Route("/_sim/requests", get_requests, methods=["GET"]),
             Route("/_sim/predictions", get_predictions, methods=["GET"]),
-            Route("/_sim/faults", add_fault, methods=["POST"]),
-            Route("/_sim/reset", reset, methods=["POST"]),
+            fault_route(self.faults),
+            reset_route(self.reset),
         ]
 
 
-class AtlasHandle:
+class AtlasHandle(ControlClient):
     """Controls a running Atlas simulator over its `/_sim` routes."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        # verify=False: plain HTTP, and it spares loading a CA bundle on every call.
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
-
     async def configure(self, **changes: Any) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PATCH", "/_sim/config", changes)
+        result: dict[str, Any] = await self.call("PATCH", "/_sim/config", changes)
         return result
 
     async def fault(self, status: int | str, path: str = ".*", **spec: Any) -> None:
-        await self._call("POST", "/_sim/faults", {"status": status, "path": path, **spec})
+        await self.call("POST", "/_sim/faults", {"status": status, "path": path, **spec})
 
     async def requests(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", "/_sim/requests")
+        result: list[dict[str, Any]] = await self.call("GET", "/_sim/requests")
         return result
 
     async def predictions(self) -> dict[str, dict[str, Any]]:
-        result: dict[str, dict[str, Any]] = await self._call("GET", "/_sim/predictions")
+        result: dict[str, dict[str, Any]] = await self.call("GET", "/_sim/predictions")
         return result
 
     async def reset(self) -> None:
-        await self._call("POST", "/_sim/reset")
+        await self.call("POST", "/_sim/reset")

@@ -46,7 +46,7 @@ from simulators.comfyui_graph import (
     render_png,
 )
 from simulators.comfyui_routes import api_routes, control_routes
-from simulators.faults import huge, malformed
+from simulators.faults import huge, malformed, take_fault
 from simulators.responses import bearer_token, dump
 
 Files = dict[tuple[str, str, str], bytes]  # (type, subfolder, filename) -> bytes
@@ -126,18 +126,13 @@ class ComfySim(CmsSim):
         token = self.settings.token
         if token and bearer_token(request) != token:
             return PlainTextResponse("401: Unauthorized", 401)
-        for fault in self.faults:
-            if fault.count > 0 and fault.status in ("malformed", "huge"):
-                if fault.method and fault.method.upper() != request.method:
-                    continue
-                if not fault.path.search(request.url.path):
-                    continue
-                fault.count -= 1
-                body = dump(fault.body or {"prompt_id": str(uuid.uuid4()), "number": 0})
-                if fault.status == "malformed":
-                    return malformed(body, 200)
-                size = int((fault.headers or {}).get("x-sim-size", 40 * 1024 * 1024))
-                return huge(b'{"prompt_id":"__SIM_HUGE_BODY__"}', b"x", size, 200)
+        fault = take_fault(self.faults, request, statuses=("malformed", "huge"))
+        if fault is not None:
+            body = dump(fault.body or {"prompt_id": str(uuid.uuid4()), "number": 0})
+            if fault.status == "malformed":
+                return malformed(body, 200)
+            size = int((fault.headers or {}).get("x-sim-size", 40 * 1024 * 1024))
+            return huge(b'{"prompt_id":"__SIM_HUGE_BODY__"}', b"x", size, 200)
         return await super().intercept(request)
 
     # --- websocket ------------------------------------------------------------------

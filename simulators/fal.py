@@ -24,7 +24,6 @@ plus statuses "malformed" and "huge": a 200 with half a JSON body, or with 20 Mi
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,11 +34,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from simulators.cms.base import CmsSim, Fault, cms_app
+from simulators.cms.base import CmsSim, cms_app
+from simulators.control import ControlClient
 from simulators.fal_queue import FalQueue, FalRequest, FalSimConfig, Outcome
-from simulators.faults import huge, malformed
+from simulators.faults import huge, malformed, take_fault
 from simulators.responses import dump, json_body, json_response
-from simulators.runner import SimulatorThread
+from simulators.runner import serve_in_thread, serve_main
 
 HUGE_BYTES = 20 * 1024 * 1024
 _REQUEST_PATH = re.compile(r"^/(?P<app>.+)/requests/(?P<id>[^/]+)(?P<tail>/status|/cancel)?$")
@@ -69,20 +69,13 @@ class FalSim(CmsSim):
 
     async def intercept(self, request: Request) -> Response | None:
         """Faults "malformed" and "huge" first (the base knows the others)."""
-        for fault in self.faults:
-            if fault.status in ("malformed", "huge") and self._matches(fault, request):
-                fault.count -= 1
-                if fault.status == "huge":
-                    template = b'{"request_id":"__SIM_HUGE_BODY__"}'
-                    return huge(template, b"x", HUGE_BYTES, 200)
-                return malformed(dump({"request_id": "x", "status": "IN_QUEUE"}), 200)
+        fault = take_fault(self.faults, request, statuses=("malformed", "huge"))
+        if fault is not None:
+            if fault.status == "huge":
+                template = b'{"request_id":"__SIM_HUGE_BODY__"}'
+                return huge(template, b"x", HUGE_BYTES, 200)
+            return malformed(dump({"request_id": "x", "status": "IN_QUEUE"}), 200)
         return await super().intercept(request)
-
-    @staticmethod
-    def _matches(fault: Fault, request: Request) -> bool:
-        if fault.count <= 0 or (fault.method and fault.method.upper() != request.method):
-            return False
-        return bool(fault.path.search(request.url.path))
 
     def control_routes(self) -> list[BaseRoute]:
         routes = [r for r in super().control_routes() if getattr(r, "path", "") != "/_sim/config"]
@@ -247,24 +240,16 @@ def create_fal_app(config: FalSimConfig | None = None, sim: FalSim | None = None
     return app
 
 
-class FalHandle:
+class FalHandle(ControlClient):
     """A running fal simulator: its URL and the controls tests use."""
 
     def __init__(self, url: str, sim: FalSim) -> None:
-        self.url = url
+        super().__init__(url)
         self.sim = sim
 
     @property
     def jwks_url(self) -> str:
         return f"{self.url}/.well-known/jwks.json"
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        import httpx
-
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
 
     async def configure(self, **changes: Any) -> dict[str, Any]:
         result: dict[str, Any] = await self.call("PATCH", "/_sim/config", changes)
@@ -291,12 +276,8 @@ async def run_fal(
 ) -> AsyncIterator[FalHandle]:
     """The fal simulator on 127.0.0.1 in a background thread (its own event loop)."""
     sim = FalSim(config)
-    server = SimulatorThread(port=port, app=build(sim=sim))
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(build(sim=sim), port=port) as url:
         yield FalHandle(url, sim)
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 __all__ = ["FalHandle", "FalSim", "FalSimConfig", "create_fal_app", "run_fal"]
@@ -304,19 +285,7 @@ __all__ = ["FalHandle", "FalSim", "FalSimConfig", "create_fal_app", "run_fal"]
 
 def main() -> None:
     """`python -m simulators.fal --port 9200 [--config '{json}']`: in the foreground."""
-    import argparse
-
-    import uvicorn
-
-    from simulators.runner import server_options
-
-    parser = argparse.ArgumentParser(prog="python -m simulators.fal", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9200)
-    parser.add_argument("--config", default="{}", help="FalSimConfig fields as a JSON object")
-    args = parser.parse_args()
-    app = create_fal_app(FalSimConfig.model_validate_json(args.config))
-    uvicorn.run(app, host=args.host, port=args.port, **server_options())
+    serve_main("python -m simulators.fal", main.__doc__, 9200, FalSimConfig, create_fal_app)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from simulators.webhooks import BackgroundPoster
+
 SignatureMode = Literal["valid", "forged", "stale", "tampered", "unsigned"]
 STALE_S = 600
 
@@ -98,39 +100,22 @@ class WebhookPolicy:
     timeout_s: float
 
 
-class WebhookSender:
+class WebhookSender(BackgroundPoster):
     """Deliveries run as background tasks: a slow receiver never delays the queue."""
 
     def __init__(self, keys: SigningKeys, counts: Counter[str]) -> None:
+        super().__init__(httpx.Limits(max_connections=100))
         self.keys = keys
         self.counts = counts
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=100))
-        self.tasks: set[asyncio.Task[None]] = set()
 
     def send(self, url: str, request_id: str, body: bytes, policy: WebhookPolicy) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(url, request_id, body, policy))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.spawn(self._deliver(url, request_id, body, policy))
 
     async def _deliver(self, url: str, request_id: str, body: bytes, policy: WebhookPolicy) -> None:
         for attempt in range(policy.retries + 1):
             if attempt:
                 await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
             headers = self.keys.headers(request_id, policy.user_id, body, policy.signature)
-            self.counts["webhook_attempts"] += 1
-            try:
-                response = await self.client.post(
-                    url, content=body, headers=headers, timeout=policy.timeout_s
-                )
-            except httpx.HTTPError:
-                continue
-            if response.is_success:
-                self.counts["webhooks_sent"] += 1
+            if await self.post(url, body, headers, policy.timeout_s, self.counts):
                 return
         self.counts["webhooks_failed"] += 1
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.client.aclose()

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import struct
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from simulators.responses import json_body, json_response
 
 HUGE_PLACEHOLDER = "__SIM_HUGE_BODY__"
 CHUNK = 64 * 1024
@@ -84,3 +90,67 @@ def huge(template: bytes, filler: bytes, total: int, status: int) -> StreamingRe
         media_type="application/json",
         headers={"content-length": length},
     )
+
+
+@dataclass
+class Fault:
+    """An answer injected by `POST /_sim/faults` for the next `count` matching requests."""
+
+    method: str | None
+    path: re.Pattern[str]
+    status: int | str
+    count: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 30.0
+
+
+def take_fault(
+    faults: list[Fault], request: Request, statuses: Collection[int | str] | None = None
+) -> Fault | None:
+    """The first fault left that matches `request` (and is one of `statuses`, when
+    given), its count taken down by one."""
+    for fault in faults:
+        if fault.count <= 0 or (statuses is not None and fault.status not in statuses):
+            continue
+        if fault.method and fault.method.upper() != request.method:
+            continue
+        if not fault.path.search(request.url.path):
+            continue
+        fault.count -= 1
+        return fault
+    return None
+
+
+def fault_route(faults: list[Fault]) -> Route:
+    """`POST /_sim/faults` `{"status", "path"?, "method"?, "count"?, "body"?, "headers"?,
+    "seconds"?}`: adds a fault to `faults`."""
+
+    async def add_fault(request: Request) -> Response:
+        spec = await json_body(request)
+        if not isinstance(spec, dict) or "status" not in spec:
+            return json_response({"detail": "expected {status, path?, method?, count?}"}, 422)
+        faults.append(
+            Fault(
+                method=spec.get("method"),
+                path=re.compile(spec.get("path", ".*")),
+                status=spec["status"],
+                count=int(spec.get("count", 1)),
+                body=spec.get("body"),
+                headers=dict(spec.get("headers") or {}),
+                seconds=float(spec.get("seconds", 30.0)),
+            )
+        )
+        return json_response({"faults": len(faults)})
+
+    return Route("/_sim/faults", add_fault, methods=["POST"])
+
+
+def reset_route(reset: Callable[[], None], path: str = "/_sim/reset") -> Route:
+    """`POST /_sim/reset`: calls `reset`."""
+
+    async def endpoint(request: Request) -> Response:
+        reset()
+        return json_response({"reset": True})
+
+    return Route(path, endpoint, methods=["POST"])

@@ -34,13 +34,13 @@ from collections import Counter
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote
 
-import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from simulators import faults
+from simulators.control import ControlClient, config_routes
 from simulators.responses import bad_gateway, json_body, json_response
 
 TOKEN_PATH = "/oauth/2.0/token"
@@ -221,66 +221,44 @@ def routes(server: TokenServer) -> list[Route]:
 
 
 def control_routes(server: TokenServer) -> list[Route]:
-    async def get_config(request: Request) -> Response:
-        return json_response(server.config.model_dump())
-
-    async def patch_config(request: Request) -> Response:
-        changes = await json_body(request)
-        if not isinstance(changes, dict):
-            return json_response({"detail": "expected a JSON object"}, 422)
-        try:
-            server.config = server.config.patched(changes)
-        except ValidationError as error:
-            detail = error.errors(include_url=False, include_context=False)
-            return json_response({"detail": detail}, 422)
-        return json_response(server.config.model_dump())
+    def patch(changes: dict[str, Any]) -> TokenServerConfig:
+        server.config = server.config.patched(changes)
+        return server.config
 
     async def revoke(request: Request) -> Response:
         body = await json_body(request)
         token = body.get("token") if isinstance(body, dict) else None
         return json_response({"revoked": server.revoke(token if isinstance(token, str) else None)})
 
-    async def reset(request: Request) -> Response:
-        server.reset()
-        return json_response({"reset": True})
-
     async def stats(request: Request) -> Response:
         return json_response(server.stats())
 
     return [
-        Route("/_sim/oauth/config", get_config, methods=["GET"]),
-        Route("/_sim/oauth/config", patch_config, methods=["PATCH"]),
+        *config_routes(lambda: server.config, patch, "/_sim/oauth/config"),
         Route("/_sim/oauth/revoke", revoke, methods=["POST"]),
-        Route("/_sim/oauth/reset", reset, methods=["POST"]),
+        faults.reset_route(server.reset, "/_sim/oauth/reset"),
         Route("/_sim/oauth/stats", stats, methods=["GET"]),
     ]
 
 
-class TokenServerHandle:
+class TokenServerHandle(ControlClient):
     """The token server's controls, for tests (the simulator's base URL)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        super().__init__(url)
         self.token_url = url + TOKEN_PATH
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        # verify=False: plain HTTP, and it spares loading a CA bundle on every call.
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
-
     async def configure(self, **changes: Any) -> TokenServerConfig:
-        answer = await self._call("PATCH", "/_sim/oauth/config", changes)
+        answer = await self.call("PATCH", "/_sim/oauth/config", changes)
         return TokenServerConfig.model_validate(answer)
 
     async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/_sim/oauth/stats")
+        result: dict[str, Any] = await self.call("GET", "/_sim/oauth/stats")
         return result
 
     async def revoke(self, token: str | None = None) -> int:
         body = {"token": token} if token is not None else {}
-        return int((await self._call("POST", "/_sim/oauth/revoke", body))["revoked"])
+        return int((await self.call("POST", "/_sim/oauth/revoke", body))["revoked"])
 
     async def reset(self) -> None:
-        await self._call("POST", "/_sim/oauth/reset")
+        await self.call("POST", "/_sim/oauth/reset")

@@ -5,25 +5,29 @@ CPU-bound interpreter with the code they measure).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from pydantic import BaseModel
 
 from simulators.app import create_app
 from simulators.config import SimConfig
+from simulators.control import ControlClient
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+M = TypeVar("M", bound=BaseModel)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -50,32 +54,22 @@ def server_options() -> dict[str, Any]:
     }
 
 
-class SimulatorHandle:
-    """Controls a running simulator over its `/_sim` routes."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        # verify=False: plain HTTP, and it spares loading a CA bundle on every call.
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
+class SimulatorHandle(ControlClient):
+    """Controls a running provider simulator over its `/_sim` routes."""
 
     async def configure(self, **changes: Any) -> SimConfig:
         """Patch the configuration (only the fields given); returns the whole new one."""
-        return SimConfig.model_validate(await self._call("PATCH", "/_sim/config", changes))
+        return SimConfig.model_validate(await self.call("PATCH", "/_sim/config", changes))
 
     async def config(self) -> SimConfig:
-        return SimConfig.model_validate(await self._call("GET", "/_sim/config"))
+        return SimConfig.model_validate(await self.call("GET", "/_sim/config"))
 
     async def stats(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/_sim/stats")
+        result: dict[str, Any] = await self.call("GET", "/_sim/stats")
         return result
 
     async def reset(self) -> None:
-        await self._call("POST", "/_sim/reset")
+        await self.call("POST", "/_sim/reset")
 
 
 class SyncSimulatorHandle:
@@ -156,17 +150,35 @@ def wait_until_answering(
 
 
 @asynccontextmanager
+async def serve_in_thread(app: Any, *, port: int = 0) -> AsyncIterator[str]:
+    """`app` on 127.0.0.1 (a free port when 0), served from a background thread, so the
+    caller's event loop stays free; yields its base URL, and stops it on exit."""
+    server = SimulatorThread(port=port, app=app)
+    url = await asyncio.to_thread(server.start)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@contextmanager
+def serving_in_thread(app: Any, *, port: int = 0) -> Iterator[str]:
+    """The synchronous twin of `serve_in_thread` (module-scoped test fixtures)."""
+    server = SimulatorThread(port=port, app=app)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
 async def run_simulator(
     config: SimConfig | None = None, *, port: int = 0
 ) -> AsyncIterator[SimulatorHandle]:
-    """A simulator on 127.0.0.1 (a free port when 0), served from a background thread, so
-    the caller's event loop stays free; stopped (webhook client included) on exit."""
-    server = SimulatorThread(config, port)
-    url = await asyncio.to_thread(server.start)
-    try:
+    """The provider simulator in a background thread (see `serve_in_thread`); stopped
+    (webhook client included) on exit."""
+    async with serve_in_thread(create_app(config), port=port) as url:
         yield SimulatorHandle(url)
-    finally:
-        await asyncio.to_thread(server.stop)
 
 
 @contextmanager
@@ -174,11 +186,8 @@ def running_simulator(
     config: SimConfig | None = None, *, port: int = 0
 ) -> Iterator[SyncSimulatorHandle]:
     """The synchronous twin of `run_simulator`."""
-    server = SimulatorThread(config, port)
-    try:
-        yield SyncSimulatorHandle(server.start())
-    finally:
-        server.stop()
+    with serving_in_thread(create_app(config), port=port) as url:
+        yield SyncSimulatorHandle(url)
 
 
 def start_simulator_process(
@@ -200,3 +209,19 @@ def start_simulator_process(
         process.wait()
         raise
     return url, process
+
+
+def serve_main(
+    prog: str, doc: str | None, port: int, config_type: type[M], build: Callable[[M], Any]
+) -> None:
+    """`python -m <prog> --port N [--config '{json}']`: a simulator in the foreground,
+    built from a JSON object of `config_type`'s fields."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc)
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument(
+        "--config", default="{}", help=f"{config_type.__name__} fields as a JSON object"
+    )
+    args = parser.parse_args()
+    app = build(config_type.model_validate_json(args.config))
+    uvicorn.run(app, host=args.host, port=args.port, **server_options())

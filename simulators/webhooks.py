@@ -14,6 +14,9 @@ import hmac
 import secrets
 import string
 import time
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
 
 import httpx
 
@@ -35,18 +38,46 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-class WebhookSender:
-    def __init__(self, state: SimState) -> None:
-        self.state = state
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        )
+class BackgroundPoster:
+    """Webhook deliveries as background tasks on one shared client, so that a slow or dead
+    receiver never delays the simulated work; `close` cancels what is left."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self.client = httpx.AsyncClient(limits=limits)
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def send(self, url: str, body: bytes) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(url, body))
+    def spawn(self, delivery: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(delivery)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout_s: float, counts: Counter[str]
+    ) -> bool:
+        """One attempt, counted: True when the receiver took it (a 2xx)."""
+        counts["webhook_attempts"] += 1
+        try:
+            response = await self.client.post(url, content=body, headers=headers, timeout=timeout_s)
+        except httpx.HTTPError:
+            return False
+        if response.is_success:
+            counts["webhooks_sent"] += 1
+        return response.is_success
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.client.aclose()
+
+
+class WebhookSender(BackgroundPoster):
+    def __init__(self, state: SimState) -> None:
+        super().__init__(httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        self.state = state
+
+    def send(self, url: str, body: bytes) -> None:
+        self.spawn(self._deliver(url, body))
 
     async def _deliver(self, url: str, body: bytes) -> None:
         state = self.state
@@ -62,20 +93,6 @@ class WebhookSender:
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(config.webhook_secret, message_id, timestamp, body),
             }
-            state.counts["webhook_attempts"] += 1
-            try:
-                response = await self.client.post(
-                    url, content=body, headers=headers, timeout=config.webhook_timeout_s
-                )
-            except httpx.HTTPError:
-                continue
-            if response.is_success:
-                state.counts["webhooks_sent"] += 1
+            if await self.post(url, body, headers, config.webhook_timeout_s, state.counts):
                 return
         state.counts["webhooks_failed"] += 1
-
-    async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.client.aclose()

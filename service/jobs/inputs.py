@@ -15,7 +15,6 @@ Messages name a URL's host, never its path or query (a presigned URL carries a s
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from service.providers.base import (
     ProviderPermanentError,
     ProviderRetryableError,
 )
+from service.providers.http import USER_AGENT, streamed
 from service.storage.base import Storage, StorageError
 from service.uploads import repository
 from service.uploads.images import MAX_IMAGE_BYTES, MAX_IMAGE_MB, NotAnImage, inspect_image
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-USER_AGENT = "Darkroom/0.1"
 MAX_URL_LENGTH = 2000
 FETCH_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # A slow-dripping server could dodge the per-read timeout; this bounds the whole fetch.
@@ -237,13 +236,9 @@ async def _fetch(client: httpx.AsyncClient, ref: InputRef, host: str) -> bytes:
         timeout=FETCH_TIMEOUT,
     )
     try:
-        async with asyncio.timeout(FETCH_DEADLINE_S):
-            response = await client.send(request, stream=True, follow_redirects=True)
-            try:
-                _check_status(ref, host, response.status_code)
-                return await _read_capped(ref, host, response)
-            finally:
-                await response.aclose()
+        async with streamed(client, request, FETCH_DEADLINE_S, follow_redirects=True) as response:
+            _check_status(ref, host, response.status_code)
+            return await _read_capped(ref, host, response)
     except ProviderError:
         raise
     except AddressRefused as exc:

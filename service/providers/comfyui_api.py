@@ -8,7 +8,6 @@ none) and drops the 400 body, where ComfyUI says which node and input it refused
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -16,17 +15,16 @@ from typing import Any
 import httpx
 
 from service.providers.account import AccountConfig
-from service.providers.base import ProviderError, ProviderPermanentError, ProviderRetryableError
+from service.providers.base import ProviderPermanentError
 from service.providers.http import (
     CONNECT_TIMEOUT_S,
-    ERROR_BODY_LIMIT,
     IMAGE_BODY_LIMIT,
     JSON_BODY_LIMIT,
     USER_AGENT,
     classify_error_response,
+    exchange,
     join_url,
     parse_json_object,
-    read_capped,
 )
 
 _MESSAGE_CHARS = 1000
@@ -98,7 +96,9 @@ class ComfyAPI:
             headers=self.headers(),
             timeout=self._timeout,
         )
-        status, headers, body = await self._exchange(request, limit)
+        status, headers, body = await exchange(
+            self.name, self._client, request, limit, self._deadline_s
+        )
         if 200 <= status < 300:
             return body
         if status == 400 and path.strip("/") == "prompt":
@@ -107,37 +107,6 @@ class ComfyAPI:
 
     async def download(self, params: Mapping[str, str]) -> bytes:
         return await self.call("GET", "view", params=params, limit=IMAGE_BODY_LIMIT)
-
-    async def _exchange(
-        self, request: httpx.Request, limit: int
-    ) -> tuple[int, httpx.Headers, bytes]:
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                response = await self._client.send(request, stream=True)
-                try:
-                    if response.is_success:
-                        body = await read_capped(self.name, response, limit)
-                    else:
-                        body = await read_capped(
-                            self.name, response, ERROR_BODY_LIMIT, truncate=True
-                        )
-                finally:
-                    await response.aclose()
-        except ProviderError:
-            raise
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderRetryableError(
-                "timeout", f"{self.name}: {type(exc).__name__} after {self._deadline_s:g}s budget"
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise ProviderRetryableError(
-                "malformed_response", f"{self.name}: undecodable body: {exc}"
-            ) from exc
-        except httpx.RequestError as exc:
-            raise ProviderRetryableError(
-                "connection_error", f"{self.name}: {type(exc).__name__}: {exc or 'no detail'}"
-            ) from exc
-        return response.status_code, response.headers, body
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -11,7 +11,8 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -219,33 +220,17 @@ class ProviderHTTP:
         follow_redirects: bool = False,
         client: httpx.AsyncClient | None = None,
     ) -> bytes:
-        client = client if client is not None else self._client
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                response = await client.send(
-                    request, stream=True, follow_redirects=follow_redirects
-                )
-                try:
-                    if response.is_success:
-                        return await read_capped(self.name, response, limit)
-                    body = await read_capped(self.name, response, ERROR_BODY_LIMIT, truncate=True)
-                finally:
-                    await response.aclose()
-        except ProviderError:
-            raise
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderRetryableError(
-                "timeout", f"{self.name}: {type(exc).__name__} after {self._deadline_s:g}s budget"
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise ProviderRetryableError(
-                "malformed_response", f"{self.name}: undecodable body: {exc}"
-            ) from exc
-        except httpx.RequestError as exc:
-            raise ProviderRetryableError(
-                "connection_error", f"{self.name}: {type(exc).__name__}: {exc or 'no detail'}"
-            ) from exc
-        raise classify_error_response(self.name, response.status_code, response.headers, body)
+        status, headers, body = await exchange(
+            self.name,
+            client if client is not None else self._client,
+            request,
+            limit,
+            self._deadline_s,
+            follow_redirects=follow_redirects,
+        )
+        if 200 <= status < 300:
+            return body
+        raise classify_error_response(self.name, status, headers, body)
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -254,6 +239,61 @@ class ProviderHTTP:
             await self._bearer.aclose()
         if self._owns_downloads and self._downloads is not None:
             await self._downloads.aclose()
+
+
+@asynccontextmanager
+async def streamed(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    deadline_s: float,
+    *,
+    follow_redirects: bool = False,
+) -> AsyncIterator[httpx.Response]:
+    """Send `request` streamed, within one deadline for the whole exchange (a server
+    dripping bytes could dodge the per-read timeout), and close the response after."""
+    async with asyncio.timeout(deadline_s):
+        response = await client.send(request, stream=True, follow_redirects=follow_redirects)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+async def exchange(
+    provider: str,
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    limit: int,
+    deadline_s: float,
+    *,
+    follow_redirects: bool = False,
+) -> tuple[int, httpx.Headers, bytes]:
+    """(status, headers, body) of one request: a 2xx body capped at `limit`, any other
+    truncated to ERROR_BODY_LIMIT. Transport failures raise ProviderRetryableError; the
+    status is the caller's to judge."""
+    try:
+        async with streamed(
+            client, request, deadline_s, follow_redirects=follow_redirects
+        ) as response:
+            if response.is_success:
+                body = await read_capped(provider, response, limit)
+            else:
+                body = await read_capped(provider, response, ERROR_BODY_LIMIT, truncate=True)
+    except ProviderError:
+        raise
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise ProviderRetryableError(
+            "timeout", f"{provider}: {type(exc).__name__} after {deadline_s:g}s budget"
+        ) from exc
+    except httpx.DecodingError as exc:
+        raise ProviderRetryableError(
+            "malformed_response", f"{provider}: undecodable body: {exc}"
+        ) from exc
+    except httpx.RequestError as exc:
+        raise ProviderRetryableError(
+            "connection_error", f"{provider}: {type(exc).__name__}: {exc or 'no detail'}"
+        ) from exc
+    return response.status_code, response.headers, body
 
 
 async def read_capped(

@@ -8,13 +8,13 @@ decodable image in the format its caller asked for.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from decimal import Decimal
 from typing import Any, Literal
 
 from PIL import Image
 
+from service.kit.threads import in_thread
 from service.providers.base import (
     IMAGE_FORMATS,
     Output,
@@ -103,16 +103,5 @@ def checked_image_sync(
     )
 
 
-async def checked_image(
-    data: bytes,
-    want: OutputFormat,
-    *,
-    provider: str,
-    cost_usd: Decimal = Decimal(0),
-    usage: dict[str, Any] | None = None,
-) -> Output:
-    """Decode (and convert if needed) in a thread: a 4096x4096 image is CPU work the
-    event loop should not wait on."""
-    return await asyncio.to_thread(
-        checked_image_sync, data, want, provider=provider, cost_usd=cost_usd, usage=usage
-    )
+# Decoding (and converting) a 4096x4096 image is CPU work the event loop should not wait on.
+checked_image = in_thread(checked_image_sync)

@@ -24,7 +24,6 @@ Encoding (settings, audio) lives in service.providers.video_encode.
 
 from __future__ import annotations
 
-import asyncio
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import av
 from av.container import InputContainer
 from av.video.stream import VideoStream
 
+from service.kit.threads import in_thread
 from service.providers.base import (
     VIDEO_FORMATS,
     GenerationRequest,
@@ -260,19 +260,8 @@ def checked_video_sync(
     )
 
 
-async def checked_video(
-    data: bytes,
-    request: GenerationRequest,
-    *,
-    provider: str,
-    cost_usd: Decimal = Decimal(0),
-    usage: Mapping[str, Any] | None = None,
-) -> Output:
-    """Check (and transcode if needed) a provider's video in a thread: reading every
-    packet and encoding are CPU work the event loop should not wait on."""
-    return await asyncio.to_thread(
-        checked_video_sync, data, request, provider=provider, cost_usd=cost_usd, usage=usage
-    )
+# Reading every packet and encoding are CPU work the event loop should not wait on.
+checked_video = in_thread(checked_video_sync)
 
 
 def _video_format(fmt: str, *, provider: str) -> VideoFormat:

@@ -13,13 +13,11 @@ Control routes (never logged, never faulted):
 
 from __future__ import annotations
 
-import asyncio
 import email.parser
 import email.policy
-import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -28,20 +26,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from simulators.faults import drop_connection, hang
+from simulators.faults import Fault, drop_connection, fault_route, hang, reset_route, take_fault
 from simulators.responses import json_body, json_response
-from simulators.runner import SimulatorThread
-
-
-@dataclass
-class Fault:
-    method: str | None
-    path: re.Pattern[str]
-    status: int | str
-    count: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    seconds: float = 30.0
+from simulators.runner import serve_in_thread
 
 
 @dataclass
@@ -87,20 +74,14 @@ class CmsSim:
                 json=parsed,
             )
         )
-        for fault in self.faults:
-            if fault.count <= 0:
-                continue
-            if fault.method and fault.method.upper() != request.method:
-                continue
-            if not fault.path.search(request.url.path):
-                continue
-            fault.count -= 1
-            if fault.status == "reset":
-                return await drop_connection(request)
-            if fault.status == "hang":
-                return await hang(request, fault.seconds, json_response({}, 504))
-            return json_response(fault.body or {}, int(fault.status), headers=fault.headers)
-        return None
+        fault = take_fault(self.faults, request)
+        if fault is None:
+            return None
+        if fault.status == "reset":
+            return await drop_connection(request)
+        if fault.status == "hang":
+            return await hang(request, fault.seconds, json_response({}, 504))
+        return json_response(fault.body or {}, int(fault.status), headers=fault.headers)
 
     def control_routes(self) -> list[BaseRoute]:
         async def get_config(request: Request) -> Response:
@@ -112,33 +93,12 @@ class CmsSim:
         async def get_requests(request: Request) -> Response:
             return json_response([vars(entry) for entry in self.requests])
 
-        async def add_fault(request: Request) -> Response:
-            spec = await json_body(request)
-            if not isinstance(spec, dict) or "status" not in spec:
-                return json_response({"detail": "expected {status, path?, method?, count?}"}, 422)
-            self.faults.append(
-                Fault(
-                    method=spec.get("method"),
-                    path=re.compile(spec.get("path", ".*")),
-                    status=spec["status"],
-                    count=int(spec.get("count", 1)),
-                    body=spec.get("body"),
-                    headers=dict(spec.get("headers") or {}),
-                    seconds=float(spec.get("seconds", 30.0)),
-                )
-            )
-            return json_response({"faults": len(self.faults)})
-
-        async def reset(request: Request) -> Response:
-            self.reset()
-            return json_response({"reset": True})
-
         return [
             Route("/_sim/config", get_config, methods=["GET"]),
             Route("/_sim/state", get_state, methods=["GET"]),
             Route("/_sim/requests", get_requests, methods=["GET"]),
-            Route("/_sim/faults", add_fault, methods=["POST"]),
-            Route("/_sim/reset", reset, methods=["POST"]),
+            fault_route(self.faults),
+            reset_route(self.reset),
         ]
 
 
@@ -193,9 +153,5 @@ def cms_app(sim: CmsSim, routes: list[BaseRoute]) -> Starlette:
 @asynccontextmanager
 async def run_cms(build: Callable[[], Starlette], *, port: int = 0) -> AsyncIterator[str]:
     """A CMS simulator app on 127.0.0.1 in a background thread; yields its base URL."""
-    server = SimulatorThread(port=port, app=build())
-    url = await asyncio.to_thread(server.start)
-    try:
+    async with serve_in_thread(build(), port=port) as url:
         yield url
-    finally:
-        await asyncio.to_thread(server.stop)

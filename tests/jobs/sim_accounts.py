@@ -66,6 +66,16 @@ def sim_config(
     return json.dumps(config)  # JSON is YAML
 
 
+def account_config(name: str, account: dict[str, Any], models: dict[str, Any]) -> str:
+    """A DARKROOM_CONFIG with one provider account, `name`, and its models (each a
+    mapping of the model's settings but `provider`)."""
+    config = {
+        "providers": {name: account},
+        "models": {model: {"provider": name, **spec} for model, spec in models.items()},
+    }
+    return json.dumps(config)  # JSON is YAML
+
+
 async def use_config(state: State, text: str, tmp_path: Any) -> None:
     """Swap the State's providers for the ones in `text` (also for live servers built
     later from state.settings)."""

@@ -18,7 +18,7 @@ from service.state import State
 from service.worker import run_until_idle
 from simulators.comfyui import run_comfyui
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import use_config
+from tests.jobs.sim_accounts import account_config, use_config
 from tests.providers.comfyui_helpers import EXAMPLES, IMG2IMG_INJECT, TXT2IMG_INJECT, Control
 
 
@@ -32,35 +32,28 @@ def comfy_config(url: str, workdir: Path) -> str:
     broken = json.loads((EXAMPLES / "sdxl.json").read_text())
     broken["4"]["inputs"]["ckpt_name"] = "flux1-dev.safetensors"
     (folder / "missing-model.json").write_text(json.dumps(broken))
-    config = {
-        "providers": {
-            "comfy": {
-                "kind": "comfyui",
-                "base_url": url,
-                "limits": {"max_concurrent": 1},
-                "timeout_s": 5,
-            }
+    account = {
+        "kind": "comfyui",
+        "base_url": url,
+        "limits": {"max_concurrent": 1},
+        "timeout_s": 5,
+    }
+    models = {
+        "comfy-sdxl": {
+            "ref": "workflows/sdxl.json",
+            "inject": TXT2IMG_INJECT,
+            "price": {"per_image": 0},
         },
-        "models": {
-            "comfy-sdxl": {
-                "provider": "comfy",
-                "ref": "workflows/sdxl.json",
-                "inject": TXT2IMG_INJECT,
-                "price": {"per_image": 0},
-            },
-            "comfy-img2img": {
-                "provider": "comfy",
-                "ref": "workflows/sdxl-img2img.json",
-                "inject": IMG2IMG_INJECT,
-            },
-            "comfy-missing-model": {
-                "provider": "comfy",
-                "ref": "workflows/missing-model.json",
-                "inject": TXT2IMG_INJECT,
-            },
+        "comfy-img2img": {
+            "ref": "workflows/sdxl-img2img.json",
+            "inject": IMG2IMG_INJECT,
+        },
+        "comfy-missing-model": {
+            "ref": "workflows/missing-model.json",
+            "inject": TXT2IMG_INJECT,
         },
     }
-    return json.dumps(config)
+    return account_config("comfy", account, models)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,40 +23,34 @@ from service.state import State
 from service.worker import run_until_idle
 from simulators.fal import FalHandle, FalSimConfig, run_fal
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import use_config
+from tests.jobs.sim_accounts import account_config, use_config
 from tests.live import live_server
 
 KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 
 
 def fal_config(url: str) -> str:
-    config = {
-        "providers": {
-            "fal": {
-                "kind": "fal",
-                "base_url": url,
-                "token_env": KEY_ENV,
-                "webhook_jwks_url": f"{url}/.well-known/jwks.json",
-                "limits": {"rate_per_s": 50},
-                "timeout_s": 5,
-            }
+    account = {
+        "kind": "fal",
+        "base_url": url,
+        "token_env": KEY_ENV,
+        "webhook_jwks_url": f"{url}/.well-known/jwks.json",
+        "limits": {"rate_per_s": 50},
+        "timeout_s": 5,
+    }
+    models = {
+        "flux-dev-fal": {
+            "ref": "fal-ai/flux/dev",
+            "price": {"per_image": 0.025},
+            "max_attempts": 2,
         },
-        "models": {
-            "flux-dev-fal": {
-                "provider": "fal",
-                "ref": "fal-ai/flux/dev",
-                "price": {"per_image": 0.025},
-                "max_attempts": 2,
-            },
-            "kling-fal": {
-                "provider": "fal",
-                "ref": "fal-ai/kling-video/v2/master/image-to-video",
-                "media": "video",
-                "price": {"per_second": 0.05},
-            },
+        "kling-fal": {
+            "ref": "fal-ai/kling-video/v2/master/image-to-video",
+            "media": "video",
+            "price": {"per_second": 0.05},
         },
     }
-    return json.dumps(config)
+    return account_config("fal", account, models)
 
 
 @pytest.fixture

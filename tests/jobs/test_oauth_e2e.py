@@ -18,30 +18,26 @@ from service.worker import run_until_idle
 from simulators import SimulatorHandle, run_simulator
 from simulators.oauth import TokenServerHandle
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import use_config
+from tests.jobs.sim_accounts import account_config, use_config
 
 ID_ENV, SECRET_ENV = "DARKROOM_TEST_ERNIE_API_KEY", "DARKROOM_TEST_ERNIE_SECRET_KEY"
 SECRET = "sim-client-secret"
 
 
 def ernie_config(url: str) -> str:
-    config = {
-        "providers": {
-            "ernie": {
-                "kind": "openai",
-                "base_url": url + "/v1",
-                "timeout_s": 5,
-                "auth": {
-                    "type": "oauth_client_credentials",
-                    "token_url": url + "/oauth/2.0/token",
-                    "client_id_env": ID_ENV,
-                    "client_secret_env": SECRET_ENV,
-                },
-            }
+    account = {
+        "kind": "openai",
+        "base_url": url + "/v1",
+        "timeout_s": 5,
+        "auth": {
+            "type": "oauth_client_credentials",
+            "token_url": url + "/oauth/2.0/token",
+            "client_id_env": ID_ENV,
+            "client_secret_env": SECRET_ENV,
         },
-        "models": {"ernie-image": {"provider": "ernie", "ref": "irag-1.0", "max_attempts": 3}},
     }
-    return json.dumps(config)
+    models = {"ernie-image": {"ref": "irag-1.0", "max_attempts": 3}}
+    return account_config("ernie", account, models)
 
 
 @pytest.fixture

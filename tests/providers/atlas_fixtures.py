@@ -16,7 +16,7 @@ from service.providers.base import GenerationRequest, RemoteHandle
 from service.providers.catalogue import build_provider
 from simulators.atlas import create_app
 from simulators.atlas_control import AtlasHandle, AtlasSimConfig
-from simulators.runner import SimulatorThread
+from simulators.runner import serving_in_thread
 
 TOKEN_ENV = "DARKROOM_TEST_ATLAS_KEY"
 IMAGE_MODEL = "bytedance/seedream-v4"
@@ -33,9 +33,8 @@ needs_video = pytest.mark.skipif(
 def atlas_sim_url() -> Iterator[str]:
     """One simulator for the module (reset before each test): starting one per test
     would cost more than the tests."""
-    server = SimulatorThread(port=0, app=create_app())
-    yield server.start()
-    server.stop()
+    with serving_in_thread(create_app()) as url:
+        yield url
 
 
 @pytest.fixture

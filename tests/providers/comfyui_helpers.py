@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import pytest
 from PIL import Image
 
 from service.config import Settings
@@ -18,7 +18,8 @@ from service.providers.base import GenerationRequest, InputImage, RemoteHandle
 from service.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from service.providers.kinds import ProviderDeps
 from simulators.comfyui import comfyui_app
-from simulators.runner import SimulatorThread
+from simulators.control import ControlClient
+from simulators.runner import serving_in_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "comfyui"
@@ -40,40 +41,46 @@ IMG2IMG_INJECT = {
 
 
 def start_simulator() -> Iterator[str]:
-    server = SimulatorThread(app=comfyui_app())
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    with serving_in_thread(comfyui_app()) as url:
+        yield url
 
 
-class Control:
+@pytest.fixture(scope="module")
+def server_url() -> Iterator[str]:
+    """One simulator for a test module (reset before each test)."""
+    yield from start_simulator()
+
+
+@pytest.fixture
+async def sim(server_url: str) -> Control:
+    control = Control(server_url)
+    await control.reset()
+    return control
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    return workflows_dir(tmp_path)
+
+
+class Control(ControlClient):
     """The simulator's /_sim routes."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=False) as client:
-            response = await client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
-
     async def reset(self) -> None:
-        await self._call("POST", "/_sim/reset")
+        await self.call("POST", "/_sim/reset")
 
     async def configure(self, **settings: Any) -> None:
-        await self._call("PATCH", "/_sim/config", settings)
+        await self.call("PATCH", "/_sim/config", settings)
 
     async def fault(self, **spec: Any) -> None:
-        await self._call("POST", "/_sim/faults", spec)
+        await self.call("POST", "/_sim/faults", spec)
 
     async def state(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/_sim/state")
+        result: dict[str, Any] = await self.call("GET", "/_sim/state")
         return result
 
     async def requests(self, method: str, path: str) -> list[dict[str, Any]]:
-        logged = await self._call("GET", "/_sim/requests")
+        logged = await self.call("GET", "/_sim/requests")
         return [item for item in logged if item["method"] == method and item["path"] == path]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from service.providers.fal import FalConfig, FalProvider
 from simulators.fal import FalHandle, FalSim, FalSimConfig, create_fal_app
-from simulators.runner import SimulatorThread
+from simulators.runner import serving_in_thread
 
 KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 SIM_CONFIG = FalSimConfig(run_s=0.02, concurrency=2)
@@ -19,12 +19,8 @@ SIM_CONFIG = FalSimConfig(run_s=0.02, concurrency=2)
 @pytest.fixture(scope="module")
 def fal_server() -> Iterator[FalHandle]:
     sim = FalSim(SIM_CONFIG)
-    server = SimulatorThread(app=create_fal_app(sim=sim))
-    url = server.start()
-    try:
+    with serving_in_thread(create_fal_app(sim=sim)) as url:
         yield FalHandle(url, sim)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ included), stored and served."""
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from service.worker import run_until_idle
 from simulators.atlas import MODERATION_ERROR, run_atlas
 from simulators.atlas_control import AtlasHandle, AtlasSimConfig
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import use_config
+from tests.jobs.sim_accounts import account_config, use_config
 
 TOKEN_ENV = "DARKROOM_TEST_ATLAS_ENGINE_KEY"
 IMAGE_REF = "bytedance/seedream-v4"
@@ -27,26 +26,21 @@ IMAGE_REF = "bytedance/seedream-v4"
 
 def atlas_config(url: str) -> str:
     """A DARKROOM_CONFIG with one Atlas account (the issue's block, at the simulator)."""
-    config = {
-        "providers": {
-            "atlas": {
-                "kind": "atlas",
-                "base_url": url,
-                "token_env": TOKEN_ENV,
-                "limits": {"rate_per_s": 50, "max_concurrent": 8},
-                "timeout_s": 5,
-            }
-        },
-        "models": {
-            "atlas-image": {
-                "provider": "atlas",
-                "ref": IMAGE_REF,
-                "price": {"per_image": 0.027},
-                "max_attempts": 3,
-            }
-        },
+    account = {
+        "kind": "atlas",
+        "base_url": url,
+        "token_env": TOKEN_ENV,
+        "limits": {"rate_per_s": 50, "max_concurrent": 8},
+        "timeout_s": 5,
     }
-    return json.dumps(config)  # JSON is YAML
+    models = {
+        "atlas-image": {
+            "ref": IMAGE_REF,
+            "price": {"per_image": 0.027},
+            "max_attempts": 3,
+        }
+    }
+    return account_config("atlas", account, models)
 
 
 @pytest.fixture

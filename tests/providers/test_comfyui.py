@@ -6,7 +6,7 @@ import asyncio
 import io
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from service.providers.base import (
 from service.providers.comfyui import ComfyUIConfig, ComfyUIProvider
 from service.providers.comfyui_ws import websocket_url
 from service.providers.http import may_have_reached_provider
+from tests.providers import comfyui_helpers
 from tests.providers.comfyui_helpers import (
     IMG2IMG_INJECT,
     TXT2IMG_INJECT,
@@ -28,27 +29,12 @@ from tests.providers.comfyui_helpers import (
     poll_until_finished,
     reference,
     request,
-    start_simulator,
     workflow_of,
-    workflows_dir,
 )
 
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    yield from start_simulator()
-
-
-@pytest.fixture
-async def sim(server_url: str) -> Control:
-    control = Control(server_url)
-    await control.reset()
-    return control
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    return workflows_dir(tmp_path)
+# The module's simulator (reset before each test) and workflows folder.
+server_url, sim = comfyui_helpers.server_url, comfyui_helpers.sim
+config_file = comfyui_helpers.config_file
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ prompts, an auth proxy, and the simulator's network faults."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,33 +18,19 @@ from service.providers.base import (
 )
 from service.providers.comfyui import ComfyUIProvider
 from service.providers.http import may_have_reached_provider
+from tests.providers import comfyui_helpers
 from tests.providers.comfyui_helpers import (
     Control,
     make_provider,
     poll_until_finished,
     request,
-    start_simulator,
-    workflows_dir,
 )
 
+# The module's simulator (reset before each test) and workflows folder.
+server_url, sim = comfyui_helpers.server_url, comfyui_helpers.sim
+config_file = comfyui_helpers.config_file
+
 TOKEN_ENV = "DARKROOM_TEST_COMFY_TOKEN"
-
-
-@pytest.fixture(scope="module")
-def server_url() -> Iterator[str]:
-    yield from start_simulator()
-
-
-@pytest.fixture
-async def sim(server_url: str) -> Control:
-    control = Control(server_url)
-    await control.reset()
-    return control
-
-
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
-    return workflows_dir(tmp_path)
 
 
 @pytest.fixture

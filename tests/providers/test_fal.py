@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import time
 from typing import Any
 
 import pytest
@@ -17,7 +15,6 @@ from service.providers.base import (
     ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
-    RemoteHandle,
 )
 from service.providers.catalogue import build_provider
 from service.providers.config import parse_config
@@ -26,6 +23,7 @@ from service.providers.http import may_have_reached_provider
 from service.providers.kinds import ProviderDeps
 from simulators.fal import FalHandle
 from tests.providers.fal_fixtures import KEY_ENV, config, fal_server, key, provider, sim
+from tests.providers.polling import until_finished
 
 __all__ = ["fal_server", "key", "provider", "sim"]  # fixtures
 
@@ -42,15 +40,6 @@ def request(**overrides: Any) -> GenerationRequest:
         "seed": 7,
     }
     return GenerationRequest(**(values | overrides))
-
-
-async def until_finished(provider: FalProvider, handle: RemoteHandle) -> RemoteHandle:
-    deadline = time.monotonic() + 10
-    while not handle.finished:
-        assert time.monotonic() < deadline, "request did not finish"
-        await asyncio.sleep(0.02)
-        handle = await provider.poll(handle)
-    return handle
 
 
 def png(width: int = 8, height: int = 8) -> bytes:

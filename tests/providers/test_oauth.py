@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -23,8 +23,10 @@ from service.providers.base import (
     ProviderRetryableError,
 )
 from service.providers.oauth import OAuthClientCredentials, TokenSource, with_token
-from simulators import SimulatorHandle, running_simulator
-from simulators.oauth import TokenServerConfig, TokenServerHandle
+from simulators import SimulatorHandle
+from simulators.oauth import TokenServerHandle
+from tests.providers import oauth_fixtures
+from tests.providers.oauth_fixtures import enabled_token_server
 
 if TYPE_CHECKING:
     from tests.conftest import ServiceUrls
@@ -34,18 +36,13 @@ SECRET_ENV = "DARKROOM_TEST_OAUTH_CLIENT_SECRET"
 CLIENT_ID = "sim-client-id"
 SECRET = "sim-client-secret"
 
+sim_url = oauth_fixtures.sim_url
+
 
 @pytest.fixture(autouse=True)
 def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ID_ENV, CLIENT_ID)
     monkeypatch.setenv(SECRET_ENV, SECRET)
-
-
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    """One simulator for the module (reset before each test): starting one takes a while."""
-    with running_simulator() as sim:
-        yield sim.url
 
 
 @pytest.fixture
@@ -57,10 +54,7 @@ async def sim(sim_url: str) -> SimulatorHandle:
 
 @pytest.fixture
 async def tokens(sim: SimulatorHandle) -> TokenServerHandle:
-    server = TokenServerHandle(sim.url)
-    await server.reset()
-    await server.configure(**TokenServerConfig().model_dump() | {"enabled": True})
-    return server
+    return await enabled_token_server(sim.url)
 
 
 @pytest.fixture

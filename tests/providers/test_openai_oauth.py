@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -23,8 +23,10 @@ from service.providers.http import may_have_reached_provider
 from service.providers.kinds import ProviderDeps
 from service.providers.oauth import OAuthClientCredentials
 from service.providers.openai import OpenAIConfig, OpenAIImagesProvider
-from simulators import SimulatorHandle, running_simulator
-from simulators.oauth import TokenServerConfig, TokenServerHandle
+from simulators import SimulatorHandle
+from simulators.oauth import TokenServerHandle
+from tests.providers import oauth_fixtures
+from tests.providers.oauth_fixtures import enabled_token_server
 
 if TYPE_CHECKING:
     from tests.conftest import ServiceUrls
@@ -37,6 +39,8 @@ providers:
 """
 ID_ENV, SECRET_ENV = "DARKROOM_TEST_ERNIE_ID", "DARKROOM_TEST_ERNIE_SECRET"
 
+sim_url = oauth_fixtures.sim_url
+
 
 @pytest.fixture(autouse=True)
 def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,19 +48,10 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SECRET_ENV, "sim-client-secret")
 
 
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    with running_simulator() as sim:
-        yield sim.url
-
-
 @pytest.fixture
 async def tokens(sim_url: str) -> TokenServerHandle:
     await SimulatorHandle(sim_url).reset()
-    server = TokenServerHandle(sim_url)
-    await server.reset()
-    await server.configure(**TokenServerConfig().model_dump() | {"enabled": True})
-    return server
+    return await enabled_token_server(sim_url)
 
 
 @pytest.fixture

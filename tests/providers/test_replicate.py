@@ -29,6 +29,7 @@ from service.providers.catalogue import account_config, build_provider
 from service.providers.replicate import ReplicateProvider, aspect_ratio, prediction_request
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from simulators.predictions import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from tests.providers.polling import until_finished
 from tests.webhooks.receiver import Received, running_receiver
 
 TOKEN_ENV = "DARKROOM_TEST_REPLICATE_TOKEN"
@@ -72,15 +73,6 @@ def request(**overrides: Any) -> GenerationRequest:
         "seed": 7,
     }
     return GenerationRequest(**(values | overrides))
-
-
-async def until_finished(provider: ReplicateProvider, remote: RemoteHandle) -> RemoteHandle:
-    deadline = time.monotonic() + 10
-    while not remote.finished:
-        assert time.monotonic() < deadline, "prediction did not finish"
-        await asyncio.sleep(0.02)
-        remote = await provider.poll(remote)
-    return remote
 
 
 # --- the happy path -------------------------------------------------------------------
