@@ -282,7 +282,7 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
     # callback needs a provider's signature, a CMS hook its CMS's, a retry needs a batch
     # with failed jobs.
     out_of_reach = {
-        "POST /v1/callbacks/replicate",
+        "POST /v1/callbacks/{account}",
         "POST /v1/hooks/{integration_id}",
         "POST /v1/batches/{batch_id}/retry",
     }

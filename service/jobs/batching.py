@@ -53,10 +53,12 @@ class JobBatcher:
         sessionmaker: async_sessionmaker[AsyncSession],
         registry: ProviderRegistry,
         public_url: str,
+        stale_after_s: float = 0.0,
     ) -> None:
         self.sessionmaker = sessionmaker
         self.registry = registry
         self.public_url = public_url
+        self.stale_after_s = stale_after_s
         self.claims = Coalescer(self._claim_group, name="claims", key=lambda g: g.job_id)
         self.outcomes = Coalescer(
             self._record_group, name="outcomes", key=lambda o: o.started.job_id
@@ -94,7 +96,9 @@ class JobBatcher:
                     results[n] = Moved(spec.provider, head.batch.priority)
                 else:
                     price = spec.price(head.params.get("duration_s"))
-                    claim = Claim(job_id, grant.account, spec.max_attempts, price)
+                    claim = Claim(
+                        job_id, grant.account, spec.max_attempts, price, self.stale_after_s
+                    )
                     claims.append((n, claim, spec))
             started = await transitions.start_attempts(
                 session, [claim for _, claim, _ in claims], public_url=self.public_url, heads=heads
@@ -133,7 +137,14 @@ _BATCHERS: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], JobBatche
 def batcher(state: State) -> JobBatcher:
     """The process's batcher for this state's database (created on first use)."""
     found = _BATCHERS.get(state.sessionmaker)
-    if found is None or found.registry is not state.registry:
-        found = JobBatcher(state.sessionmaker, state.registry, state.settings.public_url)
+    stale_after_s = float(state.settings.reconcile_stale_after_s)
+    if (
+        found is None
+        or found.registry is not state.registry
+        or found.stale_after_s != stale_after_s
+    ):
+        found = JobBatcher(
+            state.sessionmaker, state.registry, state.settings.public_url, stale_after_s
+        )
         _BATCHERS[state.sessionmaker] = found
     return found

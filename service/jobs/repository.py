@@ -275,8 +275,3 @@ async def parent_output(session: AsyncSession, job_id: uuid.UUID) -> tuple[int, 
     if row is None or row[1] is None:
         return None
     return row[0], row[1], row[2] or "application/octet-stream"
-
-
-async def has_parent(session: AsyncSession, job_id: uuid.UUID) -> bool:
-    query = select(Job.parent_id).where(Job.id == job_id)
-    return (await session.execute(query)).scalar_one_or_none() is not None

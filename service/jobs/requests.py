@@ -58,14 +58,13 @@ async def job_inputs(state: State, started: StartedJob) -> tuple[InputImage, ...
     """The images a job feeds in: its parent's output first (a chain), then its reference
     images and mask. Raises ProviderError naming the input that failed."""
     inputs: list[InputImage] = []
-    async with state.sessionmaker() as session:
-        chained = await repository.has_parent(session, started.job_id)
-        parent = await repository.parent_output(session, started.job_id) if chained else None
-    if chained and parent is None:
-        raise ProviderPermanentError(
-            "parent_failed", "the job whose output this job takes has not succeeded"
-        )
-    if parent is not None:
+    if started.parent_id is not None:  # no query for the jobs that are not chained
+        async with state.sessionmaker() as session:
+            parent = await repository.parent_output(session, started.job_id)
+        if parent is None:
+            raise ProviderPermanentError(
+                "parent_failed", "the job whose output this job takes has not succeeded"
+            )
         index, key, content_type = parent
         try:
             data = await state.storage.get(key)

@@ -87,6 +87,7 @@ async def resume_remote(session: AsyncSession, job_id: uuid.UUID) -> StartedJob 
         submitted_at=job.submitted_at,
         remote_data=job.remote_data,
         queue_position=job.queue_position,
+        parent_id=job.parent_id,
     )
 
 

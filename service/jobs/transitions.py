@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -60,6 +60,8 @@ class StartedJob:
     submitted_at: datetime | None = None
     remote_data: dict[str, Any] | None = None
     queue_position: int | None = None
+    # The job whose output this one takes (a chain).
+    parent_id: uuid.UUID | None = None
 
     @property
     def output_key(self) -> str:
@@ -96,6 +98,10 @@ class Claim:
     account: str
     max_attempts: int
     price: Decimal
+    # An open attempt counts as its worker's loss only once the job has been left alone
+    # this long (the reconciler's own measure): a second grant of a job whose attempt is
+    # under way (two reconcilers restoring it at once) gives way instead of taking it over.
+    stale_after_s: float = 0.0
 
 
 ClaimResult = StartedJob | Transition | None
@@ -156,6 +162,8 @@ async def _start(
         return None  # at the provider already: never submitted twice
     # Only a running job can have an attempt left open (by a worker that died).
     if abandoned is not None and job.status is JobStatus.running:
+        if job.updated_at > now - timedelta(seconds=claim.stale_after_s):
+            return None  # its worker is on it: never two attempts at once
         close_attempt(abandoned, "abandoned", "worker_lost", "the worker running it stopped")
         release_budget(batch, claim.price)
     if job.attempts >= claim.max_attempts:
@@ -189,6 +197,7 @@ async def _start(
         job.params,
         account=claim.account,
         priority=batch.priority,
+        parent_id=job.parent_id,
     )
 
 

@@ -109,7 +109,16 @@ async def test_redis_stopped_for_60_s_under_load(stack: Stack) -> None:
     )
     assert _problems(stack, requests) == []
     expected = LOAD_JOBS + SMALL_BATCH * (len(batches) - 1)
-    assert counts == {"succeeded": expected}, dict(counts)
+    # What ended the jobs that did not succeed, attempt by attempt, and what crashed.
+    failures = await stack.db.rows(
+        "SELECT j.error_code, a.outcome, a.error_code, left(a.error_message, 200), count(*)"
+        " FROM jobs j JOIN job_attempts a ON a.job_id = j.id"
+        " WHERE j.status <> 'succeeded' GROUP BY 1, 2, 3, 4"
+    )
+    crashes = [
+        line for w in stack.processes.workers for line in w.log().splitlines() if "crash" in line
+    ]
+    assert counts == {"succeeded": expected}, (dict(counts), failures, crashes[:3])
     assert sum(finished.values()) == expected
 
 
