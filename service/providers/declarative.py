@@ -14,7 +14,6 @@ fetched through the SSRF guard.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -55,14 +54,13 @@ from service.providers.declarative_config import (
 )
 from service.providers.http import (
     CONNECT_TIMEOUT_S,
-    ERROR_BODY_LIMIT,
     JSON_BODY_LIMIT,
     USER_AGENT,
     ProviderHTTP,
     classify_error_response,
     error_details,
+    exchange,
     join_url,
-    read_capped,
     retry_after_hint,
 )
 from service.providers.images import checked_image
@@ -248,30 +246,12 @@ class _Declarative:
             ) from exc
 
     async def _send(self, request: httpx.Request) -> bytes:
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                response = await self._client.send(request, stream=True)
-                try:
-                    if response.is_success:
-                        return await read_capped(self.name, response, JSON_BODY_LIMIT)
-                    body = await read_capped(self.name, response, ERROR_BODY_LIMIT, truncate=True)
-                finally:
-                    await response.aclose()
-        except ProviderError:
-            raise
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise ProviderRetryableError(
-                "timeout", f"{self.name}: {type(exc).__name__} after {self._deadline_s:g}s budget"
-            ) from exc
-        except httpx.DecodingError as exc:
-            raise ProviderRetryableError(
-                "malformed_response", f"{self.name}: undecodable body: {exc}"
-            ) from exc
-        except httpx.RequestError as exc:
-            raise ProviderRetryableError(
-                "connection_error", f"{self.name}: {type(exc).__name__}: {exc or 'no detail'}"
-            ) from exc
-        raise classify(self.name, self.config.errors, response.status_code, response.headers, body)
+        status, headers, body = await exchange(
+            self.name, self._client, request, JSON_BODY_LIMIT, self._deadline_s
+        )
+        if 200 <= status < 300:
+            return body
+        raise classify(self.name, self.config.errors, status, headers, body)
 
     def _result_value(self, document: Any) -> str:
         result = self.config.result
