@@ -198,6 +198,13 @@ async def test_an_attempt_abandoned_by_a_dead_worker_is_closed_and_counted(
             price=Decimal(0),
             public_url="http://x",
         )
+    # A second grant while the job was touched just now (two reconcilers restoring it at
+    # once): its attempt may be under way, so the grant gives way and nothing is sent.
+    await run_attempt(state, job_id)
+    attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
+    assert [(a["outcome"], a["error_code"]) for a in attempts] == [(None, None)]
+    # Once the job has been left alone as long as the reconciler waits, the worker is lost.
+    state.settings.reconcile_stale_after_s = 0
     await run_attempt(state, job_id)
     attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
     assert [(a["outcome"], a["error_code"]) for a in attempts] == [
