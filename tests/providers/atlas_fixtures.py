@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,13 +21,9 @@ TOKEN_ENV = "DARKROOM_TEST_ATLAS_KEY"
 IMAGE_MODEL = "bytedance/seedream-v4"
 VIDEO_MODEL = "bytedance/seedance-v1.5-pro/text-to-video"
 SHAPES = ["data", "flat"]
+
+
 # Videos are checked by service.providers.video, which another branch brings.
-needs_video = pytest.mark.skipif(
-    importlib.util.find_spec("service.providers.video") is None,
-    reason="service.providers.video is not merged yet",
-)
-
-
 @pytest.fixture(scope="module")
 def atlas_sim_url() -> Iterator[str]:
     """One simulator for the module (reset before each test): starting one per test

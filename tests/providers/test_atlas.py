@@ -26,7 +26,6 @@ from tests.providers.atlas_fixtures import (
     finish,
     image_request,
     make_provider,
-    needs_video,
     png,
     sent_bodies,
     video_request,
@@ -117,7 +116,6 @@ async def test_image_usage_is_kept(sim: AtlasHandle, provider: AtlasProvider) ->
     assert output.usage == {"predict_time": 1.5}
 
 
-@needs_video
 @pytest.mark.parametrize("shape", SHAPES)
 async def test_video_in_either_shape(sim: AtlasHandle, provider: AtlasProvider, shape: str) -> None:
     await sim.configure(shape=shape)
@@ -139,7 +137,6 @@ async def test_video_in_either_shape(sim: AtlasHandle, provider: AtlasProvider, 
     }
 
 
-@needs_video
 async def test_a_webm_job_gets_the_mp4_transcoded(
     sim: AtlasHandle, provider: AtlasProvider
 ) -> None:
@@ -151,7 +148,6 @@ async def test_a_webm_job_gets_the_mp4_transcoded(
     assert output.duration_s == pytest.approx(2.0, abs=0.2)
 
 
-@needs_video
 async def test_reference_image_goes_as_a_data_uri_or_its_url(
     sim: AtlasHandle, provider: AtlasProvider
 ) -> None:

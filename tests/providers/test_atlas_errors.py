@@ -26,7 +26,6 @@ from tests.providers.atlas_fixtures import (
     finish,
     image_request,
     make_provider,
-    needs_video,
     video_request,
 )
 
@@ -211,8 +210,8 @@ def test_prediction_failure_classification(
     [
         (image_request(), "not_media", "invalid_image"),
         (image_request(), "truncated", "invalid_image"),
-        pytest.param(video_request(), "not_media", "invalid_output", marks=needs_video),
-        pytest.param(video_request(), "truncated", "invalid_output", marks=needs_video),
+        pytest.param(video_request(), "not_media", "invalid_output"),
+        pytest.param(video_request(), "truncated", "invalid_output"),
     ],
     ids=["image not media", "image truncated", "video not media", "video truncated"],
 )
