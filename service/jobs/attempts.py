@@ -16,6 +16,7 @@ from collections import defaultdict
 from redis.exceptions import RedisError
 
 from service.callbacks.early import take_early_callback
+from service.catalog import pricing
 from service.db import session_scope
 from service.jobs import service
 from service.jobs.batching import batcher
@@ -126,8 +127,8 @@ async def store_and_record(
         error = ProviderRetryableError("storage_error", f"{type(exc).__name__}: {exc}")
         await record_error(state, spec, started, error, latency_ms)
         return
-    price = spec.price(started.params.get("duration_s"))
-    cost = output.cost_usd or spec.price(output.duration_s)
+    price = pricing.estimate(spec, started.params)
+    cost = pricing.actual(spec, started.params, output)
     outcome = Succeeded(started, output, stored, latency_ms, cost, price)
     await settle(state, await batcher(state).record(outcome))
 
@@ -142,7 +143,7 @@ async def record_error(
     sent_at_ms: int | None = None,
 ) -> None:
     log.warning("job_attempt_failed", code=error.code, error=error.message)
-    price = spec.price(started.params.get("duration_s"))
+    price = pricing.estimate(spec, started.params)
     outcome: Outcome
     if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
         outcome = RateLimited(started, error, latency_ms or 0, price)
@@ -165,7 +166,7 @@ async def record_cancelled(state: State, spec: ModelSpec, started: StartedJob) -
         transition = await service.record_cancelled(
             session,
             started,
-            price=spec.price(started.params.get("duration_s")),
+            price=pricing.estimate(spec, started.params),
             public_url=state.settings.public_url,
         )
     await follow(state, started, transition)

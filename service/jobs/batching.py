@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.catalog import pricing
 from service.db import session_scope
 from service.dispatch.queue import Grant
 from service.jobs import repository, service, transitions
@@ -95,7 +96,7 @@ class JobBatcher:
                 elif spec.provider != grant.account:
                     results[n] = Moved(spec.provider, head.batch.priority)
                 else:
-                    price = spec.price(head.params.get("duration_s"))
+                    price = pricing.estimate(spec, head.params)
                     claim = Claim(
                         job_id, grant.account, spec.max_attempts, price, self.stale_after_s
                     )

@@ -185,7 +185,15 @@ async def _start(
     job.provider = claim.account
     clear_remote(job)
     job.started_at = job.started_at or now
-    session.add(JobAttempt(job_id=job.id, number=job.tries, provider=claim.account, started_at=now))
+    session.add(
+        JobAttempt(
+            job_id=job.id,
+            number=job.tries,
+            provider=claim.account,
+            model=job.model,
+            started_at=now,
+        )
+    )
     if batch.status is BatchStatus.queued:
         batch.status = BatchStatus.running  # a budget batch, locked above
     return StartedJob(

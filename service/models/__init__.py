@@ -3,6 +3,7 @@
 from service.kit.base import Base
 from service.models.api_key import ApiKey
 from service.models.batch import FINAL_BATCH_STATUSES, Batch, BatchStatus, Priority
+from service.models.budget import BudgetLedger, KeyBudget
 from service.models.inbound_event import InboundEvent, Verdict
 from service.models.integration import Integration
 from service.models.job import (
@@ -24,12 +25,14 @@ __all__ = [
     "Base",
     "Batch",
     "BatchStatus",
+    "BudgetLedger",
     "DeliveryStatus",
     "InboundEvent",
     "Integration",
     "Job",
     "JobAttempt",
     "JobStatus",
+    "KeyBudget",
     "Priority",
     "Upload",
     "Verdict",

@@ -48,7 +48,12 @@ class Job(IdMixin, TimestampMixin, Base):
         default=JobStatus.queued,
     )
     prompt: Mapped[str] = mapped_column(Text)
+    # The model the job runs on now: the one asked for, the route's choice, or the
+    # fallback it moved to.
     model: Mapped[str] = mapped_column(String(200))
+    # The route the job named instead of a model, if it did (params["routing"] says which
+    # candidate it chose and why).
+    route: Mapped[str | None] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
     # Attempts that count against the model's max_attempts (a 429 never does); reset by
@@ -84,8 +89,7 @@ class Job(IdMixin, TimestampMixin, Base):
     output_duration_s: Mapped[float | None]
     output_frames: Mapped[int | None]
     output_sha256: Mapped[str | None] = mapped_column(String(64))
-    # What the job cost: the model's price once it succeeded; while it runs, the estimate
-    # reserved against the batch's budget.
+    # What the job cost: the sum of its attempts' costs (service.catalog.pricing).
     cost_usd: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

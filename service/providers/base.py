@@ -152,6 +152,8 @@ class RemoteHandle:
                 "message": self.error.message,
                 "retryable": self.error.retryable,
                 "http_status": self.error.http_status,
+                "billable": self.error.billable,
+                "usage": self.error.usage,
             }
         return {"id": self.id, "status": self.status, "data": dict(self.data), "error": error}
 
@@ -161,7 +163,13 @@ class RemoteHandle:
         error: ProviderError | None = None
         if isinstance(raw, Mapping):
             kind = ProviderRetryableError if raw.get("retryable") else ProviderPermanentError
-            error = kind(str(raw["code"]), str(raw["message"]), http_status=raw.get("http_status"))
+            error = kind(
+                str(raw["code"]),
+                str(raw["message"]),
+                http_status=raw.get("http_status"),
+                billable=bool(raw.get("billable")),
+                usage=raw.get("usage") if isinstance(raw.get("usage"), Mapping) else None,
+            )
         return cls(str(value["id"]), value["status"], dict(value.get("data") or {}), error)
 
 
@@ -183,11 +191,23 @@ class ProviderError(Exception):
 
     retryable: bool = False
 
-    def __init__(self, code: str, message: str, *, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        billable: bool = False,
+        usage: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = http_status
+        # The generation ran at the provider and failed there (not refused, not aborted):
+        # a provider may bill it (ModelConfig.charged_on_failure). `usage` is what it used.
+        self.billable = billable
+        self.usage: dict[str, Any] = dict(usage or {})
 
 
 class ProviderRetryableError(ProviderError):

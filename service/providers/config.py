@@ -7,42 +7,15 @@ environment variables that hold its token or credentials, read when they are use
 
 from __future__ import annotations
 
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
-from service.providers.base import MediaKind
+from service.catalog.config import Budgets, Health, ModelConfig, RouteConfig, check_names
 from service.providers.catalogue import KINDS, ProviderConfig
-
-
-class Price(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    per_image: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
-    # Videos: what one second of output costs.
-    per_second: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=6)] = Decimal(0)
-
-
-class ModelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str
-    ref: str
-    price: Price = Price()
-    # What the model makes; a job that names it makes that.
-    media: MediaKind = "image"
-    # Where each job field goes in the provider's request (ComfyUI: "node id.input name"
-    # per field: prompt, negative_prompt, seed, width, height, reference_image, mask).
-    inject: dict[str, str] = {}
-    # Attempts that count (errors; never 429s) before the job fails.
-    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
-    # An asynchronous generation still unfinished after this long is cancelled and failed.
-    deadline_s: Annotated[float, Field(gt=0)] = 900.0
 
 
 class DarkroomConfig(BaseModel):
@@ -50,15 +23,13 @@ class DarkroomConfig(BaseModel):
 
     providers: dict[str, ProviderConfig] = {}
     models: dict[str, ModelConfig] = {}
+    routes: dict[str, RouteConfig] = {}
+    budgets: Budgets = Budgets()
+    health: Health = Health()
 
     @model_validator(mode="after")
-    def _models_name_known_providers(self) -> DarkroomConfig:
-        for name, model in self.models.items():
-            if model.provider not in self.providers:
-                raise ValueError(
-                    f"models.{name}.provider: unknown provider {model.provider!r}; "
-                    f"known: {sorted(self.providers)}"
-                )
+    def _names_are_known(self) -> DarkroomConfig:
+        check_names(self.models, self.routes, self.budgets, set(self.providers))
         return self
 
 
@@ -76,7 +47,9 @@ def parse_config(text: str, *, source: str) -> DarkroomConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'providers' and 'models'")
+        raise ConfigError(
+            f"{source}: expected a mapping with 'providers', 'models', 'routes' and 'budgets'"
+        )
     try:
         return DarkroomConfig.model_validate(raw)
     except ValidationError as exc:

@@ -1,39 +1,121 @@
-"""Which models exist, which provider account serves each, and the account's limits.
+"""Which models exist, what each can do and costs, which provider account serves each,
+the routes that pick a model, and the budgets.
 
-Built from the configuration (service.providers.config): jobs name models by their keys.
+Built from the configuration (service.providers.config): jobs name models (or routes) by
+their keys. A capability a model does not declare is taken from its provider account.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 
+from service.catalog.config import (
+    VIDEO_TASKS,
+    Budgets,
+    Health,
+    ModelConfig,
+    NumberRange,
+    Option,
+    Price,
+    ResolutionName,
+    RouteConfig,
+    Sizes,
+    Task,
+)
 from service.providers.account import AccountConfig, Limits
-from service.providers.base import InputRole, MediaKind, Provider
+from service.providers.base import MEDIA_OF_FORMAT, InputRole, MediaKind, Provider
 from service.providers.catalogue import build_provider
 from service.providers.config import DarkroomConfig, load_config
 from service.providers.kinds import ProviderDeps
 
+# A model that takes reference images and does not say how many takes up to this.
+DEFAULT_MAX_REFERENCES = 8
+
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A model with every capability resolved (what it declares, else its account's)."""
+
     name: str
     provider: str
     ref: str
-    price_per_image: Decimal = Decimal(0)
-    price_per_second: Decimal = Decimal(0)
+    price: Price = field(default_factory=Price)
     max_attempts: int = 3
     deadline_s: float = 900.0
     media: MediaKind = "image"
-    inject: dict[str, str] = field(default_factory=dict)
+    inject: Mapping[str, str] = field(default_factory=dict)
     # The input images (reference, mask) this model takes.
     inputs: frozenset[InputRole] = frozenset()
+    tasks: frozenset[Task] = frozenset({"text-to-image"})
+    sizes: Sizes | None = None
+    max_reference_images: int = 0
+    negative_prompt: bool = True
+    seed: bool = True
+    durations: list[float] | NumberRange | None = None
+    fps: list[int] | NumberRange | None = None
+    resolutions: frozenset[ResolutionName] | None = None
+    formats: frozenset[str] = frozenset({"png", "jpeg", "webp"})
+    # None: any options pass through to the provider; a mapping: only these.
+    options: Mapping[str, Option] | None = None
+    charged_on_failure: bool = False
+    fallbacks: tuple[str, ...] = ()
 
-    def price(self, duration_s: float | None) -> Decimal:
-        """What one output is expected to cost: per image, or per second of video."""
-        if self.media == "video" and duration_s is not None and self.price_per_second:
-            return (self.price_per_second * Decimal(str(duration_s))).quantize(Decimal("0.000001"))
-        return self.price_per_image
+
+def model_spec(name: str, model: ModelConfig, provider: Provider) -> ModelSpec:
+    inputs = provider.model_inputs(model.inject)
+    if model.max_reference_images == 0:
+        inputs = inputs - {"reference"}
+    takes_reference = "reference" in inputs
+    max_references = model.max_reference_images
+    if max_references is None:
+        max_references = DEFAULT_MAX_REFERENCES if takes_reference else 0
+    formats = frozenset(
+        fmt
+        for fmt in (model.formats or provider.capabilities.formats)
+        if MEDIA_OF_FORMAT.get(fmt) == model.media
+    )
+    return ModelSpec(
+        name=name,
+        provider=model.provider,
+        ref=model.ref,
+        price=model.price,
+        max_attempts=model.max_attempts,
+        deadline_s=model.deadline_s,
+        media=model.media,
+        inject=dict(model.inject),
+        inputs=inputs,
+        tasks=frozenset(model.tasks) if model.tasks else _default_tasks(model.media, inputs),
+        sizes=model.sizes,
+        max_reference_images=max_references,
+        negative_prompt=model.negative_prompt,
+        seed=model.seed,
+        durations=model.durations,
+        fps=model.fps,
+        resolutions=frozenset(model.resolutions) if model.resolutions else None,
+        formats=formats or frozenset(f for f, m in MEDIA_OF_FORMAT.items() if m == model.media),
+        options=dict(model.options) if model.options is not None else None,
+        charged_on_failure=model.charged_on_failure,
+        fallbacks=tuple(model.fallbacks),
+    )
+
+
+def _default_tasks(media: MediaKind, inputs: frozenset[InputRole]) -> frozenset[Task]:
+    if media == "video":
+        video: set[Task] = {"text-to-video"}
+        if "reference" in inputs:
+            video.add("image-to-video")
+        return frozenset(video)
+    image: set[Task] = {"text-to-image"}
+    if "reference" in inputs:
+        image.add("image-to-image")
+    if "mask" in inputs:
+        image.add("inpaint")
+    return frozenset(image)
+
+
+def is_video_task(task: Task) -> bool:
+    return task in VIDEO_TASKS
 
 
 @dataclass
@@ -41,6 +123,9 @@ class ProviderRegistry:
     models: dict[str, ModelSpec]
     providers: dict[str, Provider] = field(default_factory=dict)
     accounts: dict[str, AccountConfig] = field(default_factory=dict)
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
+    budgets: Budgets = field(default_factory=Budgets)
+    health: Health = field(default_factory=Health)
 
     def model(self, name: str) -> ModelSpec | None:
         return self.models.get(name)
@@ -67,22 +152,14 @@ def build_registry(config: DarkroomConfig, deps: ProviderDeps | None = None) -> 
     }
     return ProviderRegistry(
         models={
-            name: ModelSpec(
-                name=name,
-                provider=model.provider,
-                ref=model.ref,
-                price_per_image=model.price.per_image,
-                price_per_second=model.price.per_second,
-                max_attempts=model.max_attempts,
-                deadline_s=model.deadline_s,
-                media=model.media,
-                inject=dict(model.inject),
-                inputs=providers[model.provider].model_inputs(model.inject),
-            )
+            name: model_spec(name, model, providers[model.provider])
             for name, model in config.models.items()
         },
         providers=providers,
         accounts=dict(config.providers),
+        routes=dict(config.routes),
+        budgets=config.budgets,
+        health=config.health,
     )
 
 

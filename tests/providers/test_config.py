@@ -51,7 +51,7 @@ def test_a_file_replaces_the_defaults_and_local_is_always_there(tmp_path: Path) 
     assert registry.limits("second-replicate").burst == 1
     spec = registry.model("sdxl")
     assert spec is not None
-    assert (spec.provider, spec.price_per_image) == ("second-replicate", Decimal("0.01"))
+    assert (spec.provider, spec.price.per_image) == ("second-replicate", Decimal("0.01"))
     assert registry.providers["second-replicate"].kind == "replicate"
 
 

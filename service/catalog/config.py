@@ -1,0 +1,247 @@
+"""What each model can do and costs, the routes that pick a model, and the budgets: the
+`models:`, `routes:`, `budgets:` and `health:` parts of the configuration file (a
+contract: later tooling writes these files, so the keys are kept as written).
+
+Every capability is optional. A model that declares nothing takes what its provider
+account can take (service.catalog.spec resolves the defaults)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.providers.base import MediaKind, OutputFormat
+
+Task = Literal[
+    "text-to-image",
+    "image-to-image",
+    "inpaint",
+    "controlnet",
+    "ip-adapter",
+    "text-to-video",
+    "image-to-video",
+]
+TASKS: tuple[Task, ...] = (
+    "text-to-image",
+    "image-to-image",
+    "inpaint",
+    "controlnet",
+    "ip-adapter",
+    "text-to-video",
+    "image-to-video",
+)
+VIDEO_TASKS = frozenset({"text-to-video", "image-to-video"})
+ResolutionName = Literal["480p", "720p", "1080p"]
+Usd = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=6)]
+_RATIO = re.compile(r"^([1-9][0-9]{0,2}):([1-9][0-9]{0,2})$")
+_SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Sizes(_Strict):
+    """One of three forms: aspect ratios ("16:9"), a range of sides (min/max, in pixels,
+    and a multiple every side is rounded to), or a list of exact sizes ("1024x1024")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    aspect_ratios: list[str] | None = None
+    min: Annotated[int, Field(ge=1)] | None = None
+    max: Annotated[int, Field(ge=1)] | None = None
+    multiple_of: Annotated[int, Field(ge=1, le=512)] | None = None
+    list_: list[str] | None = Field(default=None, alias="list")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Self:
+        forms = [
+            self.aspect_ratios is not None,
+            self.list_ is not None,
+            any(v is not None for v in (self.min, self.max, self.multiple_of)),
+        ]
+        if sum(forms) != 1:
+            raise ValueError("give one of: aspect_ratios, list, or min/max/multiple_of")
+        for ratio in self.aspect_ratios or []:
+            if not _RATIO.match(ratio):
+                raise ValueError(f"aspect ratio {ratio!r} is not W:H (e.g. 16:9)")
+        for size in self.list_ or []:
+            if not _SIZE.match(size):
+                raise ValueError(f"size {size!r} is not WxH (e.g. 1024x1024)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min is larger than max")
+        return self
+
+    def ratios(self) -> list[tuple[str, float]]:
+        out = []
+        for ratio in self.aspect_ratios or []:
+            match = _RATIO.match(ratio)
+            assert match is not None
+            out.append((ratio, int(match.group(1)) / int(match.group(2))))
+        return out
+
+    def exact(self) -> list[tuple[int, int]]:
+        out = []
+        for size in self.list_ or []:
+            match = _SIZE.match(size)
+            assert match is not None
+            out.append((int(match.group(1)), int(match.group(2))))
+        return out
+
+
+class NumberRange(_Strict):
+    min: Annotated[float, Field(gt=0)] | None = None
+    max: Annotated[float, Field(gt=0)] | None = None
+
+
+class Option(_Strict):
+    """A model-specific parameter a job may pass in `options`."""
+
+    type: Literal["int", "float", "bool", "string"]
+    min: float | None = None
+    max: float | None = None
+    # The values allowed, when only some are.
+    values: list[Any] | None = None
+    description: str | None = None
+
+
+class TokenPrice(_Strict):
+    """USD per 1M tokens."""
+
+    input: Usd = Decimal(0)
+    output: Usd = Decimal(0)
+
+
+class Price(_Strict):
+    """Forms add up; most models use one. Usage-based forms (per_run_second, per_token)
+    are charged from what the provider reports; `estimate` is what a job reserves
+    against budgets before that is known."""
+
+    per_image: Usd = Decimal(0)
+    per_megapixel: Usd = Decimal(0)
+    # Videos: one second of output.
+    per_second: Usd = Decimal(0)
+    # The provider's reported run time (Replicate's metrics.predict_time).
+    per_run_second: Usd = Decimal(0)
+    per_token: TokenPrice | None = None
+    estimate: Usd | None = None
+
+    @property
+    def usage_based(self) -> bool:
+        return bool(self.per_run_second) or self.per_token is not None
+
+
+class ModelConfig(_Strict):
+    provider: str
+    ref: str
+    price: Price = Price()
+    # What the model makes; a job that names it makes that.
+    media: MediaKind = "image"
+    tasks: list[Task] | None = None
+    sizes: Sizes | None = None
+    max_reference_images: Annotated[int, Field(ge=0, le=8)] | None = None
+    negative_prompt: bool = True
+    seed: bool = True
+    # Videos
+    durations: list[Annotated[float, Field(gt=0)]] | NumberRange | None = None
+    fps: list[Annotated[int, Field(ge=1)]] | NumberRange | None = None
+    resolutions: list[ResolutionName] | None = None
+    formats: list[OutputFormat] | None = None
+    # Not given: any options pass through to the provider as given; given: only these.
+    options: dict[str, Option] | None = None
+    # Where each job field goes in the provider's request (ComfyUI: "node id.input name"
+    # per field: prompt, negative_prompt, seed, width, height, reference_image, mask).
+    inject: dict[str, str] = {}
+    # Attempts that count (errors; never 429s) before the job fails or falls back.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # An asynchronous generation still unfinished after this long is cancelled and failed.
+    deadline_s: Annotated[float, Field(gt=0)] = 900.0
+    # Whether the provider bills a generation that ran and failed (never one it aborted).
+    charged_on_failure: bool = False
+    fallbacks: list[str] = []
+
+
+class Condition(_Strict):
+    """All that are given must hold."""
+
+    has_reference_images: bool | None = None
+    has_mask: bool | None = None
+    media: MediaKind | None = None
+    task: Task | None = None
+    width_gt: int | None = None
+    width_lt: int | None = None
+    height_gt: int | None = None
+    height_lt: int | None = None
+
+
+class Candidate(_Strict):
+    model: str
+    when: Condition | None = None
+    # strategy: weighted: the share of jobs this candidate gets among those that fit.
+    weight: Annotated[float, Field(gt=0)] = 1.0
+
+
+class RouteConfig(_Strict):
+    strategy: Literal["first", "cheapest", "weighted"] = "first"
+    candidates: Annotated[list[Candidate], Field(min_length=1)]
+    fallbacks: list[str] = []
+
+
+class AccountBudget(_Strict):
+    monthly_usd: Usd | None = None
+    # Realtime work (CMS covers) spends from this allowance instead, so bulk work cannot
+    # use up what they need.
+    realtime_monthly_usd: Usd | None = None
+
+
+class Budgets(_Strict):
+    accounts: dict[str, AccountBudget] = {}
+
+
+class Health(_Strict):
+    """A model failing `threshold` of its last `window` attempts (once it has at least
+    `min_attempts` of them) is cooled down for `cooldown_s`: routes skip it."""
+
+    window: Annotated[int, Field(ge=1, le=1000)] = 20
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    min_attempts: Annotated[int, Field(ge=1)] = 10
+    cooldown_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+def check_names(
+    models: dict[str, ModelConfig],
+    routes: dict[str, RouteConfig],
+    budgets: Budgets,
+    providers: set[str],
+) -> None:
+    """Every name a model, route or budget gives exists; raises ValueError with the path."""
+    for name, model in models.items():
+        if model.provider not in providers:
+            raise ValueError(
+                f"models.{name}.provider: unknown provider {model.provider!r}; "
+                f"known: {sorted(providers)}"
+            )
+        for n, fallback in enumerate(model.fallbacks):
+            if fallback not in models:
+                raise ValueError(f"models.{name}.fallbacks[{n}]: unknown model {fallback!r}")
+            if fallback == name:
+                raise ValueError(
+                    f"models.{name}.fallbacks[{n}]: a model cannot fall back to itself"
+                )
+    for name, route in routes.items():
+        if name in models:
+            raise ValueError(f"routes.{name}: a model has this name; a route needs its own")
+        for n, candidate in enumerate(route.candidates):
+            if candidate.model not in models:
+                raise ValueError(
+                    f"routes.{name}.candidates[{n}].model: unknown model {candidate.model!r}"
+                )
+        for n, fallback in enumerate(route.fallbacks):
+            if fallback not in models:
+                raise ValueError(f"routes.{name}.fallbacks[{n}]: unknown model {fallback!r}")
+    for account in budgets.accounts:
+        if account not in providers:
+            raise ValueError(f"budgets.accounts.{account}: unknown provider account")
