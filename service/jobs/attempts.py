@@ -149,7 +149,8 @@ async def record_error(
         outcome = RateLimited(started, error, latency_ms or 0, price)
     else:
         retry_in_s = retry_delay_s(started.attempt)
-        outcome = Failed(started, error, latency_ms, spec.max_attempts, retry_in_s, price)
+        cost = pricing.failed(spec, started.params, error)
+        outcome = Failed(started, error, latency_ms, spec.max_attempts, retry_in_s, price, cost)
     transition = await batcher(state).record(outcome)
     if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
         limiter = state.dispatch.limiter(started.account)

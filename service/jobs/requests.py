@@ -46,6 +46,7 @@ async def generation_request(
         negative_prompt=params.get("negative_prompt"),
         duration_s=params.get("duration_s"),
         fps=params.get("fps"),
+        aspect_ratio=params.get("aspect_ratio"),
         inputs=inputs,
         options=params.get("options") or {},
         inject=spec.inject,

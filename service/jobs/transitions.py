@@ -236,6 +236,8 @@ class Failed:
     max_attempts: int
     retry_in_s: float
     price: Decimal
+    # What the provider charges for this failure (service.catalog.pricing.failed).
+    cost: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -314,7 +316,7 @@ async def _apply(
         job.output_frames = output.frames
         job.output_bytes = stored.bytes
         job.output_sha256 = stored.sha256
-        job.cost_usd = outcome.cost
+        charge(attempt, job, outcome.cost)
         job.error_code = job.error_message = None
         if batch.budget_usd is not None:
             # The estimate reserved at the start becomes what it cost.
@@ -323,6 +325,10 @@ async def _apply(
     release_budget(batch, outcome.price)
     if isinstance(outcome, Failed):
         error = outcome.error
+        if outcome.cost:
+            charge(attempt, job, outcome.cost)
+            if batch.budget_usd is not None:
+                batch.reserved_usd += outcome.cost
         if error.retryable and job.attempts < outcome.max_attempts:
             close_attempt(
                 attempt, "retry", error.code, error.message, outcome.latency_ms, error.http_status
@@ -429,6 +435,12 @@ def clear_remote(job: Job) -> None:
     job.remote_data = None
     job.queue_position = None
     job.submitted_at = None
+
+
+def charge(attempt: JobAttempt, job: Job, cost: Decimal) -> None:
+    """An attempt's cost is the job's too: a job costs what all its attempts cost."""
+    attempt.cost_usd = cost
+    job.cost_usd = (job.cost_usd or Decimal(0)) + cost
 
 
 def release_budget(batch: Batch, price: Decimal) -> None:

@@ -87,6 +87,9 @@ class GenerationRequest:
     negative_prompt: str | None = None
     duration_s: float | None = None
     fps: int | None = None
+    # The aspect ratio the job's size was mapped to, for a model that takes ratios rather
+    # than sizes (service.catalog.fit): send this, not width and height.
+    aspect_ratio: str | None = None
     inputs: tuple[InputImage, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     inject: Mapping[str, str] = field(default_factory=dict)
