@@ -6,7 +6,7 @@ so a hop never meets a model that cannot do the job) all use it.
 
 What can be mapped is mapped, and recorded (`Fit.mapped`): a size to the nearest aspect
 ratio of a model that takes ratios (refused beyond 5% off), to the nearest size of a
-list (OpenAI's), or rounded to a multiple within a range (ComfyUI's latent size).
+list (OpenAI's; refused beyond 25% off), or rounded to a multiple within a range (ComfyUI's latent size).
 What cannot is a Problem naming the field.
 """
 
@@ -21,7 +21,7 @@ from service.catalog.config import TASKS, NumberRange, Option, Sizes, Task
 from service.providers.base import MediaKind
 from service.providers.registry import ModelSpec
 
-# A size mapped to an aspect ratio or a listed size may be this far off, no more.
+# A size mapped to an aspect ratio may be this far off, no more.
 MAX_RATIO_ERROR = 0.05
 # A listed size (OpenAI's three) may be further off: 16:9 goes to 3:2 (18.5% off), but a
 # ratio no listed size comes this close to (2:1, 21:9 on OpenAI) is refused.
