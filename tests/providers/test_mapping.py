@@ -15,15 +15,22 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
+from service.db import session_scope
+from service.models import Job
 from service.providers.atlas import AtlasProvider
 from service.providers.base import GenerationRequest, ProviderPermanentError
 from service.providers.catalogue import account_config, build_provider
 from service.providers.comfyui import ComfyUIProvider
 from service.providers.openai import OpenAIImagesProvider
 from service.providers.replicate import ReplicateProvider
+from service.state import State
+from service.worker import run_until_idle
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from simulators.atlas_control import AtlasHandle
+from tests.conftest import Caller, submit
+from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
 from tests.providers import atlas_fixtures, comfyui_helpers
 from tests.providers.atlas_fixtures import finish, image_request, sent_bodies, video_request
 from tests.providers.comfyui_helpers import Control, make_provider, poll_until_finished
@@ -250,3 +257,45 @@ async def test_comfyui_shrinks_an_unrounded_size_to_its_latent_grid(
         await poll_until_finished(comfy, await comfy.submit(job)), job
     )
     assert (output.width, output.height) == (1000, 696)
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+async def test_a_mapped_job_records_the_size_its_model_made(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    state: State,
+    sim: SimulatorHandle,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The job keeps the size it asked for; its output has the size the model made, and
+    nothing along the way takes the difference for a broken output."""
+    monkeypatch.setenv(SIM_TOKEN_ENV, "sim-token")
+    await use_config(state, sim_config(sim.url), tmp_path)
+    asked = {"prompt": "a cover", "model": "flux-sim", "width": 1920, "height": 1080}
+    body: dict[str, object] = {"jobs": [asked]}
+    batch_id = await submit(client, caller, body)
+    async with session_scope(state.sessionmaker) as session:
+        job = (await session.execute(select(Job).where(Job.batch_id == batch_id))).scalar_one()
+        # What fit records at submit for a model that takes ratios.
+        job.params = {**job.params, "aspect_ratio": "16:9"}
+    await run_until_idle(state, wait_for_deferred=True)
+
+    listed = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
+    [shown] = listed.json()["items"]
+    assert shown["status"] == "succeeded", shown["error"]
+    assert (shown["params"]["width"], shown["params"]["height"]) == (1920, 1080)
+    assert (shown["output"]["width"], shown["output"]["height"]) == (1344, 768)
+    served = await client.get(f"/v1/jobs/{shown['id']}/output", headers=caller.headers)
+    assert decoded_size(served.content) == (1344, 768)
+    attempts = await client.get(f"/v1/jobs/{shown['id']}/attempts", headers=caller.headers)
+    [attempt] = attempts.json()
+    async with httpx.AsyncClient(base_url=sim.url) as raw:
+        prediction = await raw.get(
+            f"/v1/predictions/{attempt['remote_id']}", headers={"Authorization": "Token sim-token"}
+        )
+    received = prediction.json()["input"]
+    assert received["aspect_ratio"] == "16:9"
+    assert "width" not in received
