@@ -3,9 +3,11 @@ its error bodies, and real output files.
 
 API (every `/api/...` route checks `Authorization: Bearer <token>`; errors are Atlas's
 `{"code": <status>, "msg": "...", "request_id": "...", "data": null}`):
-- `POST /api/v1/model/generateImage` `{model, prompt, size: "W*H", seed?, output_format?,
-  image_url?}` and `POST /api/v1/model/generateVideo` `{model, prompt, width?, height?,
-  duration?, fps?, image_url?}` create a prediction (`processing`);
+- `POST /api/v1/model/generateImage` `{model, prompt, size: "W*H" | aspect_ratio: "16:9",
+  seed?, output_format?, image_url?}` and `POST /api/v1/model/generateVideo` `{model,
+  prompt, width?, height? | aspect_ratio?, duration?, fps?, image_url?}` create a
+  prediction (`processing`); an aspect ratio makes the model's size for it (an image
+  16:9 is 1344x768, as FLUX's; a video's short side is 240);
 - `GET /api/v1/model/prediction/{id}`: `processing` for the first `processing_polls` polls,
   then `completed` (or `failed`, with `error` and `error_code`);
 - `GET /outputs/{id}.{ext}`: the output file (the CDN: no auth);

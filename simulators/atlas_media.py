@@ -19,10 +19,12 @@ from typing import Any
 import av
 from PIL import Image, UnidentifiedImageError
 
-from simulators.images import image_bytes
+from simulators.images import image_bytes, parse_ratio, size_from_aspect_ratio
 
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 VIDEO_TYPE = "video/mp4"
+# A video asked for by aspect ratio is this tall (or wide, when portrait): small and quick.
+VIDEO_SHORT_SIDE = 240
 # What a broken CDN answers with a 200: markup, not media.
 NOT_MEDIA = b"<html><body>upstream error: the file is not ready</body></html>\n" * 8
 
@@ -83,7 +85,12 @@ def check_image_url(value: Any) -> None:
 
 
 def size(body: dict[str, Any], media: str) -> tuple[int, int]:
+    """From `size` ("W*H"), else `aspect_ratio` (the model picks the size: FLUX's for an
+    image, a short side of 240 for a video), else `width` and `height`."""
     size = body.get("size")
+    ratio = body.get("aspect_ratio")
+    if size is None and ratio is not None:
+        return ratio_size(ratio, media)
     if isinstance(size, str):
         match = re.fullmatch(r"(\d+)\*(\d+)", size)
         if match is None:
@@ -96,6 +103,20 @@ def size(body: dict[str, Any], media: str) -> tuple[int, int]:
     if not (16 <= width <= 4096 and 16 <= height <= 4096):
         raise BadRequest("size must be between 16*16 and 4096*4096")
     return width, height
+
+
+def ratio_size(ratio: Any, media: str) -> tuple[int, int]:
+    parsed = parse_ratio(ratio)
+    image_size = size_from_aspect_ratio(ratio) if parsed is not None else None
+    if parsed is None or image_size is None:
+        raise BadRequest("aspect_ratio must be width:height, e.g. 16:9")
+    if media == "image":
+        return image_size
+    w, h = parsed
+    short = VIDEO_SHORT_SIDE
+    if w >= h:
+        return max(short, round(short * w / h / 2) * 2), short
+    return short, max(short, round(short * h / w / 2) * 2)
 
 
 def number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:

@@ -26,6 +26,8 @@ CHECKPOINTS = ("sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.ckpt")
 CONTROLNETS = ("controlnet-canny-sdxl-1.0.safetensors",)
 IPADAPTER_PRESETS = ("PLUS (high strength)", "STANDARD (medium strength)")
 MIN_SIDE, MAX_SIDE = 16, 4096
+# Pixels per latent cell (Stable Diffusion's VAE).
+LATENT_SCALE = 8
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,10 @@ def execution_order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
     return order
 
 
+def _on_latent_grid(side: Any) -> int:
+    return max(LATENT_SCALE, int(side) // LATENT_SCALE * LATENT_SCALE)
+
+
 @dataclass(frozen=True)
 class RenderPlan:
     """What the run's image depends on."""
@@ -246,8 +252,9 @@ class RenderPlan:
 def render_plan(
     prompt: dict[str, Any], order: list[str], image_size: Callable[[str], tuple[int, int] | None]
 ) -> RenderPlan:
-    """The output size comes from the latent (EmptyLatentImage) or from a scaled input
-    image (ImageScale), else from the loaded image itself, as a real graph would."""
+    """The output size comes from the latent (EmptyLatentImage, rounded down to its grid
+    of 8 pixels) or from a scaled input image (ImageScale), else from the loaded image
+    itself, as a real graph would."""
     size: tuple[int, int] | None = None
     seed, batch = 0, 1
     texts: list[str] = []
@@ -256,9 +263,13 @@ def render_plan(
         node = prompt[node_id]
         inputs = node.get("inputs", {})
         kind = node["class_type"]
-        if kind in ("EmptyLatentImage", "ImageScale"):
+        if kind == "EmptyLatentImage":
+            # The latent is an eighth of the image, so a side that is not a multiple of 8
+            # comes back shorter, as it does from ComfyUI.
+            size = (_on_latent_grid(inputs["width"]), _on_latent_grid(inputs["height"]))
+            batch = int(inputs.get("batch_size", 1))
+        elif kind == "ImageScale":
             size = (int(inputs["width"]), int(inputs["height"]))
-            batch = int(inputs.get("batch_size", 1)) if kind == "EmptyLatentImage" else batch
         elif kind == "KSampler":
             seed = int(inputs["seed"])
         elif kind == "CLIPTextEncode" and isinstance(inputs.get("text"), str):

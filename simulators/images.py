@@ -49,12 +49,40 @@ def content_type(ext: str) -> str:
     return FORMATS[ext][1]
 
 
-def size_from_aspect_ratio(ratio: str, long_side: int = 1024) -> tuple[int, int] | None:
-    """'16:9' -> (1024, 576): the long side is `long_side`, the other follows the ratio."""
-    parts = ratio.split(":")
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+# The sizes FLUX models on Replicate make for each aspect ratio at 1 megapixel (cog-flux).
+FLUX_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "21:9": (1536, 640),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "4:5": (896, 1088),
+    "5:4": (1088, 896),
+    "3:4": (896, 1152),
+    "4:3": (1152, 896),
+    "9:16": (768, 1344),
+    "9:21": (640, 1536),
+}
+
+
+def parse_ratio(ratio: object) -> tuple[int, int] | None:
+    """'16:9' -> (16, 9); None for anything else."""
+    parts = ratio.split(":") if isinstance(ratio, str) else []
+    if len(parts) != 2 or not all(p.isdigit() and 0 < int(p) < 1000 for p in parts):
         return None
-    w, h = int(parts[0]), int(parts[1])
-    if w >= h:
-        return long_side, max(1, round(long_side * h / w))
-    return max(1, round(long_side * w / h)), long_side
+    return int(parts[0]), int(parts[1])
+
+
+def size_from_aspect_ratio(ratio: str, megapixels: float = 1.0) -> tuple[int, int] | None:
+    """The size a ratio model makes, as FLUX does: 16:9 -> 1344x768 at one megapixel,
+    672x384 at 0.25. A ratio outside FLUX's table gets about `megapixels`, sides a
+    multiple of 16."""
+    parsed = parse_ratio(ratio)
+    if parsed is None:
+        return None
+    scale = megapixels**0.5
+    w, h = FLUX_SIZES.get(ratio) or (
+        (1024 * 1024 * parsed[0] / parsed[1]) ** 0.5,
+        (1024 * 1024 * parsed[1] / parsed[0]) ** 0.5,
+    )
+    return max(16, round(w * scale / 16) * 16), max(16, round(h * scale / 16) * 16)

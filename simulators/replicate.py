@@ -11,10 +11,13 @@ Also as Replicate: `Authorization: Token ...` is accepted besides Bearer; `Prefe
 `input.num_outputs` (1-4) gives that many output URLs (`{id}.{ext}`, `{id}_1.{ext}`, ...).
 Webhooks go out for the `start` and `completed` events of `webhook_events_filter` (all
 events when it is absent); `output` and `logs` events are never sent, as nothing streams.
-Output files need no auth, like replicate.delivery. `GET /v1/predictions` lists the
-predictions made since reset, newest first, `list_page_size` a page, linked by `next`
-URLs with an opaque cursor, filtered by `created_after` / `created_before`: what a client
-needs to find a prediction whose create lost its answer. `prediction_failed` makes
+Output files need no auth, like replicate.delivery. An `aspect_ratio` without width and
+height makes FLUX's size for it (16:9 is 1344x768; `megapixels: "0.25"` halves each side);
+width and height, when given, win (a model whose ratio may be "custom").
+`GET /v1/predictions` lists the predictions made since reset, newest first,
+`list_page_size` a page, linked by `next` URLs with an opaque cursor, filtered by
+`created_after` / `created_before`: what a client needs to find a prediction whose create
+lost its answer. `prediction_failed` makes
 predictions end `failed` with Replicate's transient or permanent error texts.
 """
 
@@ -58,6 +61,8 @@ from simulators.state import Rejection, SimState
 
 PROBLEM = "application/problem+json"
 OUTPUT_FORMATS = ("webp", "jpg", "png")
+# FLUX's `megapixels` input: the size of what an aspect ratio makes.
+MEGAPIXELS = {"1": 1.0, "0.25": 0.25}
 MAX_WAIT_S = 60
 
 
@@ -102,8 +107,11 @@ def parse_input(payload: Any) -> tuple[int, int, str, int] | Response:
         return invalid("input.output_format", 'must be one of "webp", "jpg", "png"')
     width, height = payload.get("width"), payload.get("height")
     ratio = payload.get("aspect_ratio")
-    if isinstance(ratio, str) and ratio != "custom" and (width is None or height is None):
-        size = size_from_aspect_ratio(ratio)
+    if ratio is not None and ratio != "custom" and (width is None or height is None):
+        megapixels = payload.get("megapixels", "1")
+        if not isinstance(megapixels, str) or megapixels not in MEGAPIXELS:
+            return invalid("input.megapixels", 'must be one of "1", "0.25"')
+        size = size_from_aspect_ratio(str(ratio), MEGAPIXELS[megapixels])
         if size is None:
             return invalid("input.aspect_ratio", f"{ratio!r} is not a valid aspect ratio")
         width, height = size

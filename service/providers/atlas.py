@@ -177,7 +177,7 @@ def generation_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]
     body: dict[str, Any] = {"model": request.model_ref, "prompt": request.prompt}
     if request.media == "video":
         endpoint = "generateVideo"
-        body |= {"width": request.width, "height": request.height}
+        body |= _size(request) or {"width": request.width, "height": request.height}
         if request.duration_s is not None:
             whole = float(request.duration_s).is_integer()
             body["duration"] = int(request.duration_s) if whole else request.duration_s
@@ -185,7 +185,7 @@ def generation_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]
             body["fps"] = request.fps
     else:
         endpoint = "generateImage"
-        body["size"] = f"{request.width}*{request.height}"
+        body |= _size(request) or {"size": f"{request.width}*{request.height}"}
         body["output_format"] = request.format
     body["seed"] = request.seed
     if request.negative_prompt:
@@ -195,6 +195,13 @@ def generation_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]
         body["image_url"] = reference.url or reference.data_uri()
     body |= {key: value for key, value in request.options.items() if key != "model"}
     return endpoint, body
+
+
+def _size(request: GenerationRequest) -> dict[str, Any]:
+    """A job mapped to an aspect ratio (a model that takes ratios, service.catalog.fit)
+    sends `aspect_ratio` alone, as Atlas's ratio models name it; the model picks the
+    size. Empty when the job was not mapped: it sends its width and height."""
+    return {"aspect_ratio": request.aspect_ratio} if request.aspect_ratio is not None else {}
 
 
 def output_url(record: Mapping[str, Any], media: str) -> str | None:

@@ -302,14 +302,18 @@ def prediction_request(request: GenerationRequest) -> tuple[str, dict[str, Any]]
 
 
 def prediction_input(request: GenerationRequest) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "prompt": request.prompt,
-        "width": request.width,
-        "height": request.height,
-    }
-    ratio = aspect_ratio(request.width, request.height)
-    if ratio is not None:
-        values["aspect_ratio"] = ratio
+    """The prediction's input. A job mapped to an aspect ratio (a model that takes ratios,
+    service.catalog.fit) sends only the ratio: the model picks the size (FLUX: 16:9 is
+    1344x768), and width and height would be refused or, worse, ignored unseen. Else
+    width and height, with the ratio guessed from them for FLUX-family models."""
+    values: dict[str, Any] = {"prompt": request.prompt}
+    if request.aspect_ratio is not None:
+        values["aspect_ratio"] = request.aspect_ratio
+    else:
+        values |= {"width": request.width, "height": request.height}
+        ratio = aspect_ratio(request.width, request.height)
+        if ratio is not None:
+            values["aspect_ratio"] = ratio
     values["seed"] = request.seed
     if request.media == "video":
         # Replicate's video models name these alike; anything else goes in `options`.

@@ -27,7 +27,16 @@ def test_the_shipped_defaults_are_the_issues_contract() -> None:
     assert openai.base_url == "https://api.openai.com/v1"
     assert openai.limits.model_dump() == {"rate_per_s": 5, "burst": 5, "max_concurrent": 10}
     assert config.models["flux-schnell"].ref == "black-forest-labs/flux-schnell"
-    assert config.models["gpt-image-1"].price.per_image == Decimal("0.04")
+    gpt = config.models["gpt-image-1"]
+    assert gpt.price.per_token is not None
+    assert (gpt.price.per_token.input, gpt.price.per_token.output) == (10, 40)
+    assert gpt.sizes is not None
+    assert gpt.sizes.exact() == [(1024, 1024), (1536, 1024), (1024, 1536)]
+    flux = config.models["flux-schnell"]
+    assert flux.price.per_image == Decimal("0.003")
+    assert flux.sizes is not None
+    assert "16:9" in (flux.sizes.aspect_ratios or [])
+    assert flux.max_reference_images == 0
     assert config.models["local/procedural"].provider == "local"
 
 

@@ -117,7 +117,7 @@ async def test_replicate_version_route_aspect_ratio_and_default_format(
     file = await client.get(prediction["output"][0])
     assert prediction["output"][0].endswith(".webp")
     assert file.headers["content-type"] == "image/webp"
-    assert image_size(file.content) == (1024, 576)
+    assert image_size(file.content) == (1344, 768)  # FLUX's size for 16:9
 
 
 async def test_replicate_errors_are_problem_json(client: httpx.AsyncClient) -> None:
