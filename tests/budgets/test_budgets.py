@@ -3,6 +3,7 @@ realtime allowances, and settlement of every way an attempt ends."""
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from service.db import session_scope
+from service.jobs import service
+from service.jobs.transitions import StartedJob
+from service.models import Batch
+from service.providers.base import ProviderRetryableError
 from service.state import State
 from service.worker import run_until_idle
 from tests.budgets.helpers import (
@@ -20,7 +26,7 @@ from tests.budgets.helpers import (
     ledgers,
     statuses,
 )
-from tests.conftest import Caller, submit
+from tests.conftest import Caller, make_caller, submit
 from tests.jobs.sim_accounts import use_config
 
 URL = "/v1/keys/current/budget"
@@ -88,8 +94,6 @@ async def test_bad_limits_are_refused_naming_the_field(
 async def test_another_key_does_not_see_or_spend_this_keys_budget(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    from tests.conftest import make_caller
-
     await set_budget(client, caller, daily_usd=0.003)
     other = await make_caller(local, "other")
     batch_id = await submit(client, other, batch_body(3))
@@ -254,10 +258,8 @@ async def test_the_batch_budget_and_the_key_budget_reserve_together_or_not_at_al
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["cost_usd"] == pytest.approx(0.006)
     # The refused jobs reserved nothing in the batch's budget either.
-    from service.models import Batch
-
     async with local.sessionmaker() as session:
-        found = await session.get(Batch, __import__("uuid").UUID(batch_id))
+        found = await session.get(Batch, uuid.UUID(batch_id))
         assert found is not None
         assert found.reserved_usd == Decimal("0.006")
 
@@ -274,10 +276,7 @@ async def test_budget_exceeded_never_moves_to_a_fallback(
     assert await attempts_of(local, batch_id) == []
 
 
-async def _start(state: State, job_id: Any) -> Any:
-    from service.db import session_scope
-    from service.jobs import service
-
+async def _start(state: State, job_id: uuid.UUID) -> Any:
     async with session_scope(state.sessionmaker) as session:
         return await service.start_attempt(
             session,
@@ -292,10 +291,6 @@ async def _start(state: State, job_id: Any) -> Any:
 async def test_cancelled_and_abandoned_attempts_release_their_reservation(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    from service.db import session_scope
-    from service.jobs import service
-    from service.jobs.transitions import StartedJob
-
     await set_budget(client, caller, daily_usd=0.004)
     day = f"key:{caller.api_key_id}:day"
     [job] = await jobs_of(local, await submit(client, caller, batch_body(1)))
@@ -320,10 +315,6 @@ async def test_cancelled_and_abandoned_attempts_release_their_reservation(
 async def test_a_retried_attempt_gives_its_reservation_back_before_the_next(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    from service.db import session_scope
-    from service.jobs import service
-    from service.providers.base import ProviderRetryableError
-
     await set_budget(client, caller, daily_usd=0.003)
     day = f"key:{caller.api_key_id}:day"
     [job] = await jobs_of(local, await submit(client, caller, batch_body(1)))
@@ -344,3 +335,34 @@ async def test_a_retried_attempt_gives_its_reservation_back_before_the_next(
     [job] = await jobs_of(local, str(job.batch_id))
     assert job.status.value == "succeeded"
     assert (await ledgers(local))[day] == Decimal("0.003")
+
+
+async def test_a_job_reserves_in_every_budget_that_applies(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    account = {"monthly_usd": 0.003, "realtime_monthly_usd": 0.003}
+    await use_config(state, budget_config(account_budget=account), tmp_path)
+    await set_budget(client, caller, daily_usd=1)
+    bulk = await submit(client, caller, batch_body(2, tag="bulk"))
+    await run_until_idle(state)
+    jobs = await jobs_of(state, bulk)
+    assert statuses(jobs) == {"succeeded": 1, "failed": 1}
+    assert {j.error_message for j in jobs if j.error_code} == {
+        "the local account's monthly budget of $0.003000 would be exceeded: "
+        "$0.003000 spent or reserved, this job costs $0.003000"
+    }
+    cover = await submit(client, caller, batch_body(1, tag="cover", priority="realtime"))
+    await run_until_idle(state)
+    assert statuses(await jobs_of(state, cover)) == {"succeeded": 1}
+    [attempt] = await attempts_of(state, cover)
+    assert attempt.reserved is not None
+    day = f"key:{caller.api_key_id}:day"
+    assert sorted(scope for scope, _ in attempt.reserved["ledgers"]) == [
+        "account:local:month:realtime",
+        day,
+    ]
+    assert await ledgers(state) == {
+        day: Decimal("0.006"),
+        "account:local:month": Decimal("0.003"),
+        "account:local:month:realtime": Decimal("0.003"),
+    }
