@@ -15,6 +15,7 @@ from sqlalchemy import text
 from service.accounts.endpoints import router as accounts_router
 from service.auth.endpoints import router as keys_router
 from service.batches.endpoints import router as batches_router
+from service.budgets.endpoints import router as budgets_router
 from service.callbacks.endpoints import router as callbacks_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts_router)
     app.include_router(webhooks_router)
     app.include_router(keys_router)
+    app.include_router(budgets_router)
     app.include_router(integrations_router)
     app.include_router(hooks_router)
     app.include_router(uploads_router)

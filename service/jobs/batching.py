@@ -102,7 +102,11 @@ class JobBatcher:
                     )
                     claims.append((n, claim, spec))
             started = await transitions.start_attempts(
-                session, [claim for _, claim, _ in claims], public_url=self.public_url, heads=heads
+                session,
+                [claim for _, claim, _ in claims],
+                public_url=self.public_url,
+                heads=heads,
+                account_budgets=self.registry.budgets,
             )
         for (n, _, spec), result in zip(claims, started, strict=True):
             results[n] = Claimed(result, spec) if isinstance(result, StartedJob) else result

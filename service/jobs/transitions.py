@@ -21,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository as batch_repository
 from service.batches.service import complete_batch
+from service.budgets import service as budgets
+from service.budgets.service import GroupBudgets, Want
+from service.catalog.config import Budgets
 from service.integrations.writeback.outbox import record_writeback
 from service.jobs import repository
 from service.jobs.presenter import job_out
@@ -113,10 +116,12 @@ async def start_attempts(
     *,
     public_url: str,
     heads: dict[uuid.UUID, repository.JobHead] | None = None,
+    account_budgets: Budgets | None = None,
 ) -> list[ClaimResult]:
     """Claim each job for a new attempt; one result per claim, in order (see
     service.start_attempt for what each means). Each job appears once in a group.
-    `heads`: the claims' jobs as this transaction already read them, if it did."""
+    `heads`: the claims' jobs as this transaction already read them, if it did.
+    `account_budgets`: the configuration's (registry.budgets); key budgets are read here."""
     if heads is None:
         heads = await repository.job_heads(session, [claim.job_id for claim in claims])
     live = [heads[c.job_id] for c in claims if c.job_id in heads]
@@ -132,6 +137,13 @@ async def start_attempts(
     for batch in batches.values():
         if batch.status is BatchStatus.queued and batch.budget_usd is None:
             batch.status = BatchStatus.running
+    # Key and account budgets: their ledgers are locked between batch and job rows.
+    live_ids = {h.id for h in live}
+    group = await budgets.lock_for_claims(
+        session,
+        [_want(c, heads[c.job_id]) for c in claims if c.job_id in live_ids],
+        account_budgets.accounts if account_budgets is not None else {},
+    )
     jobs = await repository.lock_jobs(session, [h.id for h in live])
     running = [job.id for job in jobs.values() if job.status is JobStatus.running]
     abandoned = await repository.open_attempts(session, running)
@@ -144,9 +156,13 @@ async def start_attempts(
             continue
         batch = batches[job.batch_id]
         results.append(
-            await _start(session, claim, job, batch, abandoned.get(job.id), now, public_url)
+            await _start(session, claim, job, batch, abandoned.get(job.id), now, public_url, group)
         )
     return results
+
+
+def _want(claim: Claim, head: repository.JobHead) -> Want:
+    return Want(claim.job_id, head.batch, claim.account, head.status is JobStatus.running)
 
 
 async def _start(
@@ -157,6 +173,7 @@ async def _start(
     abandoned: JobAttempt | None,
     now: datetime,
     public_url: str,
+    group: GroupBudgets,
 ) -> ClaimResult:
     if job.status is JobStatus.running and job.remote_id is not None:
         return None  # at the provider already: never submitted twice
@@ -166,6 +183,7 @@ async def _start(
             return None  # its worker is on it: never two attempts at once
         close_attempt(abandoned, "abandoned", "worker_lost", "the worker running it stopped")
         release_budget(batch, claim.price)
+        await budgets.settle(session, abandoned, Decimal(0))
     if job.attempts >= claim.max_attempts:
         error = ProviderError("attempts_exhausted", f"gave up after {job.attempts} attempts")
         return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
@@ -177,6 +195,11 @@ async def _start(
                 f"${batch.reserved_usd:f} spent or reserved, this job costs ${claim.price:f}",
             )
             return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
+    refused = group.refusal(job.id, claim.price)
+    if refused is not None:  # reserved in no budget: neither the batch's nor any other
+        error = ProviderError("budget_exceeded", refused)
+        return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
+    if batch.budget_usd is not None:
         batch.reserved_usd += claim.price
     job.attempts += 1
     job.tries += 1
@@ -192,6 +215,7 @@ async def _start(
             provider=claim.account,
             model=job.model,
             started_at=now,
+            reserved=group.reserve(job.id, claim.price),
         )
     )
     if batch.status is BatchStatus.queued:
@@ -272,9 +296,12 @@ async def record_outcomes(
     batches = await repository.get_batches(session, batch_ids)
     budgeted = {b.id for b in batches.values() if b.budget_usd is not None}
     batches.update(await repository.lock_batches(session, budgeted))
+    # Read before the job rows are locked (an attempt not owned is skipped below), so
+    # that the ledgers they reserved in are locked in order, between batches and jobs.
+    keys = [(o.started.job_id, o.started.attempt) for o in outcomes]
+    attempts = await repository.numbered_attempts(session, keys)
+    await budgets.lock_reserved(session, attempts.values())
     jobs = await repository.lock_jobs(session, [o.started.job_id for o in outcomes])
-    owned = [o.started for o in outcomes if _owns(jobs.get(o.started.job_id), o.started)]
-    attempts = await repository.numbered_attempts(session, [(s.job_id, s.attempt) for s in owned])
     results: list[Transition] = []
     for outcome in outcomes:
         started = outcome.started
@@ -317,12 +344,16 @@ async def _apply(
         job.output_bytes = stored.bytes
         job.output_sha256 = stored.sha256
         charge(attempt, job, outcome.cost)
+        await budgets.settle(session, attempt, outcome.cost)
         job.error_code = job.error_message = None
         if batch.budget_usd is not None:
             # The estimate reserved at the start becomes what it cost.
             batch.reserved_usd += outcome.cost - outcome.price
         return await finish(session, job, batch, JobStatus.succeeded, public_url)
     release_budget(batch, outcome.price)
+    await budgets.settle(
+        session, attempt, outcome.cost if isinstance(outcome, Failed) else Decimal(0)
+    )
     if isinstance(outcome, Failed):
         error = outcome.error
         if outcome.cost:

@@ -1,0 +1,87 @@
+"""A local-renderer configuration with priced models, and what the tests read back."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text
+
+from service.models import Job, JobAttempt
+from service.models.budget import BudgetLedger
+from service.state import State
+
+PRICE = 0.003
+
+
+def budget_config(
+    *, account_budget: dict[str, Any] | None = None, max_concurrent: int | None = None
+) -> str:
+    """One `local` account, models at $0.003 an image: `cheap` renders, `broken` fails
+    at the provider (no such model there), and `with-fallback` names a fallback."""
+    price = {"per_image": PRICE}
+    limits = {"max_concurrent": max_concurrent} if max_concurrent else {}
+    config: dict[str, Any] = {
+        "providers": {"local": {"kind": "local", "limits": limits}},
+        "models": {
+            "cheap": {"provider": "local", "ref": "procedural", "price": price},
+            "broken": {
+                "provider": "local",
+                "ref": "no-such-model",
+                "price": price,
+                "max_attempts": 1,
+            },
+            "with-fallback": {
+                "provider": "local",
+                "ref": "procedural",
+                "price": price,
+                "fallbacks": ["cheap"],
+            },
+        },
+    }
+    if account_budget is not None:
+        config["budgets"] = {"accounts": {"local": account_budget}}
+    return json.dumps(config)  # JSON is YAML
+
+
+def batch_body(n: int, *, model: str = "cheap", tag: str = "p", **extra: Any) -> dict[str, Any]:
+    return {
+        "defaults": {"model": model, "width": 64, "height": 64},
+        "jobs": [{"prompt": f"{tag} {i}"} for i in range(n)],
+        **extra,
+    }
+
+
+async def jobs_of(state: State, batch_id: str) -> list[Job]:
+    async with state.sessionmaker() as session:
+        query = select(Job).where(Job.batch_id == uuid.UUID(batch_id)).order_by(Job.index)
+        return list((await session.execute(query)).scalars())
+
+
+def statuses(jobs: list[Job]) -> Counter[str]:
+    return Counter(job.status.value for job in jobs)
+
+
+async def attempts_of(state: State, batch_id: str) -> list[JobAttempt]:
+    async with state.sessionmaker() as session:
+        query = (
+            select(JobAttempt)
+            .join(Job, Job.id == JobAttempt.job_id)
+            .where(Job.batch_id == uuid.UUID(batch_id))
+        )
+        return list((await session.execute(query)).scalars())
+
+
+async def ledgers(state: State) -> dict[str, Decimal]:
+    """Every ledger's amount, by scope (the tests run within one period)."""
+    async with state.sessionmaker() as session:
+        rows = (await session.execute(select(BudgetLedger))).scalars()
+        return {row.scope: row.reserved_usd for row in rows}
+
+
+async def clear_ledgers(state: State) -> None:
+    async with state.engine.begin() as connection:
+        await connection.execute(text("TRUNCATE budget_ledgers, key_budgets"))
