@@ -215,9 +215,10 @@ async def test_usage_agrees_with_the_jobs_to_the_cent_under_concurrency(
     )
     assert by_key(reports["api_key"]) == {str(k): usd(c) for k, c in per_key}
     keys = {g["key"]: (g["name"], g["prefix"]) for g in reports["api_key"]["groups"]}
-    assert keys[str(caller.api_key_id)][0] == "tests"
-    assert keys[str(other.api_key_id)][0] == "reports"
-    assert all(caller.key.startswith(prefix) for _, prefix in [keys[str(caller.api_key_id)]])
+    for key, name in ((caller, "tests"), (other, "reports")):
+        shown_name, prefix = keys[str(key.api_key_id)]
+        assert shown_name == name
+        assert key.key.startswith(prefix)
     for report in reports.values():
         assert caller.key not in json.dumps(report)
         assert other.key not in json.dumps(report)
