@@ -32,6 +32,7 @@ from service.state import State, build_state, close_state
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
 from service.uploads.endpoints import router as uploads_router
+from service.usage.endpoints import router as usage_router
 from service.webhooks.endpoints import router as webhooks_router
 
 READY_TIMEOUT_S = 2.0
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(integrations_router)
     app.include_router(hooks_router)
     app.include_router(uploads_router)
+    app.include_router(usage_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

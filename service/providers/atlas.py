@@ -148,6 +148,8 @@ class AtlasProvider(AsyncProvider):
             error = prediction_failure(
                 self.name, raw_id, record.get("error"), record.get("error_code")
             )
+            # It ran and failed: billed where the model is charged_on_failure.
+            error.billable, error.usage = True, _usage(record)
         elif status == "canceled":
             error = ProviderPermanentError(
                 "canceled", f"{self.name}: prediction {raw_id} was canceled"

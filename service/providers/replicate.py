@@ -169,10 +169,7 @@ class ReplicateProvider(AsyncProvider):
                 f"{self.name}: prediction {remote.id} succeeded without an output URL",
             )
         data = await self._http.download(url)
-        usage: dict[str, Any] = {}
-        metrics = remote.data.get("metrics")
-        if isinstance(metrics, Mapping) and metrics.get("predict_time") is not None:
-            usage["predict_time"] = metrics["predict_time"]
+        usage = run_usage(remote.data)
         if request.media == "video":
             return await checked_video(data, request, provider=self.name, usage=usage)
         return await checked_image(data, request.format, provider=self.name, usage=usage)
@@ -265,12 +262,16 @@ class ReplicateProvider(AsyncProvider):
                 f"{self.name}: not a prediction (id={remote_id!r}, status={raw_status!r})",
             )
         kept = {key: value for key, value in payload.items() if key != "logs"}
-        error = self._prediction_error(remote_id, raw_status, payload.get("error"))
+        error = self._prediction_error(remote_id, raw_status, payload)
         return RemoteHandle(id=remote_id, status=status, data=kept, error=error)
 
-    def _prediction_error(self, remote_id: str, status: Any, error: Any) -> ProviderError | None:
+    def _prediction_error(
+        self, remote_id: str, status: Any, payload: Mapping[str, Any]
+    ) -> ProviderError | None:
         if status == "failed":
-            return prediction_failure(self.name, remote_id, error)
+            return prediction_failure(
+                self.name, remote_id, payload.get("error"), run_usage(payload)
+            )
         if status == "aborted":
             return ProviderRetryableError(
                 "aborted", f"{self.name}: prediction {remote_id} was aborted before it ran"
@@ -349,18 +350,33 @@ def _first_output(output: Any) -> str | None:
     return output if isinstance(output, str) and output else None
 
 
-def prediction_failure(provider: str, remote_id: str, error: Any) -> ProviderError:
+def prediction_failure(
+    provider: str, remote_id: str, error: Any, usage: Mapping[str, Any] | None = None
+) -> ProviderError:
     """The one place a `failed` prediction is classified. Permanent only when the error
     says the input can never work (content policy, invalid input, no such model);
     anything else (out of memory, a worker crash, a timeout, no reason at all) is worth
-    another attempt, as a 5xx is."""
+    another attempt, as a 5xx is.
+
+    A failed prediction ran, and Replicate bills the time it ran (`usage`, its
+    predict_time): it is `billable`, and costs that on a model `charged_on_failure`. A
+    canceled or aborted one never is."""
     text = " ".join(str(error).split()) if error else ""
     message = f"{provider}: prediction {remote_id} failed: {text or 'no reason given'}"
     lowered = text.lower()
     for code, words in _PERMANENT_FAILURES:
         if any(word in lowered for word in words):
-            return ProviderPermanentError(code, message)
-    return ProviderRetryableError("provider_failed", message)
+            return ProviderPermanentError(code, message, billable=True, usage=usage)
+    return ProviderRetryableError("provider_failed", message, billable=True, usage=usage)
+
+
+def run_usage(prediction: Mapping[str, Any]) -> dict[str, Any]:
+    """What a prediction used, as Replicate reports it (`metrics.predict_time`, the
+    seconds it ran: what hardware-priced models are billed on)."""
+    metrics = prediction.get("metrics")
+    if isinstance(metrics, Mapping) and metrics.get("predict_time") is not None:
+        return {"predict_time": metrics["predict_time"]}
+    return {}
 
 
 class _Wanted:
