@@ -356,6 +356,8 @@ async def _apply(
     )
     if isinstance(outcome, Failed):
         error = outcome.error
+        if error.usage:
+            attempt.usage = dict(error.usage)
         if outcome.cost:
             charge(attempt, job, outcome.cost)
             if batch.budget_usd is not None:
