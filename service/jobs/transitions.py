@@ -351,7 +351,9 @@ async def _apply(
         close_attempt(
             attempt, "failed", error.code, error.message, outcome.latency_ms, error.http_status
         )
-        return await _fail_or_hop(session, job, batch, error, decision, public_url)
+        return await _fail_or_hop(
+            session, job, batch, error, decision, public_url, outcome.started.account
+        )
     if isinstance(outcome, RateLimited):
         error = outcome.error
         close_attempt(attempt, "rate_limited", error.code, error.message, outcome.latency_ms, 429)
@@ -407,7 +409,9 @@ async def _fail_or_hop(
     """The current model failed for good: move to the next one, or fail with every
     model's reason. The attempt is already closed."""
     account = account or job.provider or ""
-    if decision.action == "hop" and decision.fallback is not None:
+    # A batch being cancelled starts nothing new, on any model.
+    moving = decision.action == "hop" and batch.cancel_requested_at is None
+    if moving and decision.fallback is not None:
         fallbacks.hop(job, decision.fallback, error, account)
         requeue(job)
         job.error_code, job.error_message = error.code, error.message

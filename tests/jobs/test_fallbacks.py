@@ -33,7 +33,11 @@ SIZE = {"width": 1024, "height": 1024}
 
 
 def chain_config(
-    openai_url: str, replicate_url: str, fal_url: str, attempts: dict[str, int]
+    openai_url: str,
+    replicate_url: str,
+    fal_url: str,
+    attempts: dict[str, int],
+    deadline_s: float = 60.0,
 ) -> str:
     """An OpenAI, a Replicate and a fal account (each at its own simulator), one model each."""
     account = {"token_env": SIM_TOKEN_ENV, "timeout_s": 2}
@@ -61,6 +65,7 @@ def chain_config(
             "price": {"per_image": float(PRICES[name])},
             "max_attempts": attempts.get(name, 2),
             "charged_on_failure": False,
+            "deadline_s": deadline_s,
         }
         for name, (provider, ref) in refs.items()
     }
@@ -71,8 +76,11 @@ class Sims:
     def __init__(self, openai: SimulatorHandle, replicate: SimulatorHandle, fal: FalHandle):
         self.openai, self.replicate, self.fal = openai, replicate, fal
 
-    async def use(self, state: State, tmp_path: Path, **attempts: int) -> None:
-        text = chain_config(self.openai.url, self.replicate.url, self.fal.url, attempts)
+    async def use(
+        self, state: State, tmp_path: Path, deadline_s: float = 60.0, **attempts: int
+    ) -> None:
+        urls = (self.openai.url, self.replicate.url, self.fal.url)
+        text = chain_config(*urls, attempts, deadline_s)
         await use_config(state, text, tmp_path)
 
 
@@ -196,11 +204,16 @@ async def test_when_every_model_fails_the_job_fails_with_every_reason_and_stores
     assert job["output"] is None
     assert job["error"]["code"] == "content_policy"  # the last model's
     message = job["error"]["message"]
-    parts = message.split("; ")
-    assert len(parts) == 3, message
-    assert parts[0].startswith(f"{GPT}: content_policy: ")
-    assert parts[1].startswith(f"{FLUX}: provider_failed after 2 attempts: ")
-    assert parts[2].startswith(f"{FAL}: content_policy: ")
+    # Every model's reason, in order (a provider's own message may hold "; " too).
+    reasons = [
+        f"{GPT}: content_policy: openai 400: ",
+        f"; {FLUX}: provider_failed after 2 attempts: replicate: prediction ",
+        f"; {FAL}: content_policy: fal: request ",
+    ]
+    assert message.startswith(reasons[0]), message
+    where = [message.find(reason) for reason in reasons]
+    assert -1 not in where, message
+    assert where == sorted(where), message
     assert [a["model"] for a in attempts] == [GPT, FLUX, FLUX, FAL]
     assert sum(a["cost_usd"] for a in attempts) == 0
     # No placeholder, no file: nothing stored for the job or its batch.
@@ -328,3 +341,20 @@ async def test_a_doubt_that_cannot_be_cleared_fails_the_job_rather_than_pay_agai
     replicate = await sims.replicate.stats()
     assert replicate["requests_by_route"]["GET /v1/predictions"] == 1  # looked once
     assert (await sims.fal.stats()).get("submitted", 0) == 0
+
+
+async def test_a_model_past_its_deadline_hands_the_job_on_at_once(
+    client: httpx.AsyncClient, caller: Caller, state: State, sims: Sims, tmp_path: Path
+) -> None:
+    """A deadline is the model's failure: the job moves with attempts left (a retry
+    would wait as long again), and the overdue prediction is cancelled."""
+    await sims.use(state, tmp_path, deadline_s=1.0, **{FLUX: 3})
+    await sims.replicate.configure(latency={"kind": "fixed", "s": 60})
+    _, job_id = await one_job(client, caller, state, FLUX, [{"model": FAL, "params": {}}])
+    await run_until_idle(state, wait_for_deferred=True)
+
+    job, attempts = await job_and_attempts(client, caller, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [(FLUX, "failed"), (FAL, "succeeded")]
+    assert attempts[0]["error_code"] == "deadline_exceeded"
+    assert (await sims.replicate.stats())["cancels"] == 1
