@@ -26,7 +26,8 @@ already hopped from are skipped (and dropped) if the list names them again.
 
 Never paying twice: a create that may have reached a provider that can be asked
 (resubmission.remember_unconfirmed set `unconfirmed_since` on the attempt) may have
-made a generation that runs, and is billed, without a handle. Moving to another model
+made a generation that runs, and is billed, without a handle (so may an attempt whose worker
+died before it stored a handle, at such a provider). Moving to another model
 then could pay for the image twice. So a job in that doubt does not move: its next
 attempt stays on the same model, whose look_before_sending asks the provider first and
 resumes what it finds. That attempt may be one beyond the model's max_attempts (the

@@ -111,6 +111,9 @@ class Claim:
     # this long (the reconciler's own measure): a second grant of a job whose attempt is
     # under way (two reconcilers restoring it at once) gives way instead of taking it over.
     stale_after_s: float = 0.0
+    # The account's provider can find a create whose answer was lost (SubmissionLookup):
+    # an attempt abandoned before its handle was stored leaves a doubt to clear there.
+    can_look: bool = False
 
 
 ClaimResult = StartedJob | Transition | None
@@ -387,7 +390,8 @@ async def _exhausted(
     in_doubt = False
     if fallbacks.next_fallback(job) is not None and job.tries:
         last = await repository.attempt_number(session, job.id, job.tries)
-        in_doubt = last.unconfirmed_since is not None
+        lost = last.outcome == "abandoned" and last.remote_id is None
+        in_doubt = last.unconfirmed_since is not None or (claim.can_look and lost)
     account = job.provider or claim.account
     decision = fallbacks.decide(
         job, error, max_attempts=claim.max_attempts, in_doubt=in_doubt, account=account

@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import Select, select
 
 from service.db import session_scope
+from service.jobs import requests, service
+from service.jobs.tasks import reconcile_jobs
 from service.models import Job, JobAttempt
 from service.state import State
 from service.worker import run_until_idle
@@ -358,3 +360,43 @@ async def test_a_model_past_its_deadline_hands_the_job_on_at_once(
     assert [(a["model"], a["outcome"]) for a in attempts] == [(FLUX, "failed"), (FAL, "succeeded")]
     assert attempts[0]["error_code"] == "deadline_exceeded"
     assert (await sims.replicate.stats())["cancels"] == 1
+
+
+async def test_a_worker_that_died_mid_create_leaves_a_doubt_cleared_before_moving(
+    client: httpx.AsyncClient, caller: Caller, state: State, sims: Sims, tmp_path: Path
+) -> None:
+    """The job's only attempt made a prediction, then its worker died before storing the
+    handle. The attempts are used up, but the job looks at Replicate before it may move:
+    it finds the prediction and finishes with it; fal is never asked."""
+    await sims.use(state, tmp_path, **{FLUX: 1})
+    batch_id, job_id = await one_job(client, caller, state, FLUX, [{"model": FAL, "params": {}}])
+    await state.dispatch.queue("replicate").purge(batch_id)
+    spec = state.registry.model(FLUX)
+    assert spec is not None
+    async with session_scope(state.sessionmaker) as session:
+        started = await service.start_attempt(
+            session,
+            uuid.UUID(job_id),
+            account="replicate",
+            max_attempts=1,
+            price=Decimal(0),
+            public_url="http://x",
+        )
+    assert isinstance(started, service.StartedJob)
+    await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
+        await requests.generation_request(state, spec, started)
+    )
+    # ... and the worker died before it stored the prediction's id.
+
+    state.settings.reconcile_stale_after_s = 0
+    assert await reconcile_jobs(state) == 1
+    await run_until_idle(state, wait_for_deferred=True)
+    job, attempts = await job_and_attempts(client, caller, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [
+        (FLUX, "abandoned"),
+        (FLUX, "succeeded"),
+    ]
+    assert attempts[1]["note"].startswith("resumed ")
+    assert (await sims.replicate.stats())["creations_accepted"] == 1
+    assert (await sims.fal.stats()).get("submitted", 0) == 0
