@@ -23,11 +23,11 @@ from service.jobs.batching import batcher
 from service.jobs.polls import schedule_polls
 from service.jobs.requests import generation_request
 from service.jobs.service import StartedJob, Transition
-from service.jobs.transitions import Failed, Outcome, RateLimited, Succeeded
+from service.jobs.transitions import Failed, Hopped, Outcome, RateLimited, Succeeded
 from service.kit.backoff import exponential_backoff
 from service.kit.base import utcnow
 from service.logging import get_logger
-from service.models import Batch
+from service.models import Batch, Priority
 from service.providers.base import (
     AsyncProvider,
     Output,
@@ -201,6 +201,8 @@ async def settle(state: State, transition: Transition) -> None:
     """After a transition committed: complete the batch if that was its last active job,
     then deliver the events. If this fails, the reconciler completes the batch later."""
     events = list(transition.event_ids)
+    if transition.hopped is not None:
+        await _put_hopped_in_line(state, transition.hopped, transition.priority)
     if transition.released and transition.batch_to_check is not None:
         await _put_in_line(state, transition.batch_to_check, transition)
     if transition.batch_to_check is not None:
@@ -223,6 +225,24 @@ async def _put_in_line(state: State, batch_id: uuid.UUID, transition: Transition
         log.warning(
             "enqueue_deferred_to_reconciler", jobs=len(transition.released), error=repr(exc)
         )
+
+
+async def _put_hopped_in_line(state: State, hopped: Hopped, priority: Priority) -> None:
+    """A job that moved to its next model waits in that model's account's line (not the
+    account it failed on). Best effort: the reconciler puts it in line if this fails; a
+    grant on the wrong account hands it on (batching.Moved)."""
+    spec = state.registry.model(hopped.model)
+    # A model no longer configured: any account's claim fails the job, saying so.
+    account = spec.provider if spec is not None else next(iter(state.registry.providers), None)
+    if account is None:
+        return
+    log.info("job_moved_to_fallback", job_id=str(hopped.job_id), model=hopped.model)
+    try:
+        await state.dispatch.queue(account).enqueue(
+            str(hopped.batch_id), [str(hopped.job_id)], priority
+        )
+    except (RedisError, OSError) as exc:
+        log.warning("enqueue_deferred_to_reconciler", error=repr(exc))
 
 
 async def _batch_cancelled(state: State, started: StartedJob) -> bool:

@@ -25,6 +25,7 @@ from service.jobs import repository, service, transitions
 from service.jobs.transitions import Claim, Outcome, StartedJob, Transition
 from service.kit.coalescer import Coalescer
 from service.models import Priority
+from service.providers.base import SubmissionLookup
 from service.providers.registry import ModelSpec, ProviderRegistry
 from service.state import State
 
@@ -98,7 +99,14 @@ class JobBatcher:
                 else:
                     price = pricing.estimate(spec, head.params)
                     claim = Claim(
-                        job_id, grant.account, spec.max_attempts, price, self.stale_after_s
+                        job_id,
+                        grant.account,
+                        spec.max_attempts,
+                        price,
+                        self.stale_after_s,
+                        can_look=isinstance(
+                            self.registry.providers.get(grant.account), SubmissionLookup
+                        ),
                     )
                     claims.append((n, claim, spec))
             started = await transitions.start_attempts(

@@ -59,6 +59,14 @@ class JobPage(BaseModel):
 class AttemptOut(BaseModel):
     number: int
     provider: str
+    model: str | None = Field(
+        None, description="The model this attempt ran on (a job that fell back has several)"
+    )
+    cost_usd: float = Field(
+        0.0,
+        description="What this attempt cost: its output's price, or what the provider "
+        "charges for a failure (often nothing); the job's cost is the sum",
+    )
     started_at: datetime
     finished_at: datetime | None
     outcome: str | None

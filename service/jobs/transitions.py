@@ -25,7 +25,7 @@ from service.budgets import service as budgets
 from service.budgets.service import GroupBudgets, Want
 from service.catalog.config import Budgets
 from service.integrations.writeback.outbox import record_writeback
-from service.jobs import repository
+from service.jobs import fallbacks, repository
 from service.jobs.presenter import job_out
 from service.kit.base import utcnow
 from service.models import (
@@ -91,6 +91,15 @@ class Transition:
     # line (at `priority`) after commit.
     released: list[tuple[uuid.UUID, str]] = field(default_factory=list)
     priority: Priority = Priority.bulk
+    # The job moved to another model (a fallback): put it in line on that model's account.
+    hopped: Hopped | None = None
+
+
+@dataclass(frozen=True)
+class Hopped:
+    job_id: uuid.UUID
+    batch_id: uuid.UUID
+    model: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,9 @@ class Claim:
     # this long (the reconciler's own measure): a second grant of a job whose attempt is
     # under way (two reconcilers restoring it at once) gives way instead of taking it over.
     stale_after_s: float = 0.0
+    # The account's provider can find a create whose answer was lost (SubmissionLookup):
+    # an attempt abandoned before its handle was stored leaves a doubt to clear there.
+    can_look: bool = False
 
 
 ClaimResult = StartedJob | Transition | None
@@ -185,8 +197,9 @@ async def _start(
         release_budget(batch, claim.price)
         await budgets.settle(session, abandoned, Decimal(0))
     if job.attempts >= claim.max_attempts:
-        error = ProviderError("attempts_exhausted", f"gave up after {job.attempts} attempts")
-        return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
+        exhausted = await _exhausted(session, claim, job, batch, public_url)
+        if exhausted is not None:
+            return exhausted
     if batch.budget_usd is not None:
         if batch.reserved_usd + claim.price > batch.budget_usd:
             error = ProviderError(
@@ -362,17 +375,21 @@ async def _apply(
             charge(attempt, job, outcome.cost)
             if batch.budget_usd is not None:
                 batch.reserved_usd += outcome.cost
-        if error.retryable and job.attempts < outcome.max_attempts:
+        decision = _after_failure(job, attempt, outcome)
+        if decision.action == "retry":
             close_attempt(
                 attempt, "retry", error.code, error.message, outcome.latency_ms, error.http_status
             )
+            attempt.note = decision.note or attempt.note
             requeue(job)
             job.error_code, job.error_message = error.code, error.message
             return Transition([], retry_in_s=outcome.retry_in_s)
         close_attempt(
             attempt, "failed", error.code, error.message, outcome.latency_ms, error.http_status
         )
-        return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
+        return await _fail_or_hop(
+            session, job, batch, error, decision, public_url, outcome.started.account
+        )
     if isinstance(outcome, RateLimited):
         error = outcome.error
         close_attempt(attempt, "rate_limited", error.code, error.message, outcome.latency_ms, 429)
@@ -381,6 +398,64 @@ async def _apply(
         return Transition([], requeue_front=True)
     close_attempt(attempt, "cancelled", "cancelled", "the batch was cancelled")
     return await finish(session, job, batch, JobStatus.cancelled, public_url)
+
+
+# --- fallbacks (service.jobs.fallbacks decides) ---------------------------------------
+
+
+def _after_failure(job: Job, attempt: JobAttempt, outcome: Failed) -> fallbacks.Decision:
+    return fallbacks.decide(
+        job,
+        outcome.error,
+        max_attempts=outcome.max_attempts,
+        in_doubt=attempt.unconfirmed_since is not None,
+        account=outcome.started.account,
+    )
+
+
+async def _exhausted(
+    session: AsyncSession, claim: Claim, job: Job, batch: Batch, public_url: str
+) -> Transition | None:
+    """A job whose attempts were used up before this claim (by workers that died, or a
+    look owed after a lost create): its next model, or its end. None: the claim goes on
+    (an attempt owed to look for a lost create before the job may move)."""
+    error = ProviderError("attempts_exhausted", f"gave up after {job.attempts} attempts")
+    in_doubt = False
+    if fallbacks.next_fallback(job) is not None and job.tries:
+        last = await repository.attempt_number(session, job.id, job.tries)
+        lost = last.outcome == "abandoned" and last.remote_id is None
+        in_doubt = last.unconfirmed_since is not None or (claim.can_look and lost)
+    account = job.provider or claim.account
+    decision = fallbacks.decide(
+        job, error, max_attempts=claim.max_attempts, in_doubt=in_doubt, account=account
+    )
+    if decision.action == "retry":
+        return None
+    return await _fail_or_hop(session, job, batch, error, decision, public_url, account)
+
+
+async def _fail_or_hop(
+    session: AsyncSession,
+    job: Job,
+    batch: Batch,
+    error: ProviderError,
+    decision: fallbacks.Decision,
+    public_url: str,
+    account: str | None = None,
+) -> Transition:
+    """The current model failed for good: move to the next one, or fail with every
+    model's reason. The attempt is already closed."""
+    account = account or job.provider or ""
+    # A batch being cancelled starts nothing new, on any model.
+    moving = decision.action == "hop" and batch.cancel_requested_at is None
+    if moving and decision.fallback is not None:
+        fallbacks.hop(job, decision.fallback, error, account)
+        requeue(job)
+        job.error_code, job.error_message = error.code, error.message
+        hopped = Hopped(job.id, job.batch_id, job.model)
+        return Transition([], priority=batch.priority, hopped=hopped)
+    final = fallbacks.final_error(job, error, account, decision.note)
+    return await finish(session, job, batch, JobStatus.failed, public_url, error=final)
 
 
 async def complete_idle_batches(
