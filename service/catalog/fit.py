@@ -6,7 +6,8 @@ so a hop never meets a model that cannot do the job) all use it.
 
 What can be mapped is mapped, and recorded (`Fit.mapped`): a size to the nearest aspect
 ratio of a model that takes ratios (refused beyond 5% off), to the nearest size of a
-list (OpenAI's; refused beyond 25% off), or rounded to a multiple within a range (ComfyUI's latent size).
+list (OpenAI's; refused beyond 25% off), or rounded to a multiple within a range
+(ComfyUI's latent size).
 What cannot is a Problem naming the field.
 """
 
