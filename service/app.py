@@ -16,6 +16,7 @@ from service.accounts.endpoints import router as accounts_router
 from service.auth.endpoints import router as keys_router
 from service.batches.endpoints import router as batches_router
 from service.callbacks.endpoints import router as callbacks_router
+from service.catalog.endpoints import router as catalog_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.docs import install_docs
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(integrations_router)
     app.include_router(hooks_router)
     app.include_router(uploads_router)
+    app.include_router(catalog_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

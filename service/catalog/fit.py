@@ -12,16 +12,24 @@ What cannot is a Problem naming the field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.catalog.config import Task
+from service.catalog.config import TASKS, NumberRange, Option, Sizes, Task
 from service.providers.base import MediaKind
 from service.providers.registry import ModelSpec
 
 # A size mapped to an aspect ratio or a listed size may be this far off, no more.
 MAX_RATIO_ERROR = 0.05
+# A listed size (OpenAI's three) may be further off: 16:9 goes to 3:2 (18.5% off), but a
+# ratio no listed size comes this close to (2:1, 21:9 on OpenAI) is refused.
+MAX_LIST_RATIO_ERROR = 0.25
+# Tasks that read reference images: a model with none of them takes no references.
+REFERENCE_TASKS: frozenset[Task] = frozenset(
+    {"image-to-image", "ip-adapter", "controlnet", "image-to-video"}
+)
 
 
 @dataclass(frozen=True)
@@ -77,5 +85,339 @@ def task_of(
 
 
 def fit(spec: ModelSpec, want: Want) -> Fit | list[Problem]:
-    """The job's parameters for this model, or every reason it cannot run it."""
-    raise NotImplementedError("service.catalog.fit is being written (issue 10)")
+    """The job's parameters for this model, or every reason it cannot run it.
+
+    A job for the wrong media gets that one problem, not also the task, format and video
+    problems that follow from it."""
+    name = spec.name
+    problems: list[Problem] = []
+    same_media = want.media == spec.media
+    if not same_media:
+        problems.append(Problem("media", f"model {name!r} makes {spec.media}s, not {want.media}s"))
+    else:
+        problems += _task(spec, want)
+        if want.format not in spec.formats:
+            problems.append(
+                Problem(
+                    "format",
+                    f"model {name!r} makes {_either(sorted(spec.formats))}, not {want.format}",
+                )
+            )
+        if want.media == "video":
+            problems += _video(spec, want)
+    problems += _inputs(spec, want)
+    if want.has_negative_prompt and not spec.negative_prompt:
+        problems.append(Problem("negative_prompt", f"model {name!r} takes no negative prompt"))
+    if want.seed_given and not spec.seed:
+        problems.append(Problem("seed", f"model {name!r} takes no seed"))
+    size_problems, params, mapped = _size(spec, want)
+    problems += size_problems
+    problems += _options(spec, want.options)
+    if problems:
+        return list(dict.fromkeys(problems))
+    return Fit(params=params, mapped=mapped)
+
+
+def _task(spec: ModelSpec, want: Want) -> list[Problem]:
+    """A task the model lacks is blamed on the input that implied it (a reference image,
+    a mask) when there is one; `_inputs` gives the same message, which `fit` dedupes."""
+    if want.task in spec.tasks:
+        return []
+    problems = []
+    if want.references and not spec.tasks & REFERENCE_TASKS:
+        problems.append(_no_references(spec))
+    if want.has_mask and "inpaint" not in spec.tasks:
+        problems.append(_no_mask(spec))
+    if problems:
+        return problems
+    tasks = ", ".join(t for t in TASKS if t in spec.tasks)
+    return [Problem("task", f"model {spec.name!r} does {tasks}, not {want.task}")]
+
+
+def _inputs(spec: ModelSpec, want: Want) -> list[Problem]:
+    problems = []
+    most = spec.max_reference_images
+    if want.references > most:
+        if most == 0:
+            problems.append(_no_references(spec))
+        else:
+            problems.append(
+                Problem(
+                    "reference_images",
+                    f"model {spec.name!r} takes at most {_count(most, 'reference image')}, "
+                    f"the job gives {want.references}",
+                )
+            )
+    if want.has_mask and "mask" not in spec.inputs:
+        problems.append(_no_mask(spec))
+    return problems
+
+
+def _no_references(spec: ModelSpec) -> Problem:
+    return Problem("reference_images", f"model {spec.name!r} takes no reference images")
+
+
+def _no_mask(spec: ModelSpec) -> Problem:
+    return Problem("mask", f"model {spec.name!r} takes no mask")
+
+
+# Sizes
+
+# (problems, params, mapped)
+_SizeFit = tuple[list[Problem], dict[str, Any], dict[str, Any]]
+
+
+def _size(spec: ModelSpec, want: Want) -> _SizeFit:
+    """(problems, params, mapped). `params` holds the size fields the model is sent: the
+    aspect ratio for a model that takes ratios, else width and height for a model with
+    sizes; nothing for a model that takes any size."""
+    sizes = spec.sizes
+    if sizes is None:
+        return [], {}, {}
+    asked = f"{want.width}x{want.height}"
+    if want.width < 1 or want.height < 1:
+        return [Problem("width", f"{asked} is not a size")], {}, {}
+    if sizes.aspect_ratios is not None:
+        return _to_ratio(spec.name, sizes, want.width, want.height)
+    if sizes.list_ is not None:
+        return _to_listed(spec.name, sizes, want.width, want.height)
+    return _to_range(spec.name, sizes, want.width, want.height)
+
+
+def _ratio_error(asked: float, ratio: float) -> float:
+    """How far one ratio is from another, the same either way round (16:9 is 12.5% off 2:1,
+    and 2:1 off 16:9)."""
+    return math.exp(abs(math.log(asked / ratio))) - 1
+
+
+def _to_ratio(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
+    asked = width / height
+    ratios = sizes.ratios()
+    label = f"{width}x{height} is {_ratio_name(width, height)}"
+    if not ratios:
+        return [Problem("width", f"{label}; model {name!r} takes no aspect ratio")], {}, {}
+    best, value = min(ratios, key=lambda item: _ratio_error(asked, item[1]))
+    error = _ratio_error(asked, value)
+    if error > MAX_RATIO_ERROR:
+        takes = ", ".join(r for r, _ in ratios)
+        message = (
+            f"{label}; model {name!r} takes the aspect ratios {takes}; "
+            f"the nearest, {best}, is {_percent(error)} off"
+        )
+        return [Problem("width", message)], {}, {}
+    return [], {"aspect_ratio": best}, {"size": {"asked": f"{width}x{height}", "sent": best}}
+
+
+def _to_listed(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
+    """The listed size nearest in aspect ratio; of those as near, the nearest in area."""
+    asked = width / height
+    listed = sizes.exact()
+    label = f"{width}x{height} is {_ratio_name(width, height)}"
+    if not listed:
+        return [Problem("width", f"{label}; model {name!r} takes no size")], {}, {}
+
+    def distance(size: tuple[int, int]) -> tuple[float, float]:
+        error = round(_ratio_error(asked, size[0] / size[1]), 9)
+        return error, abs(math.log(size[0] * size[1] / (width * height)))
+
+    w, h = min(listed, key=distance)
+    error = _ratio_error(asked, w / h)
+    if error > MAX_LIST_RATIO_ERROR:
+        takes = ", ".join(f"{a}x{b}" for a, b in listed)
+        message = (
+            f"{label}; model {name!r} takes the sizes {takes}; "
+            f"the nearest, {w}x{h}, is {_percent(error)} off in aspect ratio"
+        )
+        return [Problem("width", message)], {}, {}
+    return [], {"width": w, "height": h}, _mapped(width, height, w, h)
+
+
+def _to_range(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
+    """Each side rounded to the nearest multiple (half up), then held to min..max."""
+    multiple = sizes.multiple_of or 1
+    problems = []
+    sent = []
+    for side, value in (("width", width), ("height", height)):
+        rounded = max(multiple, (2 * value + multiple) // (2 * multiple) * multiple)
+        sent.append(rounded)
+        low = sizes.min is not None and rounded < sizes.min
+        high = sizes.max is not None and rounded > sizes.max
+        if low or high:
+            shown = str(value)
+            if rounded != value:
+                shown += f" (rounded to {rounded}, a multiple of {multiple})"
+            bounds = _bounds(sizes.min, sizes.max, "")
+            problems.append(Problem(side, f"{side} {shown} must be {bounds} for model {name!r}"))
+    if problems:
+        return problems, {}, {}
+    w, h = sent
+    return [], {"width": w, "height": h}, _mapped(width, height, w, h)
+
+
+def _mapped(width: int, height: int, w: int, h: int) -> dict[str, Any]:
+    if (w, h) == (width, height):
+        return {}
+    return {"size": {"asked": f"{width}x{height}", "sent": f"{w}x{h}"}}
+
+
+def _ratio_name(width: int, height: int) -> str:
+    """16:9 for 1920x1080; a ratio with no short name is given as a decimal (1.34:1)."""
+    gcd = math.gcd(width, height)
+    w, h = width // gcd, height // gcd
+    if w <= 64 and h <= 64:
+        return f"{w}:{h}"
+    return f"{width / height:.2f}:1"
+
+
+def _percent(error: float) -> str:
+    return f"{error * 100:.1f}%".replace(".0%", "%")
+
+
+# Video
+
+
+def _video(spec: ModelSpec, want: Want) -> list[Problem]:
+    name = spec.name
+    problems = []
+    if want.duration_s is not None and not _allowed(want.duration_s, spec.durations):
+        takes = _takes(spec.durations, " s")
+        problems.append(
+            Problem(
+                "duration_s",
+                f"model {name!r} makes clips of {takes}, not {_num(want.duration_s)} s",
+            )
+        )
+    if want.fps is not None and not _allowed(want.fps, spec.fps):
+        problems.append(
+            Problem(
+                "fps",
+                f"model {name!r} makes clips at {_takes(spec.fps, ' fps')}, not {want.fps} fps",
+            )
+        )
+    if (
+        want.resolution is not None
+        and spec.resolutions is not None
+        and want.resolution not in spec.resolutions
+    ):
+        problems.append(
+            Problem(
+                "resolution",
+                f"model {name!r} makes {_either(sorted(spec.resolutions, key=_res_key))}, "
+                f"not {want.resolution}",
+            )
+        )
+    return problems
+
+
+def _allowed(value: float, allowed: Iterable[float] | NumberRange | None) -> bool:
+    if allowed is None:
+        return True
+    if isinstance(allowed, NumberRange):
+        return _in_range(value, allowed.min, allowed.max)
+    return any(math.isclose(value, a, rel_tol=1e-9) for a in allowed)
+
+
+def _takes(allowed: Iterable[float] | NumberRange | None, unit: str) -> str:
+    if isinstance(allowed, NumberRange):
+        return _bounds(allowed.min, allowed.max, unit)
+    return _either([_num(a) for a in sorted(allowed or [])]) + unit
+
+
+def _res_key(resolution: str) -> int:
+    return int(resolution.rstrip("p"))
+
+
+# Options
+
+_TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+}
+
+
+def _options(spec: ModelSpec, options: Mapping[str, Any]) -> list[Problem]:
+    """Checked only when the model declares its options; else they pass through as given."""
+    if spec.options is None:
+        return []
+    problems = []
+    for key, value in options.items():
+        option = spec.options.get(key)
+        field_name = f"options.{key}"
+        if option is None:
+            takes = ", ".join(sorted(spec.options))
+            more = f"it takes: {takes}" if takes else "it takes no options"
+            message = f"model {spec.name!r} takes no option {_short(key)}; {more}"
+            problems.append(Problem(field_name, message))
+            continue
+        why = _option_problem(option, value)
+        if why is not None:
+            problems.append(Problem(field_name, f"model {spec.name!r} takes {_short(key)} {why}"))
+    return problems
+
+
+def _option_problem(option: Option, value: Any) -> str | None:
+    """Why `value` is not what `option` takes, or None."""
+    if not _is_type(option.type, value):
+        return f"as {_TYPE_NAMES[option.type]}; the job gives {_short(value)}"
+    if option.type in ("int", "float") and not _in_range(value, option.min, option.max):
+        return f"{_bounds(option.min, option.max, '')}; the job gives {_short(value)}"
+    if option.values is not None and not any(
+        _is_type(option.type, v) and v == value for v in option.values
+    ):
+        allowed = ", ".join(_short(v) for v in option.values)
+        return f"as one of {allowed}; the job gives {_short(value)}"
+    return None
+
+
+def _is_type(kind: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if kind == "string":
+        return isinstance(value, str)
+    return False
+
+
+# Wording
+
+
+def _in_range(value: float, low: float | None, high: float | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _bounds(low: float | None, high: float | None, unit: str) -> str:
+    if low is not None and high is not None:
+        return f"between {_num(low)} and {_num(high)}{unit}"
+    if low is not None:
+        return f"at least {_num(low)}{unit}"
+    if high is not None:
+        return f"at most {_num(high)}{unit}"
+    return f"any{unit}"
+
+
+def _num(value: float) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def _either(items: list[str]) -> str:
+    items = [str(i) for i in items]
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _short(value: Any) -> str:
+    """A job's value in a message, cut short: a message must not echo a megabyte back."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

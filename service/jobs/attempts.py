@@ -16,7 +16,7 @@ from collections import defaultdict
 from redis.exceptions import RedisError
 
 from service.callbacks.early import take_early_callback
-from service.catalog import pricing
+from service.catalog import health, pricing
 from service.db import session_scope
 from service.jobs import service
 from service.jobs.batching import batcher
@@ -130,7 +130,11 @@ async def store_and_record(
     price = pricing.estimate(spec, started.params)
     cost = pricing.actual(spec, started.params, output)
     outcome = Succeeded(started, output, stored, latency_ms, cost, price)
-    await settle(state, await batcher(state).record(outcome))
+    transition = await batcher(state).record(outcome)
+    await health.record(
+        state.redis, state.registry.health, started.model, ok=True, latency_ms=latency_ms
+    )
+    await settle(state, transition)
 
 
 async def record_error(
@@ -152,6 +156,10 @@ async def record_error(
         cost = pricing.failed(spec, started.params, error)
         outcome = Failed(started, error, latency_ms, spec.max_attempts, retry_in_s, price, cost)
     transition = await batcher(state).record(outcome)
+    if health.blames_model(error):  # one EVALSHA; never raises (health is advice)
+        await health.record(
+            state.redis, state.registry.health, started.model, ok=False, latency_ms=latency_ms
+        )
     if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
         limiter = state.dispatch.limiter(started.account)
         new_rate = await limiter.rate_limited(
