@@ -23,7 +23,7 @@ from service.batches.routing import (
 )
 from service.batches.schemas import BatchCreate, JobCreate, JobFields
 from service.catalog import health
-from service.catalog.fit import Want, fit, task_of
+from service.catalog.fit import Problem, Want, fit, task_of
 from service.catalog.pricing import estimate
 from service.config import Settings
 from service.kit.errors import ErrorDetail, InvalidInput
@@ -143,11 +143,10 @@ def _choose_model(
         result = fit(spec, want)
         if isinstance(result, list):
             seen = {error.field for error in errors}
-            errors += [
-                ErrorDetail(field=f"{where}.{p.field}", message=p.message)
-                for p in result
-                if f"{where}.{p.field}" not in seen
-            ]
+            for problem in result:
+                detail = _detail(where, job, problem)
+                if detail.field not in seen:
+                    errors.append(detail)
             return Decimal(0), errors
         chosen = Chosen(spec, result)
     asked = dict(params)
@@ -166,6 +165,18 @@ def _choose_model(
     if hops:
         params["fallbacks"] = hops
     return estimate(chosen.spec, params), errors
+
+
+def _detail(where: str, job: JobCreate, problem: Problem) -> ErrorDetail:
+    """A fit problem as a 422 detail; a chained job's only reference image is its parent's
+    output, so a model that takes none is blamed on `input`."""
+    if problem.field == "reference_images" and not job.reference_images and job.input:
+        return ErrorDetail(
+            field=f"{where}.input",
+            message=problem.message.replace("reference images", "input image")
+            + ", so no other job's output",
+        )
+    return ErrorDetail(field=f"{where}.{problem.field}", message=problem.message)
 
 
 def want_of(
