@@ -89,9 +89,11 @@ async def test_each_capability_refuses_naming_the_job_and_field(
         "jobs[6].media",
     }
     assert "text-only" in details["jobs[0].reference_images"]
-    assert "16:9" in details["jobs[1].width"] and "1:1, 4:3" in details["jobs[1].width"]
+    assert "16:9" in details["jobs[1].width"]
+    assert "1:1, 4:3" in details["jobs[1].width"]
     assert "steps" in details["jobs[2].options.guidance"]
-    assert "1" in details["jobs[3].options.steps"] and "50" in details["jobs[3].options.steps"]
+    assert "1" in details["jobs[3].options.steps"]
+    assert "50" in details["jobs[3].options.steps"]
     assert "10 s" in details["jobs[4].duration_s"]
     async with state.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Batch)) == 0
@@ -144,7 +146,8 @@ async def test_sizes_are_mapped_and_the_mapping_recorded(
     assert (listed["params"]["width"], listed["params"]["height"]) == (1536, 1024)
     assert listed["params"]["mapped"]["size"]["sent"] == "1536x1024"
     assert "mapped" not in exact["params"]  # nothing changed, nothing recorded
-    assert "fallbacks" not in exact["params"] and "routing" not in exact["params"]
+    assert "fallbacks" not in exact["params"]
+    assert "routing" not in exact["params"]
 
     await run_until_idle(state)
     jobs = await jobs_of(client, caller, batch_id)
@@ -197,4 +200,5 @@ async def test_fallbacks_are_fitted_at_submit(
         }
     ]
     [skipped] = params["routing"]["skipped_fallbacks"]
-    assert skipped["model"] == "square" and skipped["reason"].startswith("cannot: width:")
+    assert skipped["model"] == "square"
+    assert skipped["reason"].startswith("cannot: width:")
