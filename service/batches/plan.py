@@ -143,8 +143,8 @@ def _choose_model(
         result = fit(spec, want)
         if isinstance(result, list):
             seen = {error.field for error in errors}
-            for problem in result:
-                detail = _detail(where, job, problem)
+            for each in result:
+                detail = _detail(where, job, each)
                 if detail.field not in seen:
                     errors.append(detail)
             return Decimal(0), errors
