@@ -146,6 +146,8 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         # not, and the kind name the Replicate callback URL used to be.
         "account": ["replicate", "local", "openai"],
         "upload_id": [upload.json()["id"]],
+        # Model names (GET /v1/models/{name}); one holds a slash.
+        "name": ["local/procedural"],
     }
 
 
