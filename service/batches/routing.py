@@ -33,6 +33,7 @@ class Chosen:
 
 @dataclass
 class _Fitting:
+    index: int
     candidate: Candidate
     spec: ModelSpec
     fit: Fit
@@ -103,10 +104,12 @@ def choose_route(
     params: Mapping[str, Any],
     cooled: Mapping[str, float],
 ) -> Chosen | str:
-    """The candidate this job runs on, or why none can take it (every candidate's reason)."""
-    skipped: list[dict[str, Any]] = []
+    """The candidate this job runs on, or why none can take it (every candidate's reason).
+    `skipped` lists the candidates passed over, in route order (for `first`, those before
+    the one taken)."""
+    passed: list[tuple[int, dict[str, Any]]] = []
     fitting: list[_Fitting] = []
-    for candidate in route.candidates:
+    for index, candidate in enumerate(route.candidates):
         reason = condition_problem(candidate.when, want) or model_problem(candidate.model, registry)
         spec = registry.model(candidate.model)
         result: Fit | list[Problem] | None = None
@@ -115,23 +118,29 @@ def choose_route(
             if isinstance(result, list):
                 reason = "cannot: " + "; ".join(f"{p.field}: {p.message}" for p in result)
         if reason is not None or spec is None or not isinstance(result, Fit):
-            skipped.append({"model": candidate.model, "reason": reason or "unknown model"})
+            passed.append((index, {"model": candidate.model, "reason": reason or "unknown model"}))
             continue
-        fitting.append(_Fitting(candidate, spec, result, cooled.get(candidate.model)))
+        fitting.append(_Fitting(index, candidate, spec, result, cooled.get(candidate.model)))
     if not fitting:
-        reasons = "; ".join(f"{s['model']}: {s['reason']}" for s in skipped)
+        reasons = "; ".join(f"{s['model']}: {s['reason']}" for _, s in passed)
         return f"no candidate of route {name!r} can run this job ({reasons})"
     healthy = [f for f in fitting if f.cooling_s is None]
-    pool = healthy or fitting
-    picked, reason = _pick(route, pool, params)
+    picked, reason = _pick(route, healthy or fitting, params)
     for other in fitting:
         if other.cooling_s is not None and other is not picked:
-            skipped.append({"model": other.candidate.model, "reason": _cooling(other.cooling_s)})
+            passed.append(
+                (other.index, {"model": other.candidate.model, "reason": _cooling(other.cooling_s)})
+            )
     if picked.cooling_s is not None:
         reason += (
             f"; every candidate that fits is cooling down, so it runs anyway "
             f"({_cooling(picked.cooling_s)})"
         )
+    skipped = [
+        entry
+        for index, entry in sorted(passed, key=lambda item: item[0])
+        if route.strategy != "first" or index < picked.index
+    ]
     routing = {
         "route": name,
         "strategy": route.strategy,

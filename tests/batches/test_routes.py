@@ -93,6 +93,7 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
     assert restyled["reason"] == (
         "first candidate whose condition (has_reference_images) and capabilities fit"
     )
+    assert restyled["skipped"] == []  # first: only the candidates before the one taken
     assert plain["reason"] == "first candidate whose capabilities fit"
     assert {s["model"]: s["reason"] for s in plain["skipped"]} == {
         "restyler": "condition has_reference_images=true does not hold",
