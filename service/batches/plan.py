@@ -154,9 +154,8 @@ def _choose_model(
     fields["route"] = name if route is not None else None
     apply_fit(params, chosen.fit)
     chain = list(route.fallbacks) if route is not None and route.fallbacks else []
-    hops, skipped = fallback_chain(
-        chain or list(chosen.spec.fallbacks), chosen, registry, want, asked, params
-    )
+    chain = chain or list(chosen.spec.fallbacks)
+    hops, skipped = fallback_chain(chain, chosen, registry, want, asked)
     routing = dict(chosen.routing or {})
     if skipped:
         routing["skipped_fallbacks"] = skipped

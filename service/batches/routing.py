@@ -191,12 +191,14 @@ def fallback_chain(
     registry: ProviderRegistry,
     want: Want,
     asked: Mapping[str, Any],
-    params: Mapping[str, Any],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Each fallback that can do the job, with the parameter changes it needs (a value
-    None deletes that key from the job's params), and why the others were skipped.
-    `asked`: the job's params before the chosen model's fit; `params`: after it."""
-    hops: list[dict[str, Any]] = []
+    """Each fallback that can do the job, with the parameters it needs, and why the others
+    were skipped. `asked`: the job's params before any model's fit.
+
+    A hop's `params` are changes to the job's params (a value None deletes the key). They
+    set every key that any model of the chain sets, so a hop gives the same params
+    whichever hop, if any, came before it."""
+    fitted: list[tuple[str, Fit]] = []
     skipped: list[dict[str, Any]] = []
     taken = {chosen.spec.name}
     for name in chain:
@@ -213,16 +215,14 @@ def fallback_chain(
             problems = "; ".join(f"{p.field}: {p.message}" for p in result)
             skipped.append({"model": name, "reason": f"cannot: {problems}"})
             continue
-        hops.append({"model": name, "params": _changes(chosen.fit, result, asked, params)})
+        fitted.append((name, result))
+    fits = [chosen.fit, *(result for _, result in fitted)]
+    touched = [key for each in fits for key in each.params]
+    any_mapped = any(each.mapped for each in fits)
+    hops = []
+    for name, result in fitted:
+        changes = {key: result.params.get(key, asked.get(key)) for key in touched}
+        if any_mapped:
+            changes["mapped"] = result.mapped or None
+        hops.append({"model": name, "params": changes})
     return hops, skipped
-
-
-def _changes(
-    primary: Fit, other: Fit, asked: Mapping[str, Any], params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """What the job's params become for another model, as changes to `params`."""
-    target: dict[str, Any] = dict(other.params)
-    for key in primary.params:
-        target.setdefault(key, asked.get(key))  # the asked value back, or delete (None)
-    target["mapped"] = other.mapped or None
-    return {key: value for key, value in target.items() if params.get(key) != value}

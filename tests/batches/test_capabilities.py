@@ -180,7 +180,7 @@ async def test_fallbacks_are_fitted_at_submit(
         "primary": {
             **LOCAL,
             "sizes": {"aspect_ratios": ["16:9"]},
-            "fallbacks": ["square", "latent"],
+            "fallbacks": ["square", "latent", "text-only"],
         },
     }
     await use_config(state, local_config(models), tmp_path)
@@ -192,12 +192,20 @@ async def test_fallbacks_are_fitted_at_submit(
     assert params["fallbacks"] == [
         {
             "model": "latent",
-            "params": {  # what changes from the job's params; None deletes
+            # Every key a model of the chain sets, set (None deletes), so a hop's params
+            # never depend on the hops before it.
+            "params": {
+                "width": 1920,
                 "height": 1088,
                 "aspect_ratio": None,
                 "mapped": {"size": {"asked": "1920x1080", "sent": "1920x1088"}},
             },
-        }
+        },
+        {
+            # A model that takes any size: the size as asked, nothing mapped.
+            "model": "text-only",
+            "params": {"width": 1920, "height": 1080, "aspect_ratio": None, "mapped": None},
+        },
     ]
     [skipped] = params["routing"]["skipped_fallbacks"]
     assert skipped["model"] == "square"
