@@ -72,7 +72,16 @@ def _integration_within_reach(body: dict[str, Any], models: list[str]) -> None:
             template["model"] = models[len(template["model"]) % len(models)]
 
 
-_MODEL_BOUND = ("media", "duration_s", "fps", "resolution", "reference_images", "mask", "input")
+_MODEL_BOUND = (
+    "media",
+    "task",
+    "duration_s",
+    "fps",
+    "resolution",
+    "reference_images",
+    "mask",
+    "input",
+)
 
 
 def within_reach(models: list[str]) -> Callable[[schemathesis.Case], schemathesis.Case]:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import Field
 
 from service.batches import repository, service
-from service.batches.schemas import MAX_JOBS, BatchCreate, BatchOut, BatchPage
+from service.batches.schemas import (
+    MAX_JOBS,
+    BatchCreate,
+    BatchCreated,
+    BatchOut,
+    BatchPage,
+    DryRunOut,
+)
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
@@ -49,8 +55,14 @@ IdempotencyKey = Annotated[
 @router.post(
     "",
     status_code=202,
+    response_model=None,
     responses={
-        200: {"model": BatchOut, "description": "Idempotent replay: the batch already exists"},
+        202: {"model": BatchCreated, "description": "Accepted: the batch, and its estimate"},
+        200: {
+            "model": BatchOut | DryRunOut,
+            "description": "Idempotent replay: the batch already exists (BatchOut); or, with "
+            "dry_run=true, what a submit would do (DryRunOut)",
+        },
         409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
         413: {"model": ErrorResponse, "description": "Body over DARKROOM_MAX_REQUEST_BYTES"},
     },
@@ -62,8 +74,25 @@ async def submit_batch(
     session: SessionDep,
     api_key: ApiKeyDep,
     idempotency_key: IdempotencyKey = None,
-) -> BatchOut:
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Validate, route, map and estimate the jobs without creating anything "
+            "(the Idempotency-Key is not looked at); a bad batch gets the same 422"
+        ),
+    ] = False,
+) -> BatchCreated | BatchOut | DryRunOut:
     """Accept up to 10,000 jobs. They are durable when this returns."""
+    if dry_run:
+        response.status_code = 200
+        return await service.dry_run(
+            session,
+            api_key=api_key,
+            body=body,
+            registry=state.registry,
+            settings=state.settings,
+            redis=state.redis,
+        )
     submitted = await service.submit_batch(
         session,
         api_key=api_key,
@@ -71,6 +100,7 @@ async def submit_batch(
         idempotency_key=idempotency_key,
         registry=state.registry,
         settings=state.settings,
+        redis=state.redis,
     )
     await session.commit()
     batch = submitted.batch
@@ -79,10 +109,7 @@ async def submit_batch(
         response.status_code = 200
         return await service.present_batch(session, batch)
     await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
-    return service.batch_out(
-        batch,
-        repository.BatchTotals({"queued": len(submitted.jobs)}, cost_usd=Decimal(0)),
-    )
+    return submitted.created_out()
 
 
 @router.get("")

@@ -1,5 +1,5 @@
-"""A job's media, video fields, input images and chain, resolved and checked against its
-model at submit, so that nothing a model cannot do is accepted and failed later."""
+"""A job's media, video fields, input images and chain, resolved at submit. Whether its
+model can do what it asks is service.catalog.fit's to say (service.batches.routing)."""
 
 from __future__ import annotations
 
@@ -19,26 +19,34 @@ DEFAULT_VIDEO_DURATION_S = 4.0
 DEFAULT_VIDEO_FPS = 24
 
 
+def implied_media(job: JobCreate, defaults: JobFields, spec: ModelSpec | None) -> MediaKind:
+    """What the job makes: what it asks, else what its model makes; a job on a route (no
+    model yet) makes a video when it gives a video's fields, else an image."""
+    asked: MediaKind | None = job.media or defaults.media
+    if asked is not None:
+        return asked
+    if spec is not None:
+        return spec.media
+    video_fields = ("duration_s", "fps", "resolution")
+    given = any(
+        getattr(job, name) is not None or getattr(defaults, name) is not None
+        for name in video_fields
+    )
+    return "video" if given else "image"
+
+
 def resolve_media(
     index: int,
     job: JobCreate,
     defaults: JobFields,
-    spec: ModelSpec | None,
+    media: MediaKind,
     params: dict[str, Any],
     default_format: str,
 ) -> list[ErrorDetail]:
-    """Fill `params` with the job's media fields; return what is wrong with them."""
+    """Fill `params` with the job's media fields and input images; return what is wrong
+    with them whatever the model (what a model cannot do, service.catalog.fit says)."""
     where = f"jobs[{index}]"
     errors: list[ErrorDetail] = []
-    asked: MediaKind | None = job.media or defaults.media
-    media: MediaKind = asked or (spec.media if spec is not None else "image")
-    if spec is not None and media != spec.media:
-        errors.append(
-            ErrorDetail(
-                field=f"{where}.media",
-                message=f"model {spec.name!r} makes {spec.media}s, not {media}s",
-            )
-        )
     fmt: str | None = job.format or defaults.format
     if fmt is None:
         configured = MEDIA_OF_FORMAT.get(default_format) == media
@@ -63,38 +71,10 @@ def resolve_media(
         value = getattr(job, name) if getattr(job, name) is not None else getattr(defaults, name)
         if value is not None:
             params[name] = value
-    errors += _inputs(where, job, spec, params)
-    return errors
-
-
-def _inputs(
-    where: str, job: JobCreate, spec: ModelSpec | None, params: dict[str, Any]
-) -> list[ErrorDetail]:
-    errors: list[ErrorDetail] = []
-    takes = spec.inputs if spec is not None else frozenset()
-    name = spec.name if spec is not None else ""
     if job.reference_images:
         params["reference_images"] = list(job.reference_images)
-        if "reference" not in takes:
-            errors.append(
-                ErrorDetail(
-                    field=f"{where}.reference_images",
-                    message=f"model {name!r} takes no reference images",
-                )
-            )
     if job.mask is not None:
         params["mask"] = job.mask
-        if "mask" not in takes:
-            errors.append(
-                ErrorDetail(field=f"{where}.mask", message=f"model {name!r} takes no mask")
-            )
-    if job.input is not None and "reference" not in takes:
-        errors.append(
-            ErrorDetail(
-                field=f"{where}.input",
-                message=f"model {name!r} takes no input image, so no other job's output",
-            )
-        )
     return errors
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import Batch, Job, JobStatus
+from service.models import Batch, Job, JobAttempt, JobStatus
 
 JOB_COPY_COLUMNS = (
     "id",
@@ -29,6 +29,7 @@ JOB_COPY_COLUMNS = (
     "created_at",
     "updated_at",
     "parent_id",
+    "route",
 )
 
 
@@ -36,6 +37,8 @@ JOB_COPY_COLUMNS = (
 class BatchTotals:
     counts: dict[str, int]
     cost_usd: Decimal
+    # cost_usd split by the model of each attempt (they sum to cost_usd).
+    by_model: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def active(self) -> int:
@@ -64,6 +67,7 @@ def job_copy_row(
     metadata: dict[str, Any],
     now: datetime,
     parent_id: uuid.UUID | None = None,
+    route: str | None = None,
 ) -> tuple[Any, ...]:
     return (
         job_id,
@@ -79,6 +83,7 @@ def job_copy_row(
         now,
         now,
         parent_id,
+        route,
     )
 
 
@@ -110,9 +115,11 @@ async def get_by_idempotency_key(
 
 
 async def totals_for(
-    session: AsyncSession, batch_ids: Sequence[uuid.UUID]
+    session: AsyncSession, batch_ids: Sequence[uuid.UUID], *, by_model: bool = True
 ) -> dict[uuid.UUID, BatchTotals]:
-    """Job counts by status and spend, for each batch: derived, never stored twice."""
+    """Job counts by status and spend (in all, and by model), for each batch: derived,
+    never stored twice. Two queries whatever the number of batches (one without
+    `by_model`)."""
     query = (
         select(Job.batch_id, Job.status, func.count(), func.coalesce(func.sum(Job.cost_usd), 0))
         .where(Job.batch_id.in_(batch_ids))
@@ -123,7 +130,30 @@ async def totals_for(
     for batch_id, status, count, cost in await session.execute(query):
         counts[batch_id][JobStatus(status).value] = count
         costs[batch_id] += Decimal(cost)
-    return {batch_id: BatchTotals(counts[batch_id], costs[batch_id]) for batch_id in batch_ids}
+    split = await costs_by_model(session, batch_ids) if by_model else {}
+    return {
+        batch_id: BatchTotals(counts[batch_id], costs[batch_id], split.get(batch_id, {}))
+        for batch_id in batch_ids
+    }
+
+
+async def costs_by_model(
+    session: AsyncSession, batch_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, Decimal]]:
+    """What each batch's attempts cost, by the model each ran (an attempt made before
+    models were recorded counts for its job's model). Attempts that cost nothing are
+    left out."""
+    model = func.coalesce(JobAttempt.model, Job.model)
+    query = (
+        select(Job.batch_id, model, func.sum(JobAttempt.cost_usd))
+        .join(JobAttempt, JobAttempt.job_id == Job.id)
+        .where(Job.batch_id.in_(batch_ids), JobAttempt.cost_usd != 0)
+        .group_by(Job.batch_id, model)
+    )
+    out: dict[uuid.UUID, dict[str, Decimal]] = {}
+    for batch_id, name, cost in await session.execute(query):
+        out.setdefault(batch_id, {})[name] = Decimal(cost)
+    return out
 
 
 async def list_batches(

@@ -15,6 +15,7 @@ from pydantic import (
     UrlConstraints,
 )
 
+from service.catalog.config import Task
 from service.kit.text import JsonObject, Text, VisibleText
 
 ImageFormatName = Literal["png", "jpeg", "webp"]
@@ -61,8 +62,13 @@ class JobFields(BaseModel):
 
     model: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
         default=None,
-        description="A model this server is configured to run; any other is refused, naming "
-        "the job",
+        description="A model this server is configured to run, or a route (a name that picks "
+        "the model that fits the job); any other is refused, naming the job",
+    )
+    task: Task | None = Field(
+        default=None,
+        description="What the job does (text-to-image, image-to-image, inpaint, controlnet, "
+        "ip-adapter, text-to-video, image-to-video); implied by the inputs when not given",
     )
     width: Dimension | None = None
     height: Dimension | None = None
@@ -86,7 +92,9 @@ class JobFields(BaseModel):
     )
     negative_prompt: Annotated[Text, Field(max_length=MAX_PROMPT)] | None = None
     options: Metadata | None = Field(
-        default=None, description="Model-specific parameters, passed to the provider as given"
+        default=None,
+        description="Model-specific parameters: only those the model declares, within their "
+        "ranges, when it declares some; else passed to the provider as given",
     )
     metadata: Metadata | None = Field(
         default=None,
@@ -170,11 +178,47 @@ class BatchOut(BaseModel):
     priority: PriorityName
     counts: BatchCounts
     cost_usd: float
+    cost_by_model: dict[str, float] = Field(
+        description="cost_usd split by the model each attempt ran on (a job that fell back "
+        "is charged to each model it tried, for what each cost)"
+    )
     budget_usd: float | None
     created_at: datetime
     completed_at: datetime | None
     metadata: dict[str, Any]
     callback_url: str | None
+
+
+class BatchCreated(BatchOut):
+    """The 202 body: the batch, and what it is expected to cost (the sum of each job's
+    estimate, by the price of the model each job was routed to)."""
+
+    estimate_usd: float = Field(description="The batch's estimated cost at submit, in USD")
+    estimate_by_model: dict[str, float] = Field(description="The estimate split by model")
+
+
+class DryRunJob(BaseModel):
+    index: int
+    model: str = Field(description="The model the job would run on")
+    route: str | None = Field(description="The route the job named, if it named one")
+    routing: dict[str, Any] | None = Field(
+        description="Which candidate the route chose and why, and the candidates it skipped"
+    )
+    mapped: dict[str, Any] | None = Field(
+        description="What was changed from what the job asked, for this model"
+    )
+    fallbacks: list[str] = Field(description="The models the job would fall back to, in order")
+    estimate_usd: float
+
+
+class DryRunOut(BaseModel):
+    """POST /v1/batches?dry_run=true: what a submit would do; nothing is created."""
+
+    valid: bool
+    job_count: int
+    estimate_usd: float
+    estimate_by_model: dict[str, float]
+    jobs: list[DryRunJob]
 
 
 class BatchPage(BaseModel):

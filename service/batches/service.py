@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import hashlib
-import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository
-from service.batches.media import check_chains, resolve_media
-from service.batches.schemas import BatchCounts, BatchCreate, BatchOut, JobCreate, JobFields
+from service.batches.plan import PlannedJob, cooled_models, estimates, plan_jobs, route_candidates
+from service.batches.schemas import (
+    BatchCounts,
+    BatchCreate,
+    BatchCreated,
+    BatchOut,
+    DryRunJob,
+    DryRunOut,
+)
 from service.config import Settings
 from service.jobs.inputs import input_refs, validate_input_refs
 from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
 from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
 from service.providers.registry import ProviderRegistry
-from service.storage.naming import output_file_name, safe_output_stem
 from service.webhooks.service import record_event
 
 
@@ -31,6 +36,20 @@ class SubmittedBatch:
     created: bool
     # (job id, model) of every job created, to put in line after commit.
     jobs: list[tuple[uuid.UUID, str]]
+    # The batch's estimated cost, and split by model (a replay has none).
+    estimate_usd: float = 0.0
+    estimate_by_model: dict[str, float] = field(default_factory=dict)
+
+    def created_out(self) -> BatchCreated:
+        """The 202 body: every job queued, nothing spent yet, and the estimate."""
+        out = batch_out(
+            self.batch, repository.BatchTotals({"queued": len(self.jobs)}, cost_usd=Decimal(0))
+        )
+        return BatchCreated(
+            **out.model_dump(),
+            estimate_usd=self.estimate_usd,
+            estimate_by_model=self.estimate_by_model,
+        )
 
 
 def request_hash(body: BatchCreate) -> str:
@@ -45,27 +64,22 @@ async def submit_batch(
     idempotency_key: str | None,
     registry: ProviderRegistry,
     settings: Settings,
+    redis: Redis | None = None,
     integration_id: uuid.UUID | None = None,
 ) -> SubmittedBatch:
     """Store a batch and all its jobs in one transaction; the caller enqueues after commit.
-    `integration_id`: the CMS integration whose webhook this batch answers."""
+    `redis`: where models' health is (routes skip a model cooling down); None: all are
+    healthy. `integration_id`: the CMS integration whose webhook this batch answers."""
     digest = request_hash(body)
     if idempotency_key is not None:
         replay = await _replay(session, api_key.id, idempotency_key, body)
         if replay is not None:
             return replay
 
-    resolved = _resolve_jobs(body, registry, settings)
-    refs = [
-        ref
-        for index, job in enumerate(body.jobs)
-        for ref in input_refs(job.reference_images or [], job.mask, prefix=f"jobs[{index}].")
-    ]
-    if refs:
-        problems = await validate_input_refs(session, api_key, refs, settings=settings)
-        if problems:
-            first = problems[0]
-            raise InvalidInput(f"{first.field}: {first.message}", details=problems[:100])
+    planned = await plan_batch(
+        session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
+    )
+    resolved = [job.fields for job in planned]
     now = utcnow()
     batch = Batch(
         id=uuid.uuid4(),
@@ -119,7 +133,74 @@ async def submit_batch(
         for job, job_id, fields in zip(body.jobs, job_ids, resolved, strict=True)
         if job.input is None
     ]
-    return SubmittedBatch(batch, created=True, jobs=ready)
+    total, by_model = estimates(planned)
+    return SubmittedBatch(
+        batch, created=True, jobs=ready, estimate_usd=total, estimate_by_model=by_model
+    )
+
+
+async def plan_batch(
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    body: BatchCreate,
+    registry: ProviderRegistry,
+    settings: Settings,
+    redis: Redis | None,
+) -> list[PlannedJob]:
+    """Every job resolved, routed, mapped and estimated, and its input images checked
+    (they exist and are the key's); stores nothing. A 422 names every problem."""
+    cooled = await cooled_models(redis, route_candidates(body, registry, settings))
+    planned = plan_jobs(body, registry, settings, cooled)
+    refs = [
+        ref
+        for index, job in enumerate(body.jobs)
+        for ref in input_refs(job.reference_images or [], job.mask, prefix=f"jobs[{index}].")
+    ]
+    if refs:
+        problems = await validate_input_refs(session, api_key, refs, settings=settings)
+        if problems:
+            first = problems[0]
+            raise InvalidInput(f"{first.field}: {first.message}", details=problems[:100])
+    return planned
+
+
+async def dry_run(
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    body: BatchCreate,
+    registry: ProviderRegistry,
+    settings: Settings,
+    redis: Redis | None,
+) -> DryRunOut:
+    """What a submit of this body would do: the same checks and the same 422, nothing
+    stored, nothing queued."""
+    planned = await plan_batch(
+        session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
+    )
+    total, by_model = estimates(planned)
+    jobs = []
+    for index, job in enumerate(planned):
+        params = job.fields["params"]
+        jobs.append(
+            DryRunJob(
+                index=index,
+                model=job.fields["model"],
+                route=job.fields["route"],
+                routing=params.get("routing"),
+                mapped=params.get("mapped"),
+                fallbacks=[hop["model"] for hop in params.get("fallbacks", [])],
+                estimate_usd=float(job.estimate_usd),
+            )
+        )
+    return DryRunOut(
+        valid=True,
+        job_count=len(planned),
+        estimate_usd=total,
+        estimate_by_model=by_model,
+        jobs=jobs,
+    )
 
 
 async def _replay(
@@ -142,102 +223,6 @@ def ensure_same_request(batch: Batch, body: BatchCreate) -> None:
         )
 
 
-def _resolve_jobs(
-    body: BatchCreate, registry: ProviderRegistry, settings: Settings
-) -> list[dict[str, Any]]:
-    """Apply job -> defaults -> settings fallbacks and check what the schema cannot:
-    that models exist and that no two jobs write the same file."""
-    defaults = body.defaults or JobFields()
-    errors: list[ErrorDetail] = []
-    resolved: list[dict[str, Any]] = []
-    taken: dict[str, int] = {}
-    for index, job in enumerate(body.jobs):
-        fields = _resolve_one(index, job, defaults, settings)
-        problem = _model_problem(fields["model"], registry)
-        if problem is not None:
-            errors.append(ErrorDetail(field=f"jobs[{index}].model", message=problem))
-        spec = registry.model(fields["model"])
-        params = fields["params"]
-        errors += resolve_media(index, job, defaults, spec, params, settings.default_format)
-        if params["output_name"]:  # named before its format was known
-            params["output_name"] = output_file_name(
-                params["output_name"].rsplit(".", 1)[0], params["format"]
-            )
-        name = fields["params"]["output_name"]
-        if name:  # a name that sanitised to nothing is named by index below
-            clash = taken.get(name.lower())
-            if clash is not None:
-                errors.append(
-                    ErrorDetail(
-                        field=f"jobs[{index}].output_name",
-                        message=f"writes the same file {name!r} as jobs[{clash}]",
-                    )
-                )
-            taken.setdefault(name.lower(), index)
-        resolved.append(fields)
-    _name_unnamed_jobs(body.jobs, resolved, taken)
-    errors += check_chains(
-        body.jobs, [fields["params"].get("media", "image") for fields in resolved]
-    )
-    if errors:
-        first = errors[0]
-        raise InvalidInput(f"{first.field}: {first.message}", details=errors[:100])
-    return resolved
-
-
-def _model_problem(model: str, registry: ProviderRegistry) -> str | None:
-    """Why jobs cannot use this model, if they cannot: unknown, or its provider account
-    has no token in this environment (it would fail at the provider anyway)."""
-    spec = registry.model(model)
-    if spec is None:
-        return f"unknown model {model!r}; known: {sorted(registry.models)}"
-    account = registry.accounts.get(spec.provider)
-    missing = account.missing_env() if account is not None else []
-    if missing:
-        return (
-            f"model {model!r} runs on provider {spec.provider!r}, whose credentials "
-            f"({', '.join(missing)}) are not set"
-        )
-    return None
-
-
-def _resolve_one(
-    index: int, job: JobCreate, defaults: JobFields, settings: Settings
-) -> dict[str, Any]:
-    fmt = job.format or defaults.format or settings.default_format
-    seed = job.seed if job.seed is not None else defaults.seed
-    stem = safe_output_stem(job.output_name) if job.output_name else ""
-    params = {
-        "width": job.width or defaults.width or settings.default_width,
-        "height": job.height or defaults.height or settings.default_height,
-        "format": fmt,
-        # An unseeded job gets a seed now, so what it made can be made again.
-        "seed": seed if seed is not None else secrets.randbelow(2**32),
-        "output_name": output_file_name(stem, fmt) if stem else "",
-    }
-    return {
-        "prompt": job.prompt,
-        "model": job.model or defaults.model or settings.default_model,
-        "params": params,
-        "metadata": {**(defaults.metadata or {}), **(job.metadata or {})},
-        "parent": job.input.job if job.input is not None else None,
-    }
-
-
-def _name_unnamed_jobs(
-    jobs: list[JobCreate], resolved: list[dict[str, Any]], taken: dict[str, int]
-) -> None:
-    for index, fields in enumerate(resolved):
-        params = fields["params"]
-        if params["output_name"]:
-            continue
-        name = output_file_name(f"{index:05d}", params["format"])
-        if name.lower() in taken:
-            name = output_file_name(f"{index:05d}-{secrets.token_hex(4)}", params["format"])
-        params["output_name"] = name
-        taken[name.lower()] = index
-
-
 def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
     counts = totals.counts
     return BatchOut(
@@ -254,6 +239,7 @@ def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
             cancelled=counts.get("cancelled", 0),
         ),
         cost_usd=float(totals.cost_usd),
+        cost_by_model={model: float(usd) for model, usd in sorted(totals.by_model.items())},
         budget_usd=float(batch.budget_usd) if batch.budget_usd is not None else None,
         created_at=batch.created_at,
         completed_at=batch.completed_at,
@@ -284,9 +270,11 @@ async def complete_batch(session: AsyncSession, batch: Batch) -> str | None:
     transaction completes a batch. Returns the id of the event to deliver, if any."""
     if batch.status in FINAL_BATCH_STATUSES:
         return None
-    totals = (await repository.totals_for(session, [batch.id]))[batch.id]
+    totals = (await repository.totals_for(session, [batch.id], by_model=False))[batch.id]
     if totals.active:
         return None
+    split = await repository.costs_by_model(session, [batch.id])
+    totals = replace(totals, by_model=split.get(batch.id, {}))
     batch.status = final_status(batch, totals)
     batch.completed_at = utcnow()
     await session.flush()

@@ -192,6 +192,7 @@ async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswe
                 registry=state.registry,
                 settings=state.settings,
                 now_ms=int(time.time() * 1000),
+                redis=state.redis,
             )
         except ingest.SignatureRejected as exc:
             await session.rollback()

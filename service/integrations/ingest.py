@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import MAX_PROMPT, BatchCreate
@@ -84,6 +85,7 @@ async def receive_hook(
     registry: ProviderRegistry,
     settings: Settings,
     now_ms: int,
+    redis: Redis | None = None,
 ) -> HookOutcome:
     found = await repository.integration_for_hook(session, integration_id)
     kind = KINDS.get(found[0].kind) if found else None
@@ -127,7 +129,14 @@ async def receive_hook(
             HookAnswer(event_id=event["id"], job_id=None, status="accepted"), failure=failure
         )
     return await _make_job(
-        session, integration, api_key, event["id"], rendered, registry=registry, settings=settings
+        session,
+        integration,
+        api_key,
+        event["id"],
+        rendered,
+        registry=registry,
+        settings=settings,
+        redis=redis,
     )
 
 
@@ -166,6 +175,7 @@ async def _make_job(
     *,
     registry: ProviderRegistry,
     settings: Settings,
+    redis: Redis | None,
 ) -> HookOutcome:
     """The shared submit use case, with one realtime job; a job it refuses (a model
     removed from the configuration since) fails the event, not the request."""
@@ -182,6 +192,7 @@ async def _make_job(
             idempotency_key=None,
             registry=registry,
             settings=settings,
+            redis=redis,
             integration_id=integration.id,
         )
     except InvalidInput as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.batches.service import _model_problem  # the check batches make, shared
+from service.batches.routing import name_problem  # the check batches make, shared
 from service.config import Settings
 from service.integrations.ingest import acted_on, read_article
 from service.integrations.kinds import KINDS
@@ -69,7 +69,7 @@ def check_inbound(kind: CmsKind, inbound: Mapping[str, Any]) -> tuple[dict[str, 
 
 def check_template(template: TemplateIn, registry: ProviderRegistry) -> dict[str, Any]:
     if template.model is not None:
-        problem = _model_problem(template.model, registry)
+        problem = name_problem(template.model, registry)
         if problem is not None:
             raise _invalid("template.model", problem)
     return template.model_dump(mode="json")

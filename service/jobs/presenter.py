@@ -38,6 +38,7 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
         status=job.status.value,
         prompt=job.prompt,
         model=job.model,
+        route=job.route,
         provider=job.provider,
         params=job.params,
         metadata=job.metadata_,

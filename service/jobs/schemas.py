@@ -32,7 +32,15 @@ class JobOut(BaseModel):
     index: int
     status: JobStatusName
     prompt: str
-    model: str
+    model: str = Field(
+        description="The model the job runs on: the one named, a route's choice, or the "
+        "fallback it moved to"
+    )
+    route: str | None = Field(
+        None,
+        description="The route the job named instead of a model (params.routing says which "
+        "candidate it chose and why)",
+    )
     provider: str | None = Field(description="The provider account of the latest attempt")
     params: dict[str, Any]
     metadata: dict[str, Any]

@@ -1,0 +1,212 @@
+"""What a model can do, checked at submit through the API: a job asking for what its
+model cannot do is refused naming the job and the field; what can be mapped is mapped,
+and recorded on the job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from service.models import Batch, Job
+from service.state import State
+from service.worker import run_until_idle
+from tests.conftest import Caller, submit
+from tests.jobs.sim_accounts import use_config
+
+LOCAL = {"provider": "local", "ref": "procedural"}
+MODELS: dict[str, dict[str, Any]] = {
+    "text-only": {**LOCAL, "max_reference_images": 0, "price": {"per_image": 0.002}},
+    "square": {**LOCAL, "sizes": {"aspect_ratios": ["1:1", "4:3"]}},
+    "wide": {**LOCAL, "sizes": {"aspect_ratios": ["1:1", "16:9", "9:16"]}},
+    "latent": {**LOCAL, "sizes": {"min": 256, "max": 2048, "multiple_of": 64}},
+    "listed": {**LOCAL, "sizes": {"list": ["1024x1024", "1536x1024", "1024x1536"]}},
+    "stepped": {**LOCAL, "options": {"steps": {"type": "int", "min": 1, "max": 4}}},
+    "clip": {**LOCAL, "media": "video", "durations": {"min": 1, "max": 5}, "fps": [8, 24]},
+}
+
+
+def local_config(
+    models: dict[str, dict[str, Any]] | None = None, routes: dict[str, Any] | None = None
+) -> str:
+    """A DARKROOM_CONFIG whose models all run on the built-in local renderer, each with
+    its own name, capabilities and price."""
+    config = {
+        "providers": {"local": {"kind": "local"}},
+        "models": MODELS if models is None else models,
+        "routes": routes or {},
+    }
+    return json.dumps(config)  # JSON is YAML
+
+
+async def refused(
+    client: httpx.AsyncClient, caller: Caller, jobs: list[dict[str, Any]]
+) -> dict[str, str]:
+    """Submit jobs that must be refused; returns field -> message of every detail."""
+    response = await client.post("/v1/batches", json={"jobs": jobs}, headers=caller.headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    details = {d["field"]: d["message"] for d in error["details"]}
+    assert len(details) == len(error["details"]), error  # no message twice
+    return details
+
+
+async def jobs_of(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> list[Any]:
+    response = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
+    return list(response.json()["items"])
+
+
+async def test_each_capability_refuses_naming_the_job_and_field(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    details = await refused(
+        client,
+        caller,
+        [
+            {
+                "prompt": "restyle",
+                "model": "text-only",
+                "reference_images": ["https://example.com/a.png"],
+            },
+            {"prompt": "a cover", "model": "square", "width": 1920, "height": 1080},
+            {"prompt": "fast", "model": "stepped", "options": {"guidance": 3.5}},
+            {"prompt": "slow", "model": "stepped", "options": {"steps": 50}},
+            {"prompt": "a long clip", "model": "clip", "duration_s": 10, "fps": 8},
+            {"prompt": "fine", "model": "wide", "width": 1920, "height": 1080},
+            {"prompt": "a still from a clip model", "model": "clip", "media": "image"},
+        ],
+    )
+    assert set(details) == {
+        "jobs[0].reference_images",
+        "jobs[1].width",
+        "jobs[2].options.guidance",
+        "jobs[3].options.steps",
+        "jobs[4].duration_s",
+        "jobs[6].media",
+    }
+    assert "text-only" in details["jobs[0].reference_images"]
+    assert "16:9" in details["jobs[1].width"]
+    assert "1:1, 4:3" in details["jobs[1].width"]
+    assert "steps" in details["jobs[2].options.guidance"]
+    assert "1" in details["jobs[3].options.steps"]
+    assert "50" in details["jobs[3].options.steps"]
+    assert "10 s" in details["jobs[4].duration_s"]
+    async with state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Batch)) == 0
+
+
+async def test_a_chain_into_a_model_that_takes_no_image_names_the_input(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    details = await refused(
+        client,
+        caller,
+        [
+            {"prompt": "a", "model": "wide", "width": 256, "height": 256},
+            {"prompt": "b", "model": "text-only", "input": {"job": 0}},
+        ],
+    )
+    assert list(details) == ["jobs[1].input"]
+
+
+async def test_a_task_the_model_lacks_is_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    details = await refused(
+        client, caller, [{"prompt": "paint it", "model": "wide", "task": "controlnet"}]
+    )
+    assert list(details) == ["jobs[0].task"]
+    assert "controlnet" in details["jobs[0].task"]
+
+
+async def test_sizes_are_mapped_and_the_mapping_recorded(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    body = {
+        "jobs": [
+            {"prompt": "a cover", "model": "wide", "width": 1920, "height": 1080},
+            {"prompt": "latent", "model": "latent", "width": 1000, "height": 600},
+            {"prompt": "listed", "model": "listed", "width": 1200, "height": 800},
+            {"prompt": "as asked", "model": "latent", "width": 512, "height": 512},
+        ]
+    }
+    batch_id = await submit(client, caller, body)
+    wide, latent, listed, exact = await jobs_of(client, caller, batch_id)
+    assert wide["params"]["aspect_ratio"] == "16:9"
+    assert wide["params"]["mapped"] == {"size": {"asked": "1920x1080", "sent": "16:9"}}
+    assert (latent["params"]["width"], latent["params"]["height"]) == (1024, 576)
+    assert latent["params"]["mapped"] == {"size": {"asked": "1000x600", "sent": "1024x576"}}
+    assert (listed["params"]["width"], listed["params"]["height"]) == (1536, 1024)
+    assert listed["params"]["mapped"]["size"]["sent"] == "1536x1024"
+    assert "mapped" not in exact["params"]  # nothing changed, nothing recorded
+    assert "fallbacks" not in exact["params"]
+    assert "routing" not in exact["params"]
+
+    await run_until_idle(state)
+    jobs = await jobs_of(client, caller, batch_id)
+    assert [job["status"] for job in jobs] == ["succeeded"] * 4, [j["error"] for j in jobs]
+    output = jobs[1]["output"]
+    assert (output["width"], output["height"]) == (1024, 576)  # made at the mapped size
+
+
+async def test_a_task_given_is_stored_and_an_implied_one_is_not(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    body = {
+        "defaults": {"model": "wide", "width": 512, "height": 512},
+        "jobs": [{"prompt": "a", "task": "text-to-image"}, {"prompt": "b"}],
+    }
+    batch_id = await submit(client, caller, body)
+    first, second = await jobs_of(client, caller, batch_id)
+    assert first["params"]["task"] == "text-to-image"
+    assert "task" not in second["params"]
+    async with state.sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Job)) == 2
+
+
+async def test_fallbacks_are_fitted_at_submit(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    models = {
+        **MODELS,
+        "primary": {
+            **LOCAL,
+            "sizes": {"aspect_ratios": ["16:9"]},
+            "fallbacks": ["square", "latent", "text-only"],
+        },
+    }
+    await use_config(state, local_config(models), tmp_path)
+    body = {"jobs": [{"prompt": "a cover", "model": "primary", "width": 1920, "height": 1080}]}
+    [job] = await jobs_of(client, caller, await submit(client, caller, body))
+    params = job["params"]
+    assert params["aspect_ratio"] == "16:9"
+    # square cannot take 16:9; latent can, at its own size, without the ratio.
+    assert params["fallbacks"] == [
+        {
+            "model": "latent",
+            # Every key a model of the chain sets, set (None deletes), so a hop's params
+            # never depend on the hops before it.
+            "params": {
+                "width": 1920,
+                "height": 1088,
+                "aspect_ratio": None,
+                "mapped": {"size": {"asked": "1920x1080", "sent": "1920x1088"}},
+            },
+        },
+        {
+            # A model that takes any size: the size as asked, nothing mapped.
+            "model": "text-only",
+            "params": {"width": 1920, "height": 1080, "aspect_ratio": None, "mapped": None},
+        },
+    ]
+    [skipped] = params["routing"]["skipped_fallbacks"]
+    assert skipped["model"] == "square"
+    assert skipped["reason"].startswith("cannot: width:")
