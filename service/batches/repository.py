@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.jobs import fallbacks
 from service.models import Batch, Job, JobAttempt, JobStatus
 
 JOB_COPY_COLUMNS = (
@@ -200,7 +201,16 @@ async def cancel_queued_jobs(session: AsyncSession, batch_id: uuid.UUID, now: da
 async def requeue_failed_jobs(
     session: AsyncSession, batch_id: uuid.UUID
 ) -> list[tuple[uuid.UUID, str]]:
-    """Failed jobs become queued with their attempt count reset (their attempt rows stay)."""
+    """Failed jobs become queued with their attempt count reset (their attempt rows stay);
+    one that moved to fallbacks starts again from its first model."""
+    moved = await session.scalars(
+        select(Job)
+        .where(Job.batch_id == batch_id, Job.status == JobStatus.failed)
+        .where(Job.params.has_key("origin"))
+    )
+    for job in moved:
+        fallbacks.restart(job)
+    await session.flush()
     result = await session.execute(
         update(Job)
         .where(Job.batch_id == batch_id, Job.status == JobStatus.failed)

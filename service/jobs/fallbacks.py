@@ -163,6 +163,12 @@ def hop(job: Job, fallback: Fallback, error: ProviderError, account: str) -> Non
     recorded, and a fresh count of attempts (the new model has its own max_attempts;
     `tries` keeps numbering the attempt rows)."""
     params = dict(job.params or {})  # a new dict: JSONB changes are seen on assignment
+    if "origin" not in params:  # the first hop: what a retry of the batch starts from again
+        params["origin"] = {
+            "model": job.model,
+            "params": {key: params.get(key) for key in fallback.changes},
+            "fallbacks": params.get("fallbacks") or [],
+        }
     for key, value in fallback.changes.items():
         if value is None:
             params.pop(key, None)
@@ -201,3 +207,21 @@ def reason(hop: dict[str, Any]) -> str:
     attempts = hop.get("attempts")
     tries = f" after {attempts} attempts" if isinstance(attempts, int) and attempts > 1 else ""
     return f"{hop.get('model')}: {hop.get('code')}{tries}: {hop.get('message')}"
+
+
+def restart(job: Job) -> None:
+    """A failed job retried (POST /v1/batches/{id}/retry) starts again from the model it
+    was first given, with its whole list of fallbacks, not from the last one it reached."""
+    params = dict(job.params or {})
+    origin = params.pop("origin", None)
+    if not isinstance(origin, dict) or not isinstance(origin.get("model"), str):
+        return
+    for key, value in (origin.get("params") or {}).items():
+        if value is None:
+            params.pop(key, None)
+        else:
+            params[key] = value
+    params["fallbacks"] = origin.get("fallbacks") or []
+    params.pop("hops", None)
+    job.params = params
+    job.model = origin["model"]

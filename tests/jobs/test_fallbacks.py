@@ -400,3 +400,31 @@ async def test_a_worker_that_died_mid_create_leaves_a_doubt_cleared_before_movin
     assert attempts[1]["note"].startswith("resumed ")
     assert (await sims.replicate.stats())["creations_accepted"] == 1
     assert (await sims.fal.stats()).get("submitted", 0) == 0
+
+
+async def test_a_retried_job_starts_again_from_its_first_model_with_every_fallback(
+    client: httpx.AsyncClient, caller: Caller, state: State, sims: Sims, tmp_path: Path
+) -> None:
+    await sims.use(state, tmp_path, **{FLUX: 1, FAL: 1})
+    await sims.replicate.configure(prediction_failed=1.0)
+    await sims.fal.outcome("nsfw", count=1)
+    fallbacks = [{"model": FLUX, "params": {}}, {"model": FAL, "params": {}}]
+    batch_id, job_id = await one_job(
+        client, caller, state, GPT, fallbacks, prompt="a FORBIDDEN lighthouse"
+    )
+    await run_until_idle(state, wait_for_deferred=True)
+    job, _ = await job_and_attempts(client, caller, job_id)
+    assert (job["status"], job["model"]) == ("failed", FAL)
+
+    await sims.replicate.configure(prediction_failed=0.0)  # Replicate works again
+    response = await client.post(f"/v1/batches/{batch_id}/retry", headers=caller.headers)
+    assert response.status_code == 202, response.text
+    await run_until_idle(state, wait_for_deferred=True)
+
+    job, attempts = await job_and_attempts(client, caller, job_id)
+    assert job["status"] == "succeeded", job["error"]
+    # From the first model again (OpenAI still refuses the prompt), then on to Replicate.
+    assert [a["model"] for a in attempts] == [GPT, FLUX, FAL, GPT, FLUX]
+    assert job["model"] == FLUX
+    assert [h["model"] for h in job["params"]["hops"]] == [GPT]
+    assert [f["model"] for f in job["params"]["fallbacks"]] == [FAL]
