@@ -20,10 +20,11 @@ from service.catalog import health, pricing
 from service.db import session_scope
 from service.jobs import service
 from service.jobs.batching import batcher
+from service.jobs.outcomes import Failed, Outcome, RateLimited, Succeeded
 from service.jobs.polls import schedule_polls
 from service.jobs.requests import generation_request
 from service.jobs.service import StartedJob, Transition
-from service.jobs.transitions import Failed, Hopped, Outcome, RateLimited, Succeeded
+from service.jobs.steps import Hopped
 from service.kit.backoff import exponential_backoff
 from service.kit.base import utcnow
 from service.logging import get_logger

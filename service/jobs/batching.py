@@ -4,9 +4,9 @@ that are ready together, not one per job.
 Each running job calls `claim`, `record` and `complete_if_done` as if it were alone
 and gets its own answer; a Coalescer (service.kit.coalescer) gathers the calls that
 arrive while the previous group's transaction is in flight and runs them as the next
-group (service.jobs.transitions). If a group's transaction fails, each job is retried in
-a transaction of its own, and a job whose own transaction fails gets the exception, so
-the runner's usual error paths run.
+group (service.jobs.transitions, service.jobs.outcomes). If a group's transaction fails,
+each job is retried in a transaction of its own, and a job whose own transaction fails
+gets the exception, so the runner's usual error paths run.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.catalog import pricing
 from service.db import session_scope
 from service.dispatch.queue import Grant
-from service.jobs import repository, service, transitions
-from service.jobs.transitions import Claim, Outcome, StartedJob, Transition
+from service.jobs import repository, service, steps, transitions
+from service.jobs.outcomes import Outcome, record_outcomes
+from service.jobs.steps import Transition
+from service.jobs.transitions import Claim, StartedJob
 from service.kit.coalescer import Coalescer
 from service.models import Priority
 from service.providers.base import SubmissionLookup
@@ -122,7 +124,7 @@ class JobBatcher:
 
     async def _record_group(self, outcomes: Sequence[Outcome]) -> list[Transition]:
         async with session_scope(self.sessionmaker) as session:
-            return await transitions.record_outcomes(session, outcomes, public_url=self.public_url)
+            return await record_outcomes(session, outcomes, public_url=self.public_url)
 
     async def _check_group(self, batch_ids: Sequence[uuid.UUID]) -> list[list[str]]:
         # Mostly a batch still has active jobs: one statement, outside any transaction,
@@ -134,7 +136,7 @@ class JobBatcher:
         events: dict[uuid.UUID, list[str]] = {}
         if idle:
             async with session_scope(self.sessionmaker) as session:
-                events = await transitions.complete_idle_batches(session, idle)
+                events = await steps.complete_idle_batches(session, idle)
         # A batch completes once: its event goes to the first caller that asked.
         answers: list[list[str]] = []
         for batch_id in batch_ids:

@@ -2,8 +2,9 @@
 
 Every transition that finishes a job also writes its event in the same transaction (an
 outbox); whether that completes the batch is decided after commit (complete_if_done).
-The transitions themselves live in service.jobs.transitions, which applies them to a
-group of jobs at once; the functions here are the group of one.
+The transitions themselves live in service.jobs.transitions (claims) and
+service.jobs.outcomes (outcomes), which apply them to a group of jobs at once; the
+functions here are the group of one.
 """
 
 from __future__ import annotations
@@ -15,19 +16,10 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository as batch_repository
-from service.jobs import repository, transitions
-from service.jobs.transitions import (
-    Cancelled,
-    Claim,
-    Failed,
-    Outcome,
-    RateLimited,
-    StartedJob,
-    Succeeded,
-    Transition,
-    close_attempt,
-    finish,
-)
+from service.jobs import outcomes, repository, steps, transitions
+from service.jobs.outcomes import Cancelled, Failed, Outcome, RateLimited, Succeeded
+from service.jobs.steps import Transition, close_attempt, finish
+from service.jobs.transitions import Claim, StartedJob
 from service.kit.base import utcnow
 from service.models import FINAL_JOB_STATUSES, Batch, Job, JobStatus, Priority
 from service.providers.base import (
@@ -187,7 +179,7 @@ async def record_cancelled(
 
 async def _record(session: AsyncSession, outcome: Outcome, public_url: str) -> Transition:
     """One outcome as a group of one (workers record in groups: service.jobs.batching)."""
-    [transition] = await transitions.record_outcomes(session, [outcome], public_url=public_url)
+    [transition] = await outcomes.record_outcomes(session, [outcome], public_url=public_url)
     return transition
 
 
@@ -206,7 +198,7 @@ async def complete_if_done(session: AsyncSession, batch_id: uuid.UUID) -> list[s
     Called after a job's final state committed, in a transaction of its own: of two last
     jobs finishing at once, each sees the other's commit here, and the batch row lock
     makes exactly one of them complete the batch."""
-    events = await transitions.complete_idle_batches(session, [batch_id])
+    events = await steps.complete_idle_batches(session, [batch_id])
     return events.get(batch_id, [])
 
 

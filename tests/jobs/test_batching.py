@@ -13,7 +13,9 @@ from sqlalchemy import select
 
 from service.dispatch.queue import Grant
 from service.jobs.batching import Claimed, Moved, batcher
-from service.jobs.transitions import Failed, Outcome, StartedJob, Succeeded, Transition
+from service.jobs.outcomes import Failed, Outcome, Succeeded
+from service.jobs.steps import Transition
+from service.jobs.transitions import StartedJob
 from service.models import Batch, Job, JobAttempt, Priority, WebhookEvent
 from service.models.batch import BatchStatus
 from service.providers.base import (

@@ -1,5 +1,5 @@
 """A CMS job's write-back, written to the outbox in the transaction that records the job's
-success (`jobs/transitions.finish`); `sink.py` delivers it."""
+success (`jobs/steps.finish`); `sink.py` delivers it."""
 
 from __future__ import annotations
 
