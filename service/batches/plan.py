@@ -4,6 +4,7 @@ fallbacks fitted, and its cost estimated. A submit stores this plan; a dry run s
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -78,9 +79,14 @@ def plan_jobs(
     errors: list[ErrorDetail] = []
     planned: list[PlannedJob] = []
     taken: dict[str, int] = {}
+    # Jobs that ask the same thing of the same model get the same choice and mapping: a
+    # 10,000-job batch usually asks a handful of different things.
+    memo: dict[tuple[Any, ...], _Choice] = {}
     for index, job in enumerate(body.jobs):
         fields = _resolve_one(job, defaults, settings)
-        cost, problems = _choose_model(index, job, defaults, fields, registry, settings, cooled)
+        cost, problems = _choose_model(
+            index, job, defaults, fields, registry, settings, cooled, memo
+        )
         errors += problems
         params = fields["params"]
         if params["output_name"]:  # named before its format was known
@@ -115,6 +121,7 @@ def _choose_model(
     registry: ProviderRegistry,
     settings: Settings,
     cooled: Mapping[str, float],
+    memo: dict[tuple[Any, ...], _Choice],
 ) -> tuple[Decimal, list[ErrorDetail]]:
     """Pick the job's model (a route's choice or the one named), fit and map the job to
     it and fit its fallbacks; returns the job's estimate and what is wrong."""
@@ -128,6 +135,15 @@ def _choose_model(
     asked_task = job.task or defaults.task
     if asked_task is not None:
         params["task"] = asked_task
+    # A weighted route picks at random for each job: its choice is never reused.
+    key = None
+    if route is None or route.strategy != "weighted":
+        key = _memo_key(name, job, defaults, params, media)
+    known = memo.get(key) if key is not None and not errors else None
+    if known is not None:
+        fields["model"], fields["route"] = known.model, known.route
+        params.update(known.params)
+        return known.estimate, errors
     want = want_of(job, defaults, params, media)
     chosen: Chosen | None = None
     if route is not None:
@@ -163,7 +179,44 @@ def _choose_model(
         params["routing"] = routing
     if hops:
         params["fallbacks"] = hops
-    return estimate(chosen.spec, params), errors
+    cost = estimate(chosen.spec, params)
+    if key is not None and not errors:
+        changed = {k: v for k, v in params.items() if k not in asked or asked[k] is not v}
+        memo[key] = _Choice(fields["model"], fields["route"], changed, cost)
+    return cost, errors
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """What _choose_model decided for one kind of job, to give the next job like it."""
+
+    model: str
+    route: str | None
+    params: dict[str, Any]
+    estimate: Decimal
+
+
+def _memo_key(
+    name: str, job: JobCreate, defaults: JobFields, params: Mapping[str, Any], media: MediaKind
+) -> tuple[Any, ...]:
+    """Everything want_of reads, without building the Want (most jobs are memo hits)."""
+    options = params.get("options")
+    return (
+        name,
+        media,
+        job.task or defaults.task,
+        len(job.reference_images or []) + (1 if job.input is not None else 0),
+        job.mask is not None,
+        params["width"],
+        params["height"],
+        params["format"],
+        params.get("duration_s"),
+        params.get("fps"),
+        (job.resolution or defaults.resolution) if media == "video" else None,
+        bool(params.get("negative_prompt")),
+        (job.seed if job.seed is not None else defaults.seed) is not None,
+        json.dumps(options, sort_keys=True, default=str) if options else "",
+    )
 
 
 def _detail(where: str, job: JobCreate, problem: Problem) -> ErrorDetail:
