@@ -54,10 +54,20 @@ return 0
 
 
 # Failures that say nothing about the model: the job's own (its inputs, its parent, its
-# batch's budget or cancellation), the account's (credentials, quota) or Darkroom's (its
-# output store). A 429 is the account being busy, also not the model.
+# batch's budget or cancellation, a prompt the model's content policy refused, input the
+# model rejected: one caller's bad prompts must not cool a model down for everyone), the
+# account's (credentials, quota) or Darkroom's (its output store). A 429 is the account
+# being busy, also not the model.
 NOT_THE_MODELS = frozenset(
-    {"budget_exceeded", "cancelled", "parent_failed", "auth", "insufficient_quota"}
+    {
+        "budget_exceeded",
+        "cancelled",
+        "parent_failed",
+        "auth",
+        "insufficient_quota",
+        "content_policy",
+        "invalid_input",
+    }
 )
 NOT_THE_MODELS_PREFIXES = ("input_", "storage_")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
+from decimal import Decimal
 
 from redis.exceptions import RedisError
 
@@ -116,20 +117,21 @@ async def complete_remote(
 async def store_and_record(
     state: State, spec: ModelSpec, started: StartedJob, output: Output, latency_ms: int | None
 ) -> None:
+    # The provider made it, so it is paid for, stored or not.
+    cost = pricing.actual(spec, started.params, output)
     try:
         stored = await state.storage.put(started.output_key, output.data, output.content_type)
     except StorageError as exc:  # the store is down, not the provider: retry the job
         log.warning("storing_output_failed", error=str(exc))
         error = ProviderRetryableError("storage_unavailable", str(exc))
-        await record_error(state, spec, started, error, latency_ms)
+        await record_error(state, spec, started, error, latency_ms, cost=cost)
         return
     except Exception as exc:
         log.exception("storing_output_failed")
         error = ProviderRetryableError("storage_error", f"{type(exc).__name__}: {exc}")
-        await record_error(state, spec, started, error, latency_ms)
+        await record_error(state, spec, started, error, latency_ms, cost=cost)
         return
     price = pricing.estimate(spec, started.params)
-    cost = pricing.actual(spec, started.params, output)
     outcome = Succeeded(started, output, stored, latency_ms, cost, price)
     transition = await batcher(state).record(outcome)
     await health.record(
@@ -146,7 +148,10 @@ async def record_error(
     latency_ms: int | None,
     *,
     sent_at_ms: int | None = None,
+    cost: Decimal | None = None,
 ) -> None:
+    """`cost`: what the attempt cost although it failed (its output was made but could
+    not be stored); else what the provider charges for the failure (pricing.failed)."""
     log.warning("job_attempt_failed", code=error.code, error=error.message)
     price = pricing.estimate(spec, started.params)
     outcome: Outcome
@@ -154,7 +159,8 @@ async def record_error(
         outcome = RateLimited(started, error, latency_ms or 0, price)
     else:
         retry_in_s = retry_delay_s(started.attempt)
-        cost = pricing.failed(spec, started.params, error)
+        if cost is None:
+            cost = pricing.failed(spec, started.params, error)
         outcome = Failed(started, error, latency_ms, spec.max_attempts, retry_in_s, price, cost)
     transition = await batcher(state).record(outcome)
     if health.blames_model(error):  # one EVALSHA; never raises (health is advice)

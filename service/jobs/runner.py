@@ -113,6 +113,8 @@ async def _run_granted(state: State, grant: Grant) -> None:
         log.exception("provider_submit_crashed")
         await limiter.release(grant.job_id)
         crash = ProviderRetryableError("internal_error", f"{type(exc).__name__}: {exc}")
+        # The request may have gone out before the crash: look before sending again.
+        await resubmission.remember_unconfirmed(state, provider, started, crash)
         took = attempts.ms_since(began)
         await attempts.record_error(state, spec, started, crash, took, sent_at_ms=sent_at)
         return

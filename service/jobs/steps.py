@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository as batch_repository
 from service.batches.service import complete_batch
+from service.catalog.pricing import MAX_USD
 from service.integrations.writeback.outbox import record_writeback
 from service.jobs import fallbacks, repository
 from service.jobs.presenter import job_out
@@ -162,9 +163,11 @@ def clear_remote(job: Job) -> None:
 
 
 def charge(attempt: JobAttempt, job: Job, cost: Decimal) -> None:
-    """An attempt's cost is the job's too: a job costs what all its attempts cost."""
+    """An attempt's cost is the job's too: a job costs what all its attempts cost (held
+    at what the column can hold, as each attempt's is: an overflow would fail the
+    transaction, and the job would run, and be paid for, again)."""
     attempt.cost_usd = cost
-    job.cost_usd = (job.cost_usd or Decimal(0)) + cost
+    job.cost_usd = min((job.cost_usd or Decimal(0)) + cost, MAX_USD)
 
 
 def release_budget(batch: Batch, price: Decimal) -> None:

@@ -39,6 +39,7 @@ from service.models import JobStatus, Priority
 from service.providers.base import (
     AsyncProvider,
     ProviderError,
+    ProviderPermanentError,
     ProviderRateLimited,
     ProviderRetryableError,
     RemoteHandle,
@@ -148,14 +149,23 @@ async def _give_up(
     state: State, started: service.StartedJob, *, provider_cancel: bool, waited_s: float
 ) -> None:
     provider = state.registry.providers[started.account]
+    stopped = started.remote_id is None
     if provider_cancel and started.remote_id is not None and isinstance(provider, AsyncProvider):
         try:
             await provider.cancel(started.handle)
+            stopped = True
         except ProviderError as error:
             log.warning("provider_cancel_failed", code=error.code, error=error.message)
-    overdue = ProviderRetryableError(
-        "deadline_exceeded", f"the provider had not finished after {waited_s:.0f} s"
-    )
+    late = f"the provider had not finished after {waited_s:.0f} s"
+    overdue: ProviderError = ProviderRetryableError("deadline_exceeded", late)
+    if not stopped:
+        # It may still run, and be billed: sending the job again, here or to a fallback
+        # model, could pay for it twice.
+        overdue = ProviderPermanentError(
+            "deadline_not_cancelled",
+            f"{late}, and it could not be cancelled there; the job is not sent again "
+            "(here or to a fallback model) so that it is not paid for twice",
+        )
     remote = RemoteHandle(started.remote_id or "", "failed", error=overdue)
     spec = state.registry.model(started.model)
     if spec is not None:

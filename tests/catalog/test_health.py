@@ -131,7 +131,8 @@ async def test_redis_away_means_healthy_and_nothing_recorded(redis_down: Redis) 
 @pytest.mark.parametrize(
     ("error", "counts"),
     [
-        (ProviderPermanentError("content_policy", "refused"), True),
+        (ProviderPermanentError("content_policy", "refused"), False),
+        (ProviderPermanentError("invalid_input", "bad size"), False),
         (ProviderRetryableError("timeout", "no answer"), True),
         (ProviderPermanentError("unknown_model", "gone"), True),
         (ProviderRateLimited("slow down"), False),
@@ -186,7 +187,7 @@ async def test_a_model_failing_through_the_engine_is_cooled_down(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     state.registry.health = Health(window=4, threshold=0.5, min_attempts=2, cooldown_s=600)
-    errors: list[Exception] = [ProviderPermanentError("content_policy", "refused")] * 2
+    errors: list[Exception] = [ProviderPermanentError("model_not_found", "gone")] * 2
     install(state, ScriptedProvider(errors=errors))
     job = {"prompt": "x", "model": "test/scripted"}
     await submit(client, caller, {"jobs": [job, job]})

@@ -21,6 +21,7 @@ from service.db import session_scope
 from service.jobs import requests, service
 from service.jobs.tasks import reconcile_jobs
 from service.models import Job, JobAttempt
+from service.providers.base import ProviderRetryableError, RemoteHandle
 from service.state import State
 from service.worker import run_until_idle
 from simulators import SimConfig, SimulatorHandle, run_simulator
@@ -40,6 +41,7 @@ def chain_config(
     fal_url: str,
     attempts: dict[str, int],
     deadline_s: float = 60.0,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     """An OpenAI, a Replicate and a fal account (each at its own simulator), one model each."""
     account = {"token_env": SIM_TOKEN_ENV, "timeout_s": 2}
@@ -71,6 +73,8 @@ def chain_config(
         }
         for name, (provider, ref) in refs.items()
     }
+    for name, changes in (overrides or {}).items():
+        models[name] |= changes
     return json.dumps({"providers": providers, "models": models})
 
 
@@ -79,10 +83,15 @@ class Sims:
         self.openai, self.replicate, self.fal = openai, replicate, fal
 
     async def use(
-        self, state: State, tmp_path: Path, deadline_s: float = 60.0, **attempts: int
+        self,
+        state: State,
+        tmp_path: Path,
+        deadline_s: float = 60.0,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        **attempts: int,
     ) -> None:
         urls = (self.openai.url, self.replicate.url, self.fal.url)
-        text = chain_config(*urls, attempts, deadline_s)
+        text = chain_config(*urls, attempts, deadline_s, overrides)
         await use_config(state, text, tmp_path)
 
 
@@ -183,6 +192,61 @@ async def test_a_chain_across_three_providers_ends_on_the_one_that_works(
     assert row.cost_usd == sum(rows, Decimal(0)) == Decimal(PRICES[FAL])
     assert len(stored_files(state, batch_id)) == 1
     assert (await sims.replicate.stats())["creations_accepted"] == 3
+
+
+async def test_a_configured_chain_with_a_charged_failure_costs_what_was_charged(
+    client: httpx.AsyncClient, caller: Caller, state: State, sims: Sims, tmp_path: Path
+) -> None:
+    """The chain as a user writes it (the model's `fallbacks` in the configuration, the
+    job submitted as usual), with a Replicate model that bills the predictions that ran
+    and failed: the job costs those runs plus fal's image, and nothing for OpenAI's
+    refusal."""
+    overrides = {
+        GPT: {"fallbacks": [FLUX, FAL]},
+        FLUX: {"price": {"per_run_second": 0.0014}, "charged_on_failure": True},
+    }
+    await sims.use(state, tmp_path, overrides=overrides, **{FLUX: 2})
+    await sims.replicate.configure(prediction_failed=1.0, latency={"kind": "fixed", "s": 0.3})
+    job = {"prompt": "a FORBIDDEN harbour", "model": GPT, **SIZE}
+    batch_id = await submit(client, caller, {"jobs": [job]})
+    await run_until_idle(state, wait_for_deferred=True)
+
+    [found] = (await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)).json()[
+        "items"
+    ]
+    job_out, attempts = await job_and_attempts(client, caller, found["id"])
+    assert job_out["status"] == "succeeded", job_out["error"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [
+        (GPT, "failed"),
+        (FLUX, "retry"),
+        (FLUX, "failed"),
+        (FAL, "succeeded"),
+    ]
+    async with state.sessionmaker() as session:
+        rows = (await session.execute(_attempt_costs(found["id"]))).scalars().all()
+        usage = (
+            (
+                await session.execute(
+                    select(JobAttempt.usage).where(JobAttempt.job_id == uuid.UUID(found["id"]))
+                )
+            )
+            .scalars()
+            .all()
+        )
+        row = await session.get(Job, uuid.UUID(found["id"]))
+        assert row is not None
+    gpt, flux_1, flux_2, fal = rows
+    assert gpt == 0  # a refusal is never charged
+    # Each failed prediction is billed for the time it ran, as Replicate reported it.
+    for cost, used in zip((flux_1, flux_2), usage[1:3], strict=True):
+        assert used is not None and used["predict_time"] > 0
+        expected = (Decimal("0.0014") * Decimal(str(used["predict_time"]))).quantize(
+            Decimal("0.000001")
+        )
+        assert cost == expected > 0
+    assert fal == Decimal(PRICES[FAL])
+    assert row.cost_usd == gpt + flux_1 + flux_2 + fal
+    assert job_out["cost_usd"] == float(row.cost_usd)
 
 
 def _attempt_costs(job_id: str) -> Select[tuple[Decimal]]:
@@ -360,6 +424,34 @@ async def test_a_model_past_its_deadline_hands_the_job_on_at_once(
     assert [(a["model"], a["outcome"]) for a in attempts] == [(FLUX, "failed"), (FAL, "succeeded")]
     assert attempts[0]["error_code"] == "deadline_exceeded"
     assert (await sims.replicate.stats())["cancels"] == 1
+
+
+async def test_an_overdue_generation_that_cannot_be_cancelled_is_not_paid_for_again(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    state: State,
+    sims: Sims,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its deadline, a prediction that Replicate would not cancel may still run and
+    be billed: the job fails, saying so, rather than pay fal (or Replicate again)."""
+    await sims.use(state, tmp_path, deadline_s=1.0, **{FLUX: 3})
+    await sims.replicate.configure(latency={"kind": "fixed", "s": 60})
+
+    async def refuse(handle: RemoteHandle) -> None:
+        raise ProviderRetryableError("server_error", "replicate 503: cancel failed")
+
+    monkeypatch.setattr(state.registry.providers["replicate"], "cancel", refuse)
+    _, job_id = await one_job(client, caller, state, FLUX, [{"model": FAL, "params": {}}])
+    await run_until_idle(state, wait_for_deferred=True)
+
+    job, attempts = await job_and_attempts(client, caller, job_id)
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "deadline_not_cancelled"
+    assert "not paid for twice" in job["error"]["message"]
+    assert [(a["model"], a["outcome"]) for a in attempts] == [(FLUX, "failed")]
+    assert (await sims.fal.stats()).get("submitted", 0) == 0
 
 
 async def test_a_worker_that_died_mid_create_leaves_a_doubt_cleared_before_moving(
