@@ -239,7 +239,8 @@ async def test_a_configured_chain_with_a_charged_failure_costs_what_was_charged(
     assert gpt == 0  # a refusal is never charged
     # Each failed prediction is billed for the time it ran, as Replicate reported it.
     for cost, used in zip((flux_1, flux_2), usage[1:3], strict=True):
-        assert used is not None and used["predict_time"] > 0
+        assert used is not None
+        assert used["predict_time"] > 0
         expected = (Decimal("0.0014") * Decimal(str(used["predict_time"]))).quantize(
             Decimal("0.000001")
         )
