@@ -16,6 +16,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches import repository as batch_repository
+from service.budgets import service as budgets
 from service.jobs import outcomes, repository, steps, transitions
 from service.jobs.outcomes import Cancelled, Failed, Outcome, RateLimited, Succeeded
 from service.jobs.steps import Transition, close_attempt, finish
@@ -97,12 +98,20 @@ async def fail_unconfigured(
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
     batch = await _batch_for_update(session, job.batch_id)
+    # Its ledgers are locked in the claims' order: after the batch, before the job.
+    abandoned = await repository.open_attempt(session, job_id)
+    if abandoned is not None:
+        await budgets.lock_reserved(session, [abandoned])
     job = await repository.lock_job(session, job_id)
     if job is None or job.status in FINAL_JOB_STATUSES:
         return None
-    abandoned = await repository.open_attempt(session, job_id)
     if abandoned is not None:
         close_attempt(abandoned, "abandoned", "worker_lost", "the worker running it stopped")
+        # Its reservation is given back (the model's price is gone with the model; the
+        # attempt recorded what it reserved in key and account budgets).
+        await budgets.settle(session, abandoned, Decimal(0))
+        if abandoned.reserved:
+            steps.release_budget(batch, Decimal(str(abandoned.reserved["usd"])))
     error = ProviderPermanentError("unknown_model", f"model {job.model!r} is not configured")
     return await finish(session, job, batch, JobStatus.failed, public_url, error=error)
 
