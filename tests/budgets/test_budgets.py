@@ -366,3 +366,21 @@ async def test_a_job_reserves_in_every_budget_that_applies(
         "account:local:month": Decimal("0.003"),
         "account:local:month:realtime": Decimal("0.003"),
     }
+
+
+async def test_a_job_whose_model_left_the_configuration_gives_its_reservation_back(
+    client: httpx.AsyncClient, caller: Caller, local: State
+) -> None:
+    await set_budget(client, caller, daily_usd=0.004)
+    day = f"key:{caller.api_key_id}:day"
+    [job] = await jobs_of(local, await submit(client, caller, batch_body(1)))
+    assert isinstance(await _start(local, job.id), StartedJob)
+    assert (await ledgers(local))[day] == Decimal("0.003")
+    # Its worker died, and the model is gone from the configuration before it is retried.
+    async with session_scope(local.sessionmaker) as session:
+        await service.fail_unconfigured(session, job.id, public_url="http://testserver")
+    assert (await ledgers(local))[day] == 0
+    [failed] = await jobs_of(local, str(job.batch_id))
+    assert (failed.status.value, failed.error_code) == ("failed", "unknown_model")
+    outcomes = [a.outcome for a in await attempts_of(local, str(job.batch_id))]
+    assert outcomes == ["abandoned"]
