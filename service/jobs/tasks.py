@@ -227,7 +227,10 @@ async def _cancel_remote_jobs(state: State, batch_id: uuid.UUID) -> int:
             await provider.cancel(started.handle)
         except ProviderError as error:
             log.warning("provider_cancel_failed", code=error.code, error=error.message)
-            continue
+            if error.code != "not_cancelled":
+                continue  # the job ends as its provider ends it
+            # It runs on at the provider (fal: it had started), but the batch is cancelled:
+            # the job is too.
         canceled = RemoteHandle(started.remote_id, "canceled")
         await attempts.complete_remote(state, spec, started, canceled)
         cancelled += 1

@@ -42,8 +42,9 @@ DEFAULT_BASE_URL = "https://queue.fal.run"
 DEFAULT_JWKS_URL = "https://rest.alpha.fal.ai/.well-known/jwks.json"
 APP_NAMESPACES = frozenset({"workflows", "comfy"})
 JWKS_BODY_LIMIT = 256 * 1024
-# Cancelling what already started, finished or is gone is not an error.
-_CANCEL_NOOP_STATUSES = frozenset({400, 404, 409, 410})
+# Cancelling what is gone is not an error. fal answers 400 (ALREADY_COMPLETED) for a
+# request that has left its queue: one that started runs to its end, and is billed.
+_CANCEL_NOOP_STATUSES = frozenset({404, 409, 410})
 _STATUS_CODE = re.compile(r"status code:?\s*(\d{3})", re.IGNORECASE)
 
 
@@ -187,6 +188,13 @@ class FalProvider(AsyncProvider):
         try:
             await self._http.request_json("PUT", f"{self._request_path(app, handle.id)}/cancel")
         except ProviderError as exc:
+            if exc.http_status == 400:
+                raise ProviderPermanentError(
+                    "not_cancelled",
+                    f"{self.name}: request {handle.id} had left fal's queue; fal runs it to "
+                    "its end",
+                    http_status=400,
+                ) from exc
             if exc.http_status not in _CANCEL_NOOP_STATUSES:
                 raise
 

@@ -290,10 +290,12 @@ async def test_cancel_while_queued_then_after_it_ran(provider: FalProvider, sim:
     queued = await provider.submit(request(seed=2))
     await provider.cancel(queued)
     assert (await provider.poll(queued)).status == "canceled"
-    await provider.cancel(running)  # already started: ALREADY_COMPLETED is not an error
+    # Already started: fal runs it to its end (ALREADY_COMPLETED), so it was not cancelled.
+    with pytest.raises(ProviderPermanentError, match="left fal's queue") as raised:
+        await provider.cancel(running)
+    assert raised.value.code == "not_cancelled"
     await sim.configure(hold=False)
     assert (await until_finished(provider, running)).status == "succeeded"
-    await provider.cancel(running)
     assert (await sim.stats())["cancelled"] == 1
 
 
