@@ -26,17 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.budgets import repository
 from service.budgets.repository import LedgerKey
 from service.catalog.config import AccountBudget
+from service.catalog.pricing import usd
 from service.kit.base import utcnow
 from service.models import Batch, JobAttempt, Priority
 from service.models.budget import BudgetLedger, KeyBudget
 
-CENTS = Decimal("0.000001")
 # Where a transaction keeps the ledger rows it locked (settle reads them back).
 _LOCKED = "budget_ledgers"
-
-
-def usd(value: Decimal | float | int) -> Decimal:
-    return Decimal(str(value)).quantize(CENTS)
 
 
 def day_start(now: datetime) -> date:
