@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,15 +24,7 @@ Task = Literal[
     "text-to-video",
     "image-to-video",
 ]
-TASKS: tuple[Task, ...] = (
-    "text-to-image",
-    "image-to-image",
-    "inpaint",
-    "controlnet",
-    "ip-adapter",
-    "text-to-video",
-    "image-to-video",
-)
+TASKS: tuple[Task, ...] = get_args(Task)
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video"})
 ResolutionName = Literal["480p", "720p", "1080p"]
 Usd = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=6)]
