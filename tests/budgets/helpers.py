@@ -8,7 +8,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from service.models import Job, JobAttempt
 from service.models.budget import BudgetLedger
@@ -80,8 +80,3 @@ async def ledgers(state: State) -> dict[str, Decimal]:
     async with state.sessionmaker() as session:
         rows = (await session.execute(select(BudgetLedger))).scalars()
         return {row.scope: row.reserved_usd for row in rows}
-
-
-async def clear_ledgers(state: State) -> None:
-    async with state.engine.begin() as connection:
-        await connection.execute(text("TRUNCATE budget_ledgers, key_budgets"))
