@@ -26,9 +26,8 @@ from simulators import SimConfig, SimulatorHandle, run_simulator
 from simulators.fal import FalHandle, FalSimConfig, run_fal
 from tests.conftest import Caller, submit
 from tests.jobs.recovery import create_then_die, job_and_attempts
-from tests.jobs.sim_accounts import SIM_TOKEN_ENV, use_config
+from tests.jobs.sim_accounts import FAL_KEY_ENV, SIM_TOKEN_ENV, fal_account, use_config
 
-FAL_KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 GPT, FLUX, FAL = "gpt-fb", "flux-fb", "fal-fb"
 PRICES = {GPT: "0.04", FLUX: "0.003", FAL: "0.025"}
 SIZE = {"width": 1024, "height": 1024}
@@ -46,14 +45,7 @@ def chain_config(
     providers = {
         "openai": {"kind": "openai", "base_url": openai_url + "/v1", **account},
         "replicate": {"kind": "replicate", "base_url": replicate_url, **account},
-        "fal": {
-            "kind": "fal",
-            "base_url": fal_url,
-            "token_env": FAL_KEY_ENV,
-            "webhook_jwks_url": f"{fal_url}/.well-known/jwks.json",
-            "limits": {"rate_per_s": 50},
-            "timeout_s": 5,
-        },
+        "fal": fal_account(fal_url),
     }
     refs = {
         GPT: ("openai", "gpt-image-1"),
