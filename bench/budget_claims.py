@@ -17,7 +17,6 @@ import asyncio
 import json
 import statistics
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +25,9 @@ import asyncpg
 from bench._harness import BenchEnv, bench_env, log
 from bench._machine import BusyMeter, machine, wait_for_quiet
 from bench._payload import batch_body
+from bench.render_throughput import submit_and_enqueue, wait_until_final
 from service.auth.service import find_key
-from service.batches import service
-from service.batches.schemas import BatchCreate
 from service.db import session_scope
-from service.jobs.tasks import enqueue_jobs
 from service.models import KeyBudget
 from service.state import build_state, close_state
 
@@ -43,35 +40,14 @@ models:
 budgets:
   accounts: {local: {monthly_usd: 900000}}
 """
-FINAL = ("succeeded", "failed", "partially_failed", "cancelled")
-
-
-async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
-    body = batch_body(jobs, size=64, fmt="png", seed=seed)
-    body["defaults"]["model"] = MODEL
-    state = await build_state(env.settings)
-    try:
-        async with session_scope(state.sessionmaker) as session:
-            api_key = await find_key(session, key, pepper=env.settings.secret_key)
-            assert api_key is not None
-            submitted = await service.submit_batch(
-                session,
-                api_key=api_key,
-                body=BatchCreate.model_validate(body),
-                idempotency_key=None,
-                registry=state.registry,
-                settings=state.settings,
-            )
-        await enqueue_jobs(state, submitted.batch.id, submitted.batch.priority, submitted.jobs)
-        return submitted.batch.id
-    finally:
-        await close_state(state)
 
 
 async def _run(
     env: BenchEnv, keys: dict[bool, str], jobs: int, seed: int, budgeted: bool, concurrency: int
 ) -> dict[str, Any]:
-    batch_id = await _submit(env, keys[budgeted], jobs, seed)
+    body = batch_body(jobs, size=64, fmt="png", seed=seed)
+    body["defaults"]["model"] = MODEL
+    batch_id = await submit_and_enqueue(env, keys[budgeted], body)
     pg = await asyncpg.connect(env.pg_dsn)
     meter = BusyMeter()
     try:
@@ -82,14 +58,7 @@ async def _run(
         config = env.workdir / ("budgeted.yaml" if budgeted else "plain.yaml")
         extra = {"DARKROOM_WORKER_CONCURRENCY": str(concurrency), "DARKROOM_CONFIG": str(config)}
         worker = env.spawn("worker", name=f"worker-{seed}", extra_env=extra)
-        status = "queued"
-        while status not in FINAL:
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {env.workdir}")
-            if time.perf_counter() - began > 600:
-                raise RuntimeError("batch did not finish in 600 s")
-            await asyncio.sleep(0.05)
-            status = await pg.fetchval("SELECT status FROM batches WHERE id = $1", batch_id)
+        status = await wait_until_final(env, pg, worker, batch_id, began)
         busy = meter.stop()
         env.stop(worker)
         row = await pg.fetchrow(

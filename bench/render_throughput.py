@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -39,8 +40,11 @@ from service.state import build_state, close_state
 FINAL = ("succeeded", "failed", "partially_failed", "cancelled")
 
 
-async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
-    body = BatchCreate.model_validate(batch_body(jobs, size=512, fmt="png", seed=seed))
+async def submit_and_enqueue(
+    env: BenchEnv, key: str, body: dict[str, Any], *, expect_backlog: int | None = None
+) -> uuid.UUID:
+    """Store the batch and enqueue its jobs as POST /v1/batches does, with no worker
+    running; `expect_backlog`: the jobs the local account's queue must then hold."""
     state = await build_state(env.settings)
     try:
         async with session_scope(state.sessionmaker) as session:
@@ -49,24 +53,46 @@ async def _submit(env: BenchEnv, key: str, jobs: int, seed: int) -> uuid.UUID:
             submitted = await service.submit_batch(
                 session,
                 api_key=api_key,
-                body=body,
+                body=BatchCreate.model_validate(body),
                 idempotency_key=None,
                 registry=state.registry,
                 settings=state.settings,
             )
         batch = submitted.batch
         await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
-        backlog = await state.dispatch.queue("local").backlog()
-        assert backlog == jobs, backlog
+        if expect_backlog is not None:
+            backlog = await state.dispatch.queue("local").backlog()
+            assert backlog == expect_backlog, backlog
         return batch.id
     finally:
         await close_state(state)
 
 
+async def wait_until_final(
+    env: BenchEnv,
+    pg: asyncpg.Connection,
+    worker: subprocess.Popen[bytes],
+    batch_id: uuid.UUID,
+    began: float,
+) -> str:
+    """The batch's final status, polled every 50 ms; fails if the worker exits first or
+    the batch takes more than 600 s from `began`."""
+    status = "queued"
+    while status not in FINAL:
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.returncode}; see {env.workdir}")
+        if time.perf_counter() - began > 600:
+            raise RuntimeError("batch did not finish in 600 s")
+        await asyncio.sleep(0.05)
+        status = await pg.fetchval("SELECT status FROM batches WHERE id = $1", batch_id)
+    return str(status)
+
+
 async def _run_once(
     env: BenchEnv, key: str, jobs: int, concurrency: int, seed: int, poll_delay: float
 ) -> dict[str, Any]:
-    batch_id = await _submit(env, key, jobs, seed)
+    body = batch_body(jobs, size=512, fmt="png", seed=seed)
+    batch_id = await submit_and_enqueue(env, key, body, expect_backlog=jobs)
     pg = await asyncpg.connect(env.pg_dsn)
     meter = BusyMeter()
     try:
@@ -77,15 +103,7 @@ async def _run_once(
             "DARKROOM_WORKER_POLL_DELAY_S": str(poll_delay),
         }
         worker = env.spawn("worker", name=f"worker-c{concurrency}-p{poll_delay}", extra_env=extra)
-        status = "queued"
-        deadline = began + 600
-        while status not in FINAL:
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker exited with {worker.returncode}; see {env.workdir}")
-            if time.perf_counter() > deadline:
-                raise RuntimeError("batch did not finish in 600 s")
-            await asyncio.sleep(0.05)
-            status = await pg.fetchval("SELECT status FROM batches WHERE id = $1", batch_id)
+        status = await wait_until_final(env, pg, worker, batch_id, began)
         elapsed = time.perf_counter() - began
         busy = meter.stop()
         stopped = env.stop(worker)

@@ -113,25 +113,24 @@ def spend_of_key(
     api_key_id: uuid.UUID, start: date, end: date, priorities: Sequence[Priority]
 ) -> ColumnElement[Any]:
     """What the key's attempts of these priorities that started in [start, end) cost."""
-    return (
-        select(func.sum(JobAttempt.cost_usd))
-        .join(Job, Job.id == JobAttempt.job_id)
-        .join(Batch, Batch.id == Job.batch_id)
-        .where(Batch.api_key_id == api_key_id, Batch.priority.in_(priorities))
-        .where(JobAttempt.started_at >= start, JobAttempt.started_at < end)
-        .scalar_subquery()
-    )
+    return _spend(Batch.api_key_id == api_key_id, start, end, priorities)
 
 
 def spend_of_account(
     account: str, start: date, end: date, priorities: Sequence[Priority]
 ) -> ColumnElement[Any]:
     """What the account's attempts of these priorities that started in [start, end) cost."""
+    return _spend(JobAttempt.provider == account, start, end, priorities)
+
+
+def _spend(
+    owner: ColumnElement[bool], start: date, end: date, priorities: Sequence[Priority]
+) -> ColumnElement[Any]:
     return (
         select(func.sum(JobAttempt.cost_usd))
         .join(Job, Job.id == JobAttempt.job_id)
         .join(Batch, Batch.id == Job.batch_id)
-        .where(JobAttempt.provider == account, Batch.priority.in_(priorities))
+        .where(owner, Batch.priority.in_(priorities))
         .where(JobAttempt.started_at >= start, JobAttempt.started_at < end)
         .scalar_subquery()
     )

@@ -26,17 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.budgets import repository
 from service.budgets.repository import LedgerKey
 from service.catalog.config import AccountBudget
+from service.catalog.pricing import usd
 from service.kit.base import utcnow
 from service.models import Batch, JobAttempt, Priority
 from service.models.budget import BudgetLedger, KeyBudget
 
-CENTS = Decimal("0.000001")
 # Where a transaction keeps the ledger rows it locked (settle reads them back).
 _LOCKED = "budget_ledgers"
-
-
-def usd(value: Decimal | float | int) -> Decimal:
-    return Decimal(str(value)).quantize(CENTS)
 
 
 def day_start(now: datetime) -> date:
@@ -112,14 +108,25 @@ def _pick(
 def key_limits(budget: KeyBudget | None, priority: Priority, now: datetime) -> list[Limit]:
     if budget is None:
         return []
-    owner = ("key", str(budget.api_key_id))
-    found = [
-        _pick(owner, "day", day_start(now), budget.daily_usd, budget.realtime_daily_usd,
-              priority, "the API key"),
-        _pick(owner, "month", month_start(now), budget.monthly_usd,
-              budget.realtime_monthly_usd, priority, "the API key"),
-    ]  # fmt: skip
+    found = [_key_limit(budget, period, priority, now) for period in ("day", "month")]
     return [limit for limit in found if limit is not None]
+
+
+def _key_limit(
+    budget: KeyBudget, period: str, priority: Priority, now: datetime, *, shared: bool = True
+) -> Limit | None:
+    """The key's limit in this period for work of `priority` (`shared=False`: only its
+    realtime allowance)."""
+    daily = period == "day"
+    return _pick(
+        ("key", str(budget.api_key_id)),
+        period,
+        day_start(now) if daily else month_start(now),
+        (budget.daily_usd if daily else budget.monthly_usd) if shared else None,
+        budget.realtime_daily_usd if daily else budget.realtime_monthly_usd,
+        priority,
+        "the API key",
+    )
 
 
 def account_limits(
@@ -303,17 +310,13 @@ async def key_budget_uses(session: AsyncSession, budget: KeyBudget | None) -> li
     if budget is None:
         return []
     now = utcnow()
-    owner = ("key", str(budget.api_key_id))
+    realtime = Priority.realtime
     picks = {
-        "daily": _pick(owner, "day", day_start(now), budget.daily_usd,
-                       budget.realtime_daily_usd, Priority.bulk, "the API key"),
-        "monthly": _pick(owner, "month", month_start(now), budget.monthly_usd,
-                         budget.realtime_monthly_usd, Priority.bulk, "the API key"),
-        "realtime_daily": _pick(owner, "day", day_start(now), None,
-                                budget.realtime_daily_usd, Priority.realtime, "the API key"),
-        "realtime_monthly": _pick(owner, "month", month_start(now), None,
-                                  budget.realtime_monthly_usd, Priority.realtime, "the API key"),
-    }  # fmt: skip
+        "daily": _key_limit(budget, "day", Priority.bulk, now),
+        "monthly": _key_limit(budget, "month", Priority.bulk, now),
+        "realtime_daily": _key_limit(budget, "day", realtime, now, shared=False),
+        "realtime_monthly": _key_limit(budget, "month", realtime, now, shared=False),
+    }
     limits = {name: limit for name, limit in picks.items() if limit is not None}
     ledgers = await repository.read_ledgers(session, [limit.key for limit in limits.values()])
     uses: list[Use] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,15 +24,7 @@ Task = Literal[
     "text-to-video",
     "image-to-video",
 ]
-TASKS: tuple[Task, ...] = (
-    "text-to-image",
-    "image-to-image",
-    "inpaint",
-    "controlnet",
-    "ip-adapter",
-    "text-to-video",
-    "image-to-video",
-)
+TASKS: tuple[Task, ...] = get_args(Task)
 VIDEO_TASKS = frozenset({"text-to-video", "image-to-video"})
 ResolutionName = Literal["480p", "720p", "1080p"]
 Usd = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=6)]
@@ -76,20 +68,20 @@ class Sizes(_Strict):
         return self
 
     def ratios(self) -> list[tuple[str, float]]:
-        out = []
-        for ratio in self.aspect_ratios or []:
-            match = _RATIO.match(ratio)
-            assert match is not None
-            out.append((ratio, int(match.group(1)) / int(match.group(2))))
-        return out
+        return [(ratio, w / h) for ratio, w, h in _pairs(self.aspect_ratios, _RATIO)]
 
     def exact(self) -> list[tuple[int, int]]:
-        out = []
-        for size in self.list_ or []:
-            match = _SIZE.match(size)
-            assert match is not None
-            out.append((int(match.group(1)), int(match.group(2))))
-        return out
+        return [(w, h) for _, w, h in _pairs(self.list_, _SIZE)]
+
+
+def _pairs(texts: list[str] | None, pattern: re.Pattern[str]) -> list[tuple[str, int, int]]:
+    """Each text (already validated against `pattern`) with its two numbers."""
+    out = []
+    for text in texts or []:
+        match = pattern.match(text)
+        assert match is not None
+        out.append((text, int(match.group(1)), int(match.group(2))))
+    return out
 
 
 class NumberRange(_Strict):

@@ -16,10 +16,12 @@ recorded; a warning says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from service.catalog.config import Health
@@ -137,15 +139,8 @@ async def cooled_down(redis: Redis, models: Iterable[str]) -> dict[str, float]:
     """The models among these that are cooling down, with the seconds they have left.
     One round trip; {} when Redis is away (every model counts as healthy)."""
     names = list(dict.fromkeys(models))
-    if not names:
-        return {}
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.pttl(cooldown_key(name))
-            ttls = await pipe.execute()
-    except (RedisError, OSError) as exc:
-        log.warning("model_health_unavailable", error=repr(exc))
+    ttls = await _read(redis, names, lambda pipe, name: pipe.pttl(cooldown_key(name)))
+    if ttls is None:
         return {}
     return {name: ttl / 1000 for name, ttl in zip(names, ttls, strict=True) if ttl > 0}
 
@@ -154,18 +149,32 @@ async def snapshot(redis: Redis, health: Health, models: Iterable[str]) -> dict[
     """Every model's health, read in one round trip. When Redis is away, every model
     shows no history and no cooldown (logged)."""
     names = list(dict.fromkeys(models))
+
+    def window_and_cooldown(pipe: Pipeline, name: str) -> None:
+        pipe.lrange(window_key(name), 0, health.window - 1)
+        pipe.pttl(cooldown_key(name))
+
+    replies = await _read(redis, names, window_and_cooldown)
+    if replies is None:
+        return {name: ModelHealth() for name in names}
+    return {name: _health_of(replies[2 * n], replies[2 * n + 1]) for n, name in enumerate(names)}
+
+
+async def _read(
+    redis: Redis, names: Sequence[str], commands: Callable[[Pipeline, str], object]
+) -> list[Any] | None:
+    """The replies to `commands` queued for each model, in one round trip (none when
+    there is no model); None when Redis is away (logged)."""
     if not names:
-        return {}
+        return []
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.lrange(window_key(name), 0, health.window - 1)
-                pipe.pttl(cooldown_key(name))
-            replies = await pipe.execute()
+                commands(pipe, name)
+            return await pipe.execute()
     except (RedisError, OSError) as exc:
         log.warning("model_health_unavailable", error=repr(exc))
-        return {name: ModelHealth() for name in names}
-    return {name: _health_of(replies[2 * n], replies[2 * n + 1]) for n, name in enumerate(names)}
+        return None
 
 
 def _health_of(entries: Sequence[bytes | str], ttl_ms: int) -> ModelHealth:

@@ -32,6 +32,11 @@ INPUT_TOKEN_KEYS = ("input_tokens", "prompt_tokens")
 OUTPUT_TOKEN_KEYS = ("output_tokens", "completion_tokens")
 
 
+def usd(value: Decimal | float | int) -> Decimal:
+    """A dollar figure (a float as it is written) at the precision the columns keep."""
+    return Decimal(str(value)).quantize(MICRO)
+
+
 def estimate(spec: ModelSpec, params: Mapping[str, Any]) -> Decimal:
     """What one job of this model reserves: its price for the size and duration asked
     (and, for a usage-priced model, `price.estimate` or a standard amount of usage)."""

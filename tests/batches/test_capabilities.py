@@ -60,9 +60,8 @@ async def jobs_of(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> l
 
 
 async def test_each_capability_refuses_naming_the_job_and_field(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    await use_config(state, local_config(), tmp_path)
     details = await refused(
         client,
         caller,
@@ -95,14 +94,13 @@ async def test_each_capability_refuses_naming_the_job_and_field(
     assert "1" in details["jobs[3].options.steps"]
     assert "50" in details["jobs[3].options.steps"]
     assert "10 s" in details["jobs[4].duration_s"]
-    async with state.sessionmaker() as session:
+    async with local.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Batch)) == 0
 
 
 async def test_a_chain_into_a_model_that_takes_no_image_names_the_input(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    await use_config(state, local_config(), tmp_path)
     details = await refused(
         client,
         caller,
@@ -115,9 +113,8 @@ async def test_a_chain_into_a_model_that_takes_no_image_names_the_input(
 
 
 async def test_a_task_the_model_lacks_is_refused(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    await use_config(state, local_config(), tmp_path)
     details = await refused(
         client, caller, [{"prompt": "paint it", "model": "wide", "task": "controlnet"}]
     )
@@ -126,9 +123,8 @@ async def test_a_task_the_model_lacks_is_refused(
 
 
 async def test_sizes_are_mapped_and_the_mapping_recorded(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    await use_config(state, local_config(), tmp_path)
     body = {
         "jobs": [
             {"prompt": "a cover", "model": "wide", "width": 1920, "height": 1080},
@@ -149,7 +145,7 @@ async def test_sizes_are_mapped_and_the_mapping_recorded(
     assert "fallbacks" not in exact["params"]
     assert "routing" not in exact["params"]
 
-    await run_until_idle(state)
+    await run_until_idle(local)
     jobs = await jobs_of(client, caller, batch_id)
     assert [job["status"] for job in jobs] == ["succeeded"] * 4, [j["error"] for j in jobs]
     output = jobs[1]["output"]
@@ -157,9 +153,8 @@ async def test_sizes_are_mapped_and_the_mapping_recorded(
 
 
 async def test_a_task_given_is_stored_and_an_implied_one_is_not(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    await use_config(state, local_config(), tmp_path)
     body = {
         "defaults": {"model": "wide", "width": 512, "height": 512},
         "jobs": [{"prompt": "a", "task": "text-to-image"}, {"prompt": "b"}],
@@ -168,7 +163,7 @@ async def test_a_task_given_is_stored_and_an_implied_one_is_not(
     first, second = await jobs_of(client, caller, batch_id)
     assert first["params"]["task"] == "text-to-image"
     assert "task" not in second["params"]
-    async with state.sessionmaker() as session:
+    async with local.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Job)) == 2
 
 

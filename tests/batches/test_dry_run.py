@@ -3,7 +3,6 @@ anything; the 202 body carries the same estimate; a batch shows its cost by mode
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,10 +11,7 @@ from sqlalchemy import func, select
 from service.models import Batch, Job, JobAttempt
 from service.state import State
 from service.worker import run_until_idle
-from tests.batches.test_capabilities import local_config
-from tests.batches.test_routes import MODELS, ROUTES
 from tests.conftest import Caller
-from tests.jobs.sim_accounts import use_config
 
 BODY: dict[str, Any] = {
     "jobs": [
@@ -38,9 +34,8 @@ async def counts(state: State) -> tuple[int, int, int]:
 
 
 async def test_a_dry_run_estimates_and_creates_nothing(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     headers = {**caller.headers, "idempotency-key": "cover-1"}
     response = await client.post("/v1/batches?dry_run=true", json=BODY, headers=headers)
     assert response.status_code == 200, response.text
@@ -57,8 +52,8 @@ async def test_a_dry_run_estimates_and_creates_nothing(
     assert dry["jobs"][0]["route"] is None
     assert dry["jobs"][0]["routing"] is None
     assert dry["jobs"][0]["fallbacks"] == []
-    assert await counts(state) == (0, 0, 0)
-    assert await state.redis.dbsize() == 0  # nothing in line
+    assert await counts(routed) == (0, 0, 0)
+    assert await routed.redis.dbsize() == 0  # nothing in line
 
     # The key was not used: a real submit with it and another body is accepted.
     other = {"jobs": BODY["jobs"][:1]}
@@ -68,9 +63,8 @@ async def test_a_dry_run_estimates_and_creates_nothing(
 
 
 async def test_the_202_body_carries_the_estimate_and_the_batch_its_cost_by_model(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     dry = (await client.post("/v1/batches?dry_run=1", json=BODY, headers=caller.headers)).json()
     response = await client.post("/v1/batches", json=BODY, headers=caller.headers)
     assert response.status_code == 202, response.text
@@ -80,7 +74,7 @@ async def test_the_202_body_carries_the_estimate_and_the_batch_its_cost_by_model
     assert created["cost_by_model"] == {}
     assert created["counts"]["queued"] == 4
 
-    await run_until_idle(state)
+    await run_until_idle(routed)
     batch = (await client.get(f"/v1/batches/{created['id']}", headers=caller.headers)).json()
     assert batch["status"] == "succeeded"
     assert batch["cost_by_model"] == {"big": 0.01, "middling": 0.002, "text-only": 0.006}
@@ -96,9 +90,8 @@ async def test_the_202_body_carries_the_estimate_and_the_batch_its_cost_by_model
 
 
 async def test_a_bad_batch_gets_the_same_422_dry_or_not(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     body = {
         "jobs": [
             {"prompt": "a", "model": "thrifty", "width": 1920, "height": 1080},
@@ -112,4 +105,4 @@ async def test_a_bad_batch_gets_the_same_422_dry_or_not(
     assert dry.json() == real.json()
     fields = [detail["field"] for detail in dry.json()["error"]["details"]]
     assert fields == ["jobs[0].width", "jobs[1].model", "jobs[2].reference_images"]
-    assert await counts(state) == (0, 0, 0)
+    assert await counts(routed) == (0, 0, 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +14,8 @@ from service.catalog.health import cooldown_key
 from service.models import JobAttempt
 from service.state import State
 from service.worker import run_until_idle
-from tests.batches.test_capabilities import LOCAL, jobs_of, local_config, refused
+from tests.batches.test_capabilities import LOCAL, jobs_of, refused
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import use_config
 
 SMALL = {"width": 64, "height": 64}
 MODELS: dict[str, dict[str, Any]] = {
@@ -64,9 +62,8 @@ async def attempt_models(state: State, job_id: str) -> list[str | None]:
 
 
 async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_fit(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     body = {
         "defaults": {"model": "hybrid"},
         "jobs": [
@@ -78,14 +75,14 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
         ],
     }
     batch_id = await submit(client, caller, body)
-    await run_until_idle(state)
+    await run_until_idle(routed)
     jobs = await jobs_of(client, caller, batch_id)
     assert [job["status"] for job in jobs] == ["succeeded"] * 5, [j["error"] for j in jobs]
     chosen = ["text-only", "restyler", "clip", "big", "inpainter"]
     assert [job["model"] for job in jobs] == chosen
     assert [job["route"] for job in jobs] == ["hybrid"] * 5
     for job, model in zip(jobs, chosen, strict=True):
-        assert await attempt_models(state, job["id"]) == [model]
+        assert await attempt_models(routed, job["id"]) == [model]
         assert job["params"]["routing"]["model"] == model
         assert job["params"]["routing"]["strategy"] == "first"
 
@@ -112,9 +109,8 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
 
 
 async def test_a_candidate_whose_condition_holds_but_that_cannot_is_passed_over(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     refs = ["https://example.com/a.png", "https://example.com/b.png"]
     jobs = [
         # Two reference images and a parent's output: restyler takes 2, text-only none.
@@ -132,9 +128,8 @@ async def test_a_candidate_whose_condition_holds_but_that_cannot_is_passed_over(
 
 
 async def test_cheapest_takes_the_lowest_estimate_among_those_that_fit(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     body = {
         "defaults": {"model": "cheap"},
         "jobs": [{"prompt": "square", **SMALL}, {"prompt": "wide", "width": 128, "height": 64}],
@@ -143,11 +138,11 @@ async def test_cheapest_takes_the_lowest_estimate_among_those_that_fit(
     assert response.status_code == 202, response.text
     assert response.json()["estimate_by_model"] == {"thrifty": 0.001, "middling": 0.002}
     batch_id = response.json()["id"]
-    await run_until_idle(state)
+    await run_until_idle(routed)
     square, wide = await jobs_of(client, caller, batch_id)
     assert (square["model"], wide["model"]) == ("thrifty", "middling")
     assert (square["status"], wide["status"]) == ("succeeded", "succeeded")
-    assert await attempt_models(state, wide["id"]) == ["middling"]
+    assert await attempt_models(routed, wide["id"]) == ["middling"]
     assert (
         square["params"]["routing"]["reason"] == "cheapest candidate that fits ($0.001000 per job)"
     )
@@ -157,40 +152,38 @@ async def test_cheapest_takes_the_lowest_estimate_among_those_that_fit(
 
 
 async def test_weighted_spreads_jobs_among_the_candidates(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
     body = {"defaults": {"model": "spread", **SMALL}, "jobs": [{"prompt": "p"}] * 40}
     batch_id = await submit(client, caller, body)
-    await run_until_idle(state)
+    await run_until_idle(routed)
     jobs = await jobs_of(client, caller, batch_id)
     assert {job["status"] for job in jobs} == {"succeeded"}
     counts = Counter(job["model"] for job in jobs)
     # 1:3 by weight; both used (all 40 on one has a chance of about 1 in 100,000).
     assert set(counts) == {"middling", "pricey"}, counts
     for job in jobs[:3]:
-        assert await attempt_models(state, job["id"]) == [job["model"]]
+        assert await attempt_models(routed, job["id"]) == [job["model"]]
         assert job["params"]["routing"]["reason"].startswith("chosen at random by weight")
 
 
 async def test_a_cooling_down_candidate_is_skipped_unless_nothing_else_fits(
-    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+    client: httpx.AsyncClient, caller: Caller, routed: State
 ) -> None:
-    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
-    await state.redis.set(cooldown_key("pricey"), "1", px=41_000)
+    await routed.redis.set(cooldown_key("pricey"), "1", px=41_000)
     batch_id = await submit(
         client, caller, {"jobs": [{"prompt": "p", "model": "healthy", **SMALL}]}
     )
-    await run_until_idle(state)
+    await run_until_idle(routed)
     [job] = await jobs_of(client, caller, batch_id)
     assert (job["model"], job["status"]) == ("middling", "succeeded")
-    assert await attempt_models(state, job["id"]) == ["middling"]
+    assert await attempt_models(routed, job["id"]) == ["middling"]
     [skipped] = job["params"]["routing"]["skipped"]
     assert skipped["model"] == "pricey"
     assert skipped["reason"].startswith("cooling down for ")
     assert skipped["reason"].endswith(" s")
 
-    await state.redis.set(cooldown_key("middling"), "1", px=41_000)
+    await routed.redis.set(cooldown_key("middling"), "1", px=41_000)
     batch_id = await submit(
         client, caller, {"jobs": [{"prompt": "p", "model": "healthy", **SMALL}]}
     )

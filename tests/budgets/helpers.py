@@ -8,11 +8,14 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+import httpx
+from sqlalchemy import select
 
 from service.models import Job, JobAttempt
 from service.models.budget import BudgetLedger
 from service.state import State
+from service.worker import run_until_idle
+from tests.conftest import Caller, submit
 
 PRICE = 0.003
 
@@ -55,6 +58,15 @@ def batch_body(n: int, *, model: str = "cheap", tag: str = "p", **extra: Any) ->
     }
 
 
+async def run_batch(
+    client: httpx.AsyncClient, caller: Caller, state: State, body: dict[str, Any]
+) -> tuple[str, list[Job]]:
+    """Submit a batch, run the workers until they are idle, and read back its jobs."""
+    batch_id = await submit(client, caller, body)
+    await run_until_idle(state)
+    return batch_id, await jobs_of(state, batch_id)
+
+
 async def jobs_of(state: State, batch_id: str) -> list[Job]:
     async with state.sessionmaker() as session:
         query = select(Job).where(Job.batch_id == uuid.UUID(batch_id)).order_by(Job.index)
@@ -63,6 +75,11 @@ async def jobs_of(state: State, batch_id: str) -> list[Job]:
 
 def statuses(jobs: list[Job]) -> Counter[str]:
     return Counter(job.status.value for job in jobs)
+
+
+def refusals(jobs: list[Job]) -> set[str | None]:
+    """The messages of the jobs that failed (each names the budget that refused it)."""
+    return {job.error_message for job in jobs if job.error_code}
 
 
 async def attempts_of(state: State, batch_id: str) -> list[JobAttempt]:
@@ -80,8 +97,3 @@ async def ledgers(state: State) -> dict[str, Decimal]:
     async with state.sessionmaker() as session:
         rows = (await session.execute(select(BudgetLedger))).scalars()
         return {row.scope: row.reserved_usd for row in rows}
-
-
-async def clear_ledgers(state: State) -> None:
-    async with state.engine.begin() as connection:
-        await connection.execute(text("TRUNCATE budget_ledgers, key_budgets"))

@@ -24,6 +24,8 @@ from tests.budgets.helpers import (
     budget_config,
     jobs_of,
     ledgers,
+    refusals,
+    run_batch,
     statuses,
 )
 from tests.conftest import Caller, make_caller, submit
@@ -96,9 +98,8 @@ async def test_another_key_does_not_see_or_spend_this_keys_budget(
 ) -> None:
     await set_budget(client, caller, daily_usd=0.003)
     other = await make_caller(local, "other")
-    batch_id = await submit(client, other, batch_body(3))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, batch_id)) == {"succeeded": 3}
+    _, jobs = await run_batch(client, other, local, batch_body(3))
+    assert statuses(jobs) == {"succeeded": 3}
     assert (await client.get(URL, headers=other.headers)).json()["daily_usd"] is None
     assert await ledgers(local) == {}  # unbudgeted work makes no ledger
 
@@ -107,9 +108,7 @@ async def test_a_key_daily_budget_stops_dispatch_and_names_itself(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=0.01)
-    batch_id = await submit(client, caller, batch_body(5))
-    await run_until_idle(local)
-    jobs = await jobs_of(local, batch_id)
+    batch_id, jobs = await run_batch(client, caller, local, batch_body(5))
     assert statuses(jobs) == {"succeeded": 3, "failed": 2}
     failed = [job for job in jobs if job.status.value == "failed"]
     assert {job.error_code for job in failed} == {"budget_exceeded"}
@@ -135,11 +134,9 @@ async def test_the_monthly_limit_counts_too(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=100, monthly_usd=0.006)
-    batch_id = await submit(client, caller, batch_body(4))
-    await run_until_idle(local)
-    jobs = await jobs_of(local, batch_id)
+    _, jobs = await run_batch(client, caller, local, batch_body(4))
     assert statuses(jobs) == {"succeeded": 2, "failed": 2}
-    assert {j.error_message for j in jobs if j.error_code} == {
+    assert refusals(jobs) == {
         "the API key's monthly budget of $0.006000 would be exceeded: "
         "$0.006000 spent or reserved, this job costs $0.003000"
     }
@@ -152,11 +149,9 @@ async def test_an_account_monthly_budget_from_the_config(
     client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
 ) -> None:
     await use_config(state, budget_config(account_budget={"monthly_usd": 0.006}), tmp_path)
-    batch_id = await submit(client, caller, batch_body(3))
-    await run_until_idle(state)
-    jobs = await jobs_of(state, batch_id)
+    _, jobs = await run_batch(client, caller, state, batch_body(3))
     assert statuses(jobs) == {"succeeded": 2, "failed": 1}
-    assert {j.error_message for j in jobs if j.error_code} == {
+    assert refusals(jobs) == {
         "the local account's monthly budget of $0.006000 would be exceeded: "
         "$0.006000 spent or reserved, this job costs $0.003000"
     }
@@ -167,15 +162,13 @@ async def test_realtime_work_runs_from_its_allowance_when_bulk_has_used_the_budg
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=0.006, realtime_daily_usd=0.006)
-    bulk = await submit(client, caller, batch_body(4, tag="bulk"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, bulk)) == {"succeeded": 2, "failed": 1 + 1}
-    covers = await submit(client, caller, batch_body(2, tag="cover", priority="realtime"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, covers)) == {"succeeded": 2}
-    more = await submit(client, caller, batch_body(1, tag="late", priority="realtime"))
-    await run_until_idle(local)
-    [late] = await jobs_of(local, more)
+    _, bulk = await run_batch(client, caller, local, batch_body(4, tag="bulk"))
+    assert statuses(bulk) == {"succeeded": 2, "failed": 1 + 1}
+    body = batch_body(2, tag="cover", priority="realtime")
+    _, covers = await run_batch(client, caller, local, body)
+    assert statuses(covers) == {"succeeded": 2}
+    body = batch_body(1, tag="late", priority="realtime")
+    _, [late] = await run_batch(client, caller, local, body)
     assert late.error_code == "budget_exceeded"
     assert late.error_message is not None
     assert late.error_message.startswith("the API key's realtime daily allowance of $0.006000")
@@ -188,12 +181,10 @@ async def test_without_an_allowance_realtime_work_shares_the_limit(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=0.006)
-    bulk = await submit(client, caller, batch_body(2, tag="bulk"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, bulk)) == {"succeeded": 2}
-    covers = await submit(client, caller, batch_body(1, tag="cover", priority="realtime"))
-    await run_until_idle(local)
-    [cover] = await jobs_of(local, covers)
+    _, bulk = await run_batch(client, caller, local, batch_body(2, tag="bulk"))
+    assert statuses(bulk) == {"succeeded": 2}
+    body = batch_body(1, tag="cover", priority="realtime")
+    _, [cover] = await run_batch(client, caller, local, body)
     assert cover.error_code == "budget_exceeded"
 
 
@@ -201,15 +192,12 @@ async def test_a_budget_lowered_below_the_spend_refuses_further_jobs(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=1)
-    first = await submit(client, caller, batch_body(3, tag="first"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, first)) == {"succeeded": 3}
+    _, first = await run_batch(client, caller, local, batch_body(3, tag="first"))
+    assert statuses(first) == {"succeeded": 3}
     body = await set_budget(client, caller, daily_usd=0.005)
     assert body["usage"][0]["spent_or_reserved_usd"] == pytest.approx(0.009)
     assert body["usage"][0]["remaining_usd"] == 0
-    second = await submit(client, caller, batch_body(2, tag="second"))
-    await run_until_idle(local)
-    jobs = await jobs_of(local, second)
+    _, jobs = await run_batch(client, caller, local, batch_body(2, tag="second"))
     assert statuses(jobs) == {"failed": 2}
     assert {j.error_code for j in jobs} == {"budget_exceeded"}
     assert (await ledgers(local))[f"key:{caller.api_key_id}:day"] == Decimal("0.009")
@@ -218,14 +206,12 @@ async def test_a_budget_lowered_below_the_spend_refuses_further_jobs(
 async def test_a_budget_set_mid_period_counts_what_was_already_spent(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
-    first = await submit(client, caller, batch_body(2, tag="before"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, first)) == {"succeeded": 2}
+    _, first = await run_batch(client, caller, local, batch_body(2, tag="before"))
+    assert statuses(first) == {"succeeded": 2}
     body = await set_budget(client, caller, daily_usd=0.009)
     assert body["usage"][0]["spent_or_reserved_usd"] == pytest.approx(0.006)
-    second = await submit(client, caller, batch_body(3, tag="after"))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, second)) == {"succeeded": 1, "failed": 2}
+    _, second = await run_batch(client, caller, local, batch_body(3, tag="after"))
+    assert statuses(second) == {"succeeded": 1, "failed": 2}
     assert (await ledgers(local))[f"key:{caller.api_key_id}:day"] == Decimal("0.009")
 
 
@@ -235,26 +221,23 @@ async def test_failed_attempts_release_their_reservation(
     await set_budget(client, caller, daily_usd=0.003)
     day = f"key:{caller.api_key_id}:day"
     for tag in ("first", "second"):  # the second fits only if the first gave its back
-        broken = await submit(client, caller, batch_body(1, model="broken", tag=tag))
-        await run_until_idle(local)
-        [job] = await jobs_of(local, broken)
+        body = batch_body(1, model="broken", tag=tag)
+        broken_id, [job] = await run_batch(client, caller, local, body)
         assert (job.status.value, job.error_code) == ("failed", "invalid_request")
-        [attempt] = await attempts_of(local, broken)
+        [attempt] = await attempts_of(local, broken_id)
         assert attempt.reserved is not None
         assert attempt.reserved["ledgers"][0][0] == day
         assert (await ledgers(local))[day] == 0
-    ok = await submit(client, caller, batch_body(1))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, ok)) == {"succeeded": 1}
+    _, ok = await run_batch(client, caller, local, batch_body(1))
+    assert statuses(ok) == {"succeeded": 1}
 
 
 async def test_the_batch_budget_and_the_key_budget_reserve_together_or_not_at_all(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=0.006)
-    batch_id = await submit(client, caller, batch_body(4, budget_usd=0.5))
-    await run_until_idle(local)
-    assert statuses(await jobs_of(local, batch_id)) == {"succeeded": 2, "failed": 2}
+    batch_id, jobs = await run_batch(client, caller, local, batch_body(4, budget_usd=0.5))
+    assert statuses(jobs) == {"succeeded": 2, "failed": 2}
     batch = (await client.get(f"/v1/batches/{batch_id}", headers=caller.headers)).json()
     assert batch["cost_usd"] == pytest.approx(0.006)
     # The refused jobs reserved nothing in the batch's budget either.
@@ -268,9 +251,7 @@ async def test_budget_exceeded_never_moves_to_a_fallback(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     await set_budget(client, caller, daily_usd=0.001)
-    batch_id = await submit(client, caller, batch_body(1, model="with-fallback"))
-    await run_until_idle(local)
-    [job] = await jobs_of(local, batch_id)
+    batch_id, [job] = await run_batch(client, caller, local, batch_body(1, model="with-fallback"))
     assert job.status.value == "failed"
     assert job.error_code == "budget_exceeded"
     assert await attempts_of(local, batch_id) == []
@@ -343,18 +324,16 @@ async def test_a_job_reserves_in_every_budget_that_applies(
     account = {"monthly_usd": 0.003, "realtime_monthly_usd": 0.003}
     await use_config(state, budget_config(account_budget=account), tmp_path)
     await set_budget(client, caller, daily_usd=1)
-    bulk = await submit(client, caller, batch_body(2, tag="bulk"))
-    await run_until_idle(state)
-    jobs = await jobs_of(state, bulk)
+    _, jobs = await run_batch(client, caller, state, batch_body(2, tag="bulk"))
     assert statuses(jobs) == {"succeeded": 1, "failed": 1}
-    assert {j.error_message for j in jobs if j.error_code} == {
+    assert refusals(jobs) == {
         "the local account's monthly budget of $0.003000 would be exceeded: "
         "$0.003000 spent or reserved, this job costs $0.003000"
     }
-    cover = await submit(client, caller, batch_body(1, tag="cover", priority="realtime"))
-    await run_until_idle(state)
-    assert statuses(await jobs_of(state, cover)) == {"succeeded": 1}
-    [attempt] = await attempts_of(state, cover)
+    body = batch_body(1, tag="cover", priority="realtime")
+    cover_id, [cover] = await run_batch(client, caller, state, body)
+    assert cover.status.value == "succeeded"
+    [attempt] = await attempts_of(state, cover_id)
     assert attempt.reserved is not None
     day = f"key:{caller.api_key_id}:day"
     assert sorted(scope for scope, _ in attempt.reserved["ledgers"]) == [

@@ -12,6 +12,7 @@ from service.providers.registry import build_registry
 from service.state import State
 
 SIM_TOKEN_ENV = "DARKROOM_TEST_SIM_TOKEN"
+FAL_KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 
 
 def sim_config(
@@ -64,6 +65,18 @@ def sim_config(
         },
     }
     return json.dumps(config)  # JSON is YAML
+
+
+def fal_account(url: str) -> dict[str, Any]:
+    """A fal account at the fal simulator, its key in FAL_KEY_ENV."""
+    return {
+        "kind": "fal",
+        "base_url": url,
+        "token_env": FAL_KEY_ENV,
+        "webhook_jwks_url": f"{url}/.well-known/jwks.json",
+        "limits": {"rate_per_s": 50},
+        "timeout_s": 5,
+    }
 
 
 def account_config(name: str, account: dict[str, Any], models: dict[str, Any]) -> str:

@@ -23,21 +23,11 @@ from service.state import State
 from service.worker import run_until_idle
 from simulators.fal import FalHandle, FalSimConfig, run_fal
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import account_config, use_config
+from tests.jobs.sim_accounts import FAL_KEY_ENV, account_config, fal_account, use_config
 from tests.live import live_server
-
-KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 
 
 def fal_config(url: str) -> str:
-    account = {
-        "kind": "fal",
-        "base_url": url,
-        "token_env": KEY_ENV,
-        "webhook_jwks_url": f"{url}/.well-known/jwks.json",
-        "limits": {"rate_per_s": 50},
-        "timeout_s": 5,
-    }
     models = {
         "flux-dev-fal": {
             "ref": "fal-ai/flux/dev",
@@ -50,14 +40,14 @@ def fal_config(url: str) -> str:
             "price": {"per_second": 0.05},
         },
     }
-    return account_config("fal", account, models)
+    return account_config("fal", fal_account(url), models)
 
 
 @pytest.fixture
 async def fal(
     state: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[FalHandle]:
-    monkeypatch.setenv(KEY_ENV, "sim-fal-key")
+    monkeypatch.setenv(FAL_KEY_ENV, "sim-fal-key")
     async with run_fal(FalSimConfig(run_s=0.05, concurrency=4, webhook_retries=0)) as sim:
         await use_config(state, fal_config(sim.url), tmp_path)
         yield sim

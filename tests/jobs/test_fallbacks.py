@@ -18,7 +18,6 @@ import pytest
 from sqlalchemy import Select, select
 
 from service.db import session_scope
-from service.jobs import requests, service
 from service.jobs.tasks import reconcile_jobs
 from service.models import Job, JobAttempt
 from service.providers.base import ProviderRetryableError, RemoteHandle
@@ -27,9 +26,9 @@ from service.worker import run_until_idle
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from simulators.fal import FalHandle, FalSimConfig, run_fal
 from tests.conftest import Caller, submit
-from tests.jobs.sim_accounts import SIM_TOKEN_ENV, use_config
+from tests.jobs.recovery import create_then_die, job_and_attempts
+from tests.jobs.sim_accounts import FAL_KEY_ENV, SIM_TOKEN_ENV, fal_account, use_config
 
-FAL_KEY_ENV = "DARKROOM_TEST_FAL_KEY"
 GPT, FLUX, FAL = "gpt-fb", "flux-fb", "fal-fb"
 PRICES = {GPT: "0.04", FLUX: "0.003", FAL: "0.025"}
 SIZE = {"width": 1024, "height": 1024}
@@ -48,14 +47,7 @@ def chain_config(
     providers = {
         "openai": {"kind": "openai", "base_url": openai_url + "/v1", **account},
         "replicate": {"kind": "replicate", "base_url": replicate_url, **account},
-        "fal": {
-            "kind": "fal",
-            "base_url": fal_url,
-            "token_env": FAL_KEY_ENV,
-            "webhook_jwks_url": f"{fal_url}/.well-known/jwks.json",
-            "limits": {"rate_per_s": 50},
-            "timeout_s": 5,
-        },
+        "fal": fal_account(fal_url),
     }
     refs = {
         GPT: ("openai", "gpt-image-1"),
@@ -132,14 +124,6 @@ async def one_job(
         assert job is not None
         job.params = {**job.params, "fallbacks": fallbacks}
     return batch_id, job_id
-
-
-async def job_and_attempts(
-    client: httpx.AsyncClient, caller: Caller, job_id: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
-    attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
-    return job, attempts
 
 
 def stored_files(state: State, batch_id: str) -> list[Path]:
@@ -464,22 +448,7 @@ async def test_a_worker_that_died_mid_create_leaves_a_doubt_cleared_before_movin
     await sims.use(state, tmp_path, **{FLUX: 1})
     batch_id, job_id = await one_job(client, caller, state, FLUX, [{"model": FAL, "params": {}}])
     await state.dispatch.queue("replicate").purge(batch_id)
-    spec = state.registry.model(FLUX)
-    assert spec is not None
-    async with session_scope(state.sessionmaker) as session:
-        started = await service.start_attempt(
-            session,
-            uuid.UUID(job_id),
-            account="replicate",
-            max_attempts=1,
-            price=Decimal(0),
-            public_url="http://x",
-        )
-    assert isinstance(started, service.StartedJob)
-    await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
-        await requests.generation_request(state, spec, started)
-    )
-    # ... and the worker died before it stored the prediction's id.
+    await create_then_die(state, FLUX, job_id, max_attempts=1)
 
     state.settings.reconcile_stale_after_s = 0
     assert await reconcile_jobs(state) == 1

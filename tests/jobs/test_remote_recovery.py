@@ -4,21 +4,18 @@ a new attempt unless its error says the input can never work."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
-from service.db import session_scope
-from service.jobs import requests, service
 from service.jobs.tasks import reconcile_jobs
 from service.state import State
 from service.worker import run_until_idle
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from tests.conftest import Caller, submit
+from tests.jobs.recovery import create_then_die, job_and_attempts
 from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
 
 LISTING = "GET /v1/predictions"
@@ -41,14 +38,6 @@ async def one_job(client: httpx.AsyncClient, caller: Caller, prompt: str) -> str
     batch_id = await submit(client, caller, {"jobs": [{"prompt": prompt, "model": "flux-sim"}]})
     response = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
     return str(response.json()["items"][0]["id"])
-
-
-async def job_and_attempts(
-    client: httpx.AsyncClient, caller: Caller, job_id: str
-) -> tuple[dict, list[dict]]:  # type: ignore[type-arg]
-    job = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()
-    attempts = (await client.get(f"/v1/jobs/{job_id}/attempts", headers=caller.headers)).json()
-    return job, attempts
 
 
 @pytest.mark.parametrize("fault", ["reset", "hang"])
@@ -115,22 +104,7 @@ async def test_a_worker_that_died_mid_create_leaves_its_prediction_to_be_found(
     job_id = await one_job(client, caller, "harbour at dusk")
     batch = (await client.get(f"/v1/jobs/{job_id}", headers=caller.headers)).json()["batch_id"]
     await state.dispatch.queue("replicate").purge(batch)
-    spec = state.registry.model("flux-sim")
-    assert spec is not None
-    async with session_scope(state.sessionmaker) as session:
-        started = await service.start_attempt(
-            session,
-            uuid.UUID(job_id),
-            account="replicate",
-            max_attempts=3,
-            price=Decimal(0),
-            public_url="http://x",
-        )
-    assert isinstance(started, service.StartedJob)
-    await state.registry.providers["replicate"].submit(  # type: ignore[attr-defined]
-        await requests.generation_request(state, spec, started)
-    )
-    # ... and the worker died before it stored the prediction's id.
+    await create_then_die(state, "flux-sim", job_id, max_attempts=3)
 
     state.settings.reconcile_stale_after_s = 0
     assert await reconcile_jobs(state) == 1
