@@ -73,6 +73,12 @@ class Sizes(_Strict):
                 raise ValueError(f"size {size!r} is not WxH (e.g. 1024x1024)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min is larger than max")
+        multiple = self.multiple_of or 1
+        if self.max is not None and multiple > self.max:
+            raise ValueError(f"multiple_of {multiple} is larger than max {self.max}")
+        low = -(-(self.min or 1) // multiple) * multiple
+        if self.max is not None and low > self.max:
+            raise ValueError(f"no multiple of {multiple} lies between {self.min} and {self.max}")
         return self
 
     def ratios(self) -> list[tuple[str, float]]:

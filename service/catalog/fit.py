@@ -234,25 +234,38 @@ def _to_listed(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
 
 
 def _to_range(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
-    """Each side rounded to the nearest multiple (half up), then held to min..max."""
+    """Each side to the nearest multiple (half up) that lies within min..max. A side more
+    than half a multiple past a bound is refused: no multiple of the range is near it."""
     multiple = sizes.multiple_of or 1
+    low, high = _multiples_within(sizes)
     problems = []
     sent = []
     for side, value in (("width", width), ("height", height)):
-        rounded = max(multiple, (2 * value + multiple) // (2 * multiple) * multiple)
-        sent.append(rounded)
-        low = sizes.min is not None and rounded < sizes.min
-        high = sizes.max is not None and rounded > sizes.max
-        if low or high:
-            shown = str(value)
-            if rounded != value:
-                shown += f" (rounded to {rounded}, a multiple of {multiple})"
-            bounds = _bounds(sizes.min, sizes.max, "")
-            problems.append(Problem(side, f"{side} {shown} must be {bounds} for model {name!r}"))
+        # Twice over, to compare with half a multiple in integers.
+        below = sizes.min is not None and 2 * value < 2 * sizes.min - multiple
+        above = sizes.max is not None and 2 * value > 2 * sizes.max + multiple
+        bounds = _bounds(sizes.min, sizes.max, "")
+        if below or above:
+            problems.append(Problem(side, f"{side} {value} must be {bounds} for model {name!r}"))
+            continue
+        if high is not None and low > high:
+            message = f"model {name!r} has no {side} {bounds} that is a multiple of {multiple}"
+            problems.append(Problem(side, message))
+            continue
+        rounded = max(low, (2 * value + multiple) // (2 * multiple) * multiple)
+        sent.append(rounded if high is None else min(high, rounded))
     if problems:
         return problems, {}, {}
     w, h = sent
     return [], {"width": w, "height": h}, _mapped(width, height, w, h)
+
+
+def _multiples_within(sizes: Sizes) -> tuple[int, int | None]:
+    """The smallest and largest multiple of `multiple_of` within min..max (no max: None)."""
+    multiple = sizes.multiple_of or 1
+    low = max(multiple, -(-(sizes.min or 1) // multiple) * multiple)
+    high = sizes.max // multiple * multiple if sizes.max is not None else None
+    return low, high
 
 
 def _mapped(width: int, height: int, w: int, h: int) -> dict[str, Any]:

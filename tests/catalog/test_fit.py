@@ -15,6 +15,7 @@ from service.providers.registry import ModelSpec
 RATIOS = Sizes(aspect_ratios=["1:1", "16:9", "9:16", "4:3", "3:4"])
 OPENAI = Sizes.model_validate({"list": ["1024x1024", "1536x1024", "1024x1536"]})
 LATENT = Sizes(min=256, max=1440, multiple_of=64)
+ODD_MIN = Sizes(min=300, max=1000, multiple_of=64)
 VIDEO_FORMATS = frozenset({"mp4"})
 
 
@@ -81,6 +82,16 @@ def problems(model: ModelSpec, job: Want) -> list[Problem]:
         (LATENT, 288, 800, {"width": 320, "height": 832}, "320x832"),
         # 1430 rounds down to 1408, the largest multiple of 64 below the max (1440).
         (LATENT, 1430, 256, {"width": 1408, "height": 256}, "1408x256"),
+        # The max itself rounds half up to 1472, past the max: the nearest inside is 1408.
+        (LATENT, 1440, 512, {"width": 1408, "height": 512}, "1408x512"),
+        # Past the max by up to half a multiple: still the nearest multiple inside.
+        (LATENT, 1450, 512, {"width": 1408, "height": 512}, "1408x512"),
+        (LATENT, 1472, 512, {"width": 1408, "height": 512}, "1408x512"),
+        # Below the min by up to half a multiple: the smallest multiple inside.
+        (LATENT, 224, 512, {"width": 256, "height": 512}, "256x512"),
+        # A min that is no multiple: the first multiple above it (300 -> 320, not 256).
+        (ODD_MIN, 290, 512, {"width": 320, "height": 512}, "320x512"),
+        (Sizes(max=1024, multiple_of=8), 1028, 512, {"width": 1024, "height": 512}, "1024x512"),
     ],
 )
 def test_a_size_is_mapped_and_the_mapping_recorded(
@@ -276,21 +287,18 @@ IMAGE_TO_IMAGE = spec(
         (
             spec(sizes=LATENT),
             want(width=1000, height=2000),
-            Problem(
-                "height",
-                "height 2000 (rounded to 1984, a multiple of 64) must be between "
-                "256 and 1440 for model 'm'",
-            ),
+            Problem("height", "height 2000 must be between 256 and 1440 for model 'm'"),
         ),
         (
-            # 1450 rounds up past the max.
+            # More than half a multiple (32) past the max: no multiple inside is near.
             spec(sizes=LATENT),
-            want(width=1450, height=512),
-            Problem(
-                "width",
-                "width 1450 (rounded to 1472, a multiple of 64) must be between "
-                "256 and 1440 for model 'm'",
-            ),
+            want(width=1473, height=512),
+            Problem("width", "width 1473 must be between 256 and 1440 for model 'm'"),
+        ),
+        (
+            spec(sizes=LATENT),
+            want(width=512, height=223),
+            Problem("height", "height 223 must be between 256 and 1440 for model 'm'"),
         ),
         (
             spec(sizes=Sizes(min=256, max=1440)),
@@ -299,11 +307,8 @@ IMAGE_TO_IMAGE = spec(
         ),
         (
             spec(sizes=Sizes(max=1024, multiple_of=8)),
-            want(width=1028, height=512),
-            Problem(
-                "width",
-                "width 1028 (rounded to 1032, a multiple of 8) must be at most 1024 for model 'm'",
-            ),
+            want(width=1029, height=512),
+            Problem("width", "width 1029 must be at most 1024 for model 'm'"),
         ),
         (
             video(durations=[5.0, 10.0]),

@@ -99,3 +99,38 @@ async def test_jobs_for_a_provider_without_its_token_are_refused(
     [detail] = response.json()["error"]["details"]
     assert detail["field"] == "jobs[1].model"
     assert "REPLICATE_API_TOKEN" in detail["message"]
+
+
+def model_error(tmp_path: Path, capabilities: str) -> str:
+    """The error of a file whose one model, m, declares `capabilities` (YAML flow)."""
+    path = tmp_path / "darkroom.yaml"
+    path.write_text(
+        "providers: {local: {kind: local}}\n"
+        f"models:\n  m: {{provider: local, ref: procedural, {capabilities}}}\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    return str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "where", "why"),
+    [
+        (
+            "sizes: {max: 48, multiple_of: 64}",
+            "models.m.sizes",
+            "multiple_of 64 is larger than max 48",
+        ),
+        (
+            "sizes: {min: 1000, max: 1020, multiple_of: 64}",
+            "models.m.sizes",
+            "no multiple of 64 lies between 1000 and 1020",
+        ),
+    ],
+)
+def test_a_capability_that_cannot_hold_is_a_config_error(
+    tmp_path: Path, capabilities: str, where: str, why: str
+) -> None:
+    message = model_error(tmp_path, capabilities)
+    assert f"{where}: " in message
+    assert why in message
