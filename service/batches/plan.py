@@ -212,6 +212,8 @@ def _memo_key(
         params["format"],
         params.get("duration_s"),
         params.get("fps"),
+        _asked(job, defaults, "duration_s"),
+        _asked(job, defaults, "fps"),
         (job.resolution or defaults.resolution) if media == "video" else None,
         bool(params.get("negative_prompt")),
         (job.seed if job.seed is not None else defaults.seed) is not None,
@@ -247,6 +249,8 @@ def want_of(
         format=params["format"],
         duration_s=params.get("duration_s"),
         fps=params.get("fps"),
+        duration_asked=_asked(job, defaults, "duration_s"),
+        fps_asked=_asked(job, defaults, "fps"),
         resolution=(job.resolution or defaults.resolution) if media == "video" else None,
         has_negative_prompt=bool(params.get("negative_prompt")),
         seed_given=(job.seed if job.seed is not None else defaults.seed) is not None,
@@ -254,6 +258,11 @@ def want_of(
         has_mask=has_mask,
         options=dict(options) if isinstance(options, dict) else {},
     )
+
+
+def _asked(job: JobCreate, defaults: JobFields, name: str) -> bool:
+    """Whether the job (or the batch's defaults) set this field, rather than Darkroom."""
+    return getattr(job, name) is not None or getattr(defaults, name) is not None
 
 
 def _resolve_one(job: JobCreate, defaults: JobFields, settings: Settings) -> dict[str, Any]:

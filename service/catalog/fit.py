@@ -14,7 +14,7 @@ What cannot is a Problem naming the field.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,9 @@ class Want:
     format: str
     duration_s: float | None = None
     fps: int | None = None
+    # Whether the job set these; a default the model cannot make is mapped, not refused.
+    duration_asked: bool = False
+    fps_asked: bool = False
     resolution: str | None = None
     has_negative_prompt: bool = False
     # The job set a seed (an unseeded job gets one anyway; only an asked one is checked).
@@ -104,15 +107,20 @@ def fit(spec: ModelSpec, want: Want) -> Fit | list[Problem]:
                     f"model {name!r} makes {_either(sorted(spec.formats))}, not {want.format}",
                 )
             )
-        if want.media == "video":
-            problems += _video(spec, want)
+    params: dict[str, Any] = {}
+    mapped: dict[str, Any] = {}
+    if same_media and want.media == "video":
+        video_problems, params, mapped = _video(spec, want)
+        problems += video_problems
     problems += _inputs(spec, want)
     if want.has_negative_prompt and not spec.negative_prompt:
         problems.append(Problem("negative_prompt", f"model {name!r} takes no negative prompt"))
     if want.seed_given and not spec.seed:
         problems.append(Problem("seed", f"model {name!r} takes no seed"))
-    size_problems, params, mapped = _size(spec, want)
+    size_problems, size_params, size_mapped = _size(spec, want)
     problems += size_problems
+    params.update(size_params)
+    mapped.update(size_mapped)
     problems += _options(spec, want.options)
     if problems:
         return list(dict.fromkeys(problems))
@@ -290,24 +298,29 @@ def _percent(error: float) -> str:
 # Video
 
 
-def _video(spec: ModelSpec, want: Want) -> list[Problem]:
+def _video(spec: ModelSpec, want: Want) -> _SizeFit:
+    """(problems, params, mapped). A duration or fps the job did not set (the default) is
+    mapped to the nearest the model makes: a job that asks nothing must not be refused
+    for a default it never chose. One the job set is refused if the model cannot make it."""
     name = spec.name
     problems = []
-    if want.duration_s is not None and not _allowed(want.duration_s, spec.durations):
-        takes = _takes(spec.durations, " s")
-        problems.append(
-            Problem(
-                "duration_s",
-                f"model {name!r} makes clips of {takes}, not {_num(want.duration_s)} s",
-            )
-        )
-    if want.fps is not None and not _allowed(want.fps, spec.fps):
-        problems.append(
-            Problem(
-                "fps",
-                f"model {name!r} makes clips at {_takes(spec.fps, ' fps')}, not {want.fps} fps",
-            )
-        )
+    params: dict[str, Any] = {}
+    mapped: dict[str, Any] = {}
+    fields = (
+        ("duration_s", want.duration_s, want.duration_asked, spec.durations, "of", " s"),
+        ("fps", want.fps, want.fps_asked, spec.fps, "at", " fps"),
+    )
+    for key, value, asked, allowed, word, unit in fields:
+        if value is None or allowed is None or _allowed(value, allowed):
+            continue
+        sent = None if asked else _nearest(value, allowed, whole=key == "fps")
+        if sent is not None:
+            params[key] = sent
+            mapped[key] = {"asked": None, "sent": sent}
+            continue
+        shown = f"{_num(value)}{unit}" if asked else f"the default {_num(value)}{unit}"
+        takes = _takes(allowed, unit)
+        problems.append(Problem(key, f"model {name!r} makes clips {word} {takes}, not {shown}"))
     if (
         want.resolution is not None
         and spec.resolutions is not None
@@ -320,7 +333,25 @@ def _video(spec: ModelSpec, want: Want) -> list[Problem]:
                 f"not {want.resolution}",
             )
         )
-    return problems
+    return problems, params, mapped
+
+
+def _nearest(value: float, allowed: Sequence[float] | NumberRange, *, whole: bool) -> float | None:
+    """The allowed value nearest `value`: of a list, the larger of two as near; of a range,
+    the bound it lies past (whole: the whole number within it). None when there is none."""
+    if not isinstance(allowed, NumberRange):
+        return min(allowed, key=lambda a: (abs(a - value), -a), default=None)
+    low, high = allowed.min, allowed.max
+    if whole:
+        low = math.ceil(low) if low is not None else None
+        high = math.floor(high) if high is not None else None
+    if low is not None and high is not None and low > high:
+        return None
+    if low is not None and value < low:
+        return low
+    if high is not None and value > high:
+        return high
+    return value
 
 
 def _allowed(value: float, allowed: Iterable[float] | NumberRange | None) -> bool:

@@ -210,3 +210,46 @@ async def test_fallbacks_are_fitted_at_submit(
     [skipped] = params["routing"]["skipped_fallbacks"]
     assert skipped["model"] == "square"
     assert skipped["reason"].startswith("cannot: width:")
+
+
+SEEDANCE = {
+    **LOCAL,
+    "media": "video",
+    "durations": [5, 10],
+    "fps": {"min": 4, "max": 8},
+    "price": {"per_second": 0.05},
+}
+
+
+async def test_a_video_default_the_model_cannot_make_is_mapped_not_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """A job that asks no duration gets the model's nearest one, not a 422 for the 4 s it
+    never asked; a duration the job asks is still refused."""
+    await use_config(state, local_config({"seedance": SEEDANCE}), tmp_path)
+    body = {"jobs": [{"model": "seedance", "prompt": "a clip", "width": 64, "height": 64}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["estimate_usd"] == 0.25  # 5 s at $0.05, not 4 s
+    [job] = await jobs_of(client, caller, response.json()["id"])
+    assert (job["params"]["duration_s"], job["params"]["fps"]) == (5, 8)
+    assert job["params"]["mapped"] == {
+        "duration_s": {"asked": None, "sent": 5},
+        "fps": {"asked": None, "sent": 8},
+    }
+    await run_until_idle(state)
+    [job] = await jobs_of(client, caller, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+
+    details = await refused(
+        client, caller, [{"model": "seedance", "prompt": "a clip", "duration_s": 4}]
+    )
+    assert details == {"jobs[0].duration_s": "model 'seedance' makes clips of 5 or 10 s, not 4 s"}
+    # A duration set in the batch's defaults is asked too.
+    response = await client.post(
+        "/v1/batches",
+        json={"defaults": {"fps": 24}, "jobs": [{"model": "seedance", "prompt": "a clip"}]},
+        headers=caller.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "jobs[0].fps"

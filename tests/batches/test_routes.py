@@ -198,3 +198,23 @@ async def test_a_cooling_down_candidate_is_skipped_unless_nothing_else_fits(
     assert job["model"] == "pricey"  # the first that fits, all cooling down: run anyway
     reason = job["params"]["routing"]["reason"]
     assert "every candidate that fits is cooling down, so it runs anyway" in reason
+
+
+async def test_a_video_candidate_with_durations_takes_a_job_that_asks_none(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    models = {**MODELS, "seedance": {**LOCAL, "media": "video", "durations": [5, 10]}}
+    routes = {
+        "moving": {
+            "candidates": [
+                {"model": "seedance", "when": {"media": "video"}},
+                {"model": "text-only"},
+            ]
+        }
+    }
+    await use_config(state, local_config(models, routes), tmp_path)
+    body = {"jobs": [{"prompt": "a clip", "model": "moving", "media": "video", **SMALL}]}
+    [job] = await jobs_of(client, caller, await submit(client, caller, body))
+    assert (job["model"], job["route"]) == ("seedance", "moving")
+    assert job["params"]["duration_s"] == 5
+    assert job["params"]["mapped"] == {"duration_s": {"asked": None, "sent": 5}}

@@ -40,6 +40,9 @@ def want(**asked: Any) -> Want:
     asked.setdefault("width", 1024)
     asked.setdefault("height", 1024)
     asked.setdefault("format", "mp4" if media == "video" else "png")
+    # A duration or fps given here is one the job asked for, unless told otherwise.
+    asked.setdefault("duration_asked", "duration_s" in asked)
+    asked.setdefault("fps_asked", "fps" in asked)
     return Want(media=media, **asked)
 
 
@@ -456,3 +459,70 @@ def test_a_video_model_checks_every_video_field() -> None:
     model = video(durations=[5.0], fps=[24], resolutions=frozenset({"720p"}))
     job = want(media="video", duration_s=6, fps=30, resolution="1080p")
     assert [p.field for p in problems(model, job)] == ["duration_s", "fps", "resolution"]
+
+
+# Video defaults: what the job did not ask is mapped, what it asked is refused.
+
+
+def defaults(**asked: Any) -> Want:
+    """A video job that set neither duration nor fps: Darkroom's defaults (4 s, 24 fps)."""
+    return want(
+        media="video", duration_s=4.0, fps=24, duration_asked=False, fps_asked=False, **asked
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        # A list: the nearest; of two as near, the larger (3 and 5 are both 1 s off 4).
+        (video(durations=[5.0, 10.0]), {"duration_s": 5.0}),
+        (video(durations=[3.0, 5.0]), {"duration_s": 5.0}),
+        (video(durations=[2.0, 3.0]), {"duration_s": 3.0}),
+        # A range: the bound the default lies past.
+        (video(durations=NumberRange(min=5, max=10)), {"duration_s": 5.0}),
+        (video(durations=NumberRange(max=3)), {"duration_s": 3.0}),
+        (video(fps=[30, 60]), {"fps": 30}),
+        (video(fps=[16, 32]), {"fps": 32}),
+        # fps is a whole number: the nearest whole one in the range.
+        (video(fps=NumberRange(min=25.5)), {"fps": 26}),
+        (video(fps=NumberRange(min=8, max=20.5)), {"fps": 20}),
+        (
+            video(durations=[6.0], fps=NumberRange(min=30, max=60)),
+            {"duration_s": 6.0, "fps": 30},
+        ),
+    ],
+)
+def test_a_default_duration_or_fps_the_model_cannot_make_is_mapped(
+    model: ModelSpec, params: dict[str, Any]
+) -> None:
+    result = fitted(model, defaults())
+    assert result.params == params
+    assert result.mapped == {key: {"asked": None, "sent": value} for key, value in params.items()}
+
+
+def test_a_default_the_model_can_make_is_left_alone() -> None:
+    model = video(durations=[2.0, 4.0], fps=NumberRange(min=12, max=30))
+    assert fitted(model, defaults()) == Fit(params={}, mapped={})
+
+
+def test_a_duration_or_fps_the_job_asked_is_refused_not_mapped() -> None:
+    model = video(durations=[5.0, 10.0], fps=[30])
+    job = want(media="video", duration_s=4.0, fps=24)
+    assert problems(model, job) == [
+        Problem("duration_s", "model 'm' makes clips of 5 or 10 s, not 4 s"),
+        Problem("fps", "model 'm' makes clips at 30 fps, not 24 fps"),
+    ]
+
+
+def test_a_default_fps_with_no_whole_number_in_range_is_refused_saying_so() -> None:
+    model = video(fps=NumberRange(min=24.2, max=24.8))
+    assert problems(model, defaults()) == [
+        Problem("fps", "model 'm' makes clips at between 24.2 and 24.8 fps, not the default 24 fps")
+    ]
+
+
+def test_a_mapped_default_and_a_mapped_size_are_both_recorded() -> None:
+    model = video(durations=[5.0], sizes=RATIOS)
+    result = fitted(model, defaults(width=1920, height=1080))
+    assert result.params == {"duration_s": 5.0, "aspect_ratio": "16:9"}
+    assert set(result.mapped) == {"duration_s", "size"}
