@@ -24,7 +24,7 @@ from service.batches.routing import (
 )
 from service.batches.schemas import BatchCreate, JobCreate, JobFields
 from service.catalog import health
-from service.catalog.fit import Problem, Want, fit, task_of
+from service.catalog.fit import Problem, Want, fit, task_of, task_problem
 from service.catalog.pricing import estimate
 from service.config import Settings
 from service.kit.errors import ErrorDetail, InvalidInput
@@ -147,6 +147,10 @@ def _choose_model(
     want = want_of(job, defaults, params, media)
     chosen: Chosen | None = None
     if route is not None:
+        # Named once, on the task, not once per candidate under `model`.
+        contradiction = task_problem(want)
+        if contradiction is not None:
+            return Decimal(0), [*errors, _detail(where, job, contradiction)]
         picked = choose_route(name, route, registry, want, params, cooled)
         if isinstance(picked, str):
             return Decimal(0), [*errors, ErrorDetail(field=f"{where}.model", message=picked)]

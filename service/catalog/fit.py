@@ -31,6 +31,7 @@ MAX_LIST_RATIO_ERROR = 0.25
 REFERENCE_TASKS: frozenset[Task] = frozenset(
     {"image-to-image", "ip-adapter", "controlnet", "image-to-video"}
 )
+TEXT_TASKS: frozenset[Task] = frozenset({"text-to-image", "text-to-video"})
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,33 @@ def fit(spec: ModelSpec, want: Want) -> Fit | list[Problem]:
     return Fit(params=params, mapped=mapped)
 
 
+def task_problem(want: Want) -> Problem | None:
+    """Why the task the job names contradicts its own inputs, whatever the model: an
+    inpaint without a mask, an image-to-image without an image. A text task given
+    reference images is refused too, rather than send images the task says to ignore
+    (or a model would use anyway): the caller meant the image task, or sent them by
+    mistake, and either way should say which. A task that is not named is implied by
+    the inputs (task_of), so never contradicts them."""
+    task = want.task
+    if task == "inpaint" and not want.has_mask:
+        return Problem("task", "inpaint needs a mask")
+    if task in REFERENCE_TASKS and not want.references:
+        return Problem("task", f"{task} needs a reference image")
+    if task in TEXT_TASKS and want.references:
+        instead = "image-to-video" if task == "text-to-video" else "image-to-image"
+        return Problem("task", f"{task} takes no reference images; use {instead}")
+    if task == "text-to-image" and want.has_mask:
+        return Problem("task", "text-to-image takes no mask; use inpaint")
+    return None
+
+
 def _task(spec: ModelSpec, want: Want) -> list[Problem]:
     """A task the model lacks is blamed on the input that implied it (a reference image,
-    a mask) when there is one; `_inputs` gives the same message, which `fit` dedupes."""
+    a mask) when there is one; `_inputs` gives the same message, which `fit` dedupes.
+    A task that contradicts the job's inputs is that one problem, whatever the model."""
+    contradiction = task_problem(want)
+    if contradiction is not None:
+        return [contradiction]
     if want.task in spec.tasks:
         return []
     problems = []

@@ -119,10 +119,49 @@ async def test_a_task_the_model_lacks_is_refused(
 ) -> None:
     await use_config(state, local_config(), tmp_path)
     details = await refused(
-        client, caller, [{"prompt": "paint it", "model": "wide", "task": "controlnet"}]
+        client,
+        caller,
+        [
+            {
+                "prompt": "paint it",
+                "model": "wide",
+                "task": "controlnet",
+                "reference_images": ["https://example.com/pose.png"],
+            }
+        ],
     )
     assert list(details) == ["jobs[0].task"]
-    assert "controlnet" in details["jobs[0].task"]
+    assert (
+        details["jobs[0].task"] == "model 'wide' does text-to-image, image-to-image, not controlnet"
+    )
+
+
+async def test_a_task_that_contradicts_the_inputs_is_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    reference = ["https://example.com/a.png"]
+    details = await refused(
+        client,
+        caller,
+        [
+            {"prompt": "paint over", "model": "wide", "task": "inpaint"},
+            {"prompt": "restyle", "model": "wide", "task": "image-to-image"},
+            {
+                "prompt": "a cover",
+                "model": "wide",
+                "task": "text-to-image",
+                "reference_images": reference,
+            },
+            {"prompt": "animate", "model": "clip", "task": "image-to-video"},
+        ],
+    )
+    assert details == {
+        "jobs[0].task": "inpaint needs a mask",
+        "jobs[1].task": "image-to-image needs a reference image",
+        "jobs[2].task": "text-to-image takes no reference images; use image-to-image",
+        "jobs[3].task": "image-to-video needs a reference image",
+    }
 
 
 async def test_sizes_are_mapped_and_the_mapping_recorded(

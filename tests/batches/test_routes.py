@@ -25,7 +25,13 @@ MODELS: dict[str, dict[str, Any]] = {
     "restyler": {**LOCAL, "max_reference_images": 2, "price": {"per_image": 0.01}},
     "clip": {**LOCAL, "media": "video", "price": {"per_second": 0.05}},
     "big": {**LOCAL, "price": {"per_megapixel": 0.01}},
-    "inpainter": {**LOCAL, "tasks": ["text-to-image", "inpaint"], "price": {"per_image": 0.02}},
+    # The local renderer takes no mask, so the task routed on here is controlnet.
+    "controller": {
+        **LOCAL,
+        "tasks": ["text-to-image", "controlnet"],
+        "max_reference_images": 1,
+        "price": {"per_image": 0.02},
+    },
     "pricey": {**LOCAL, "price": {"per_image": 0.04}},
     "thrifty": {**LOCAL, "price": {"per_image": 0.001}, "sizes": {"aspect_ratios": ["1:1"]}},
     "middling": {**LOCAL, "price": {"per_image": 0.002}},
@@ -36,7 +42,7 @@ ROUTES: dict[str, Any] = {
             {"model": "restyler", "when": {"has_reference_images": True}},
             {"model": "clip", "when": {"media": "video"}},
             {"model": "big", "when": {"width_gt": 1024}},
-            {"model": "inpainter", "when": {"task": "inpaint"}},
+            {"model": "controller", "when": {"task": "controlnet"}},
             {"model": "text-only"},
         ],
         "fallbacks": ["middling", "text-only"],
@@ -74,14 +80,15 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
             {"prompt": "restyle it", **SMALL, "input": {"job": 0}},
             {"prompt": "a clip", **SMALL, "duration_s": 1, "fps": 4},
             {"prompt": "a wide banner", "width": 1280, "height": 64},
-            {"prompt": "paint over", **SMALL, "task": "inpaint"},
+            # restyler takes the reference but not the task: passed over.
+            {"prompt": "follow the pose", **SMALL, "task": "controlnet", "input": {"job": 0}},
         ],
     }
     batch_id = await submit(client, caller, body)
     await run_until_idle(state)
     jobs = await jobs_of(client, caller, batch_id)
     assert [job["status"] for job in jobs] == ["succeeded"] * 5, [j["error"] for j in jobs]
-    chosen = ["text-only", "restyler", "clip", "big", "inpainter"]
+    chosen = ["text-only", "restyler", "clip", "big", "controller"]
     assert [job["model"] for job in jobs] == chosen
     assert [job["route"] for job in jobs] == ["hybrid"] * 5
     for job, model in zip(jobs, chosen, strict=True):
@@ -89,7 +96,7 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
         assert job["params"]["routing"]["model"] == model
         assert job["params"]["routing"]["strategy"] == "first"
 
-    plain, restyled, clip, banner, _ = (job["params"]["routing"] for job in jobs)
+    plain, restyled, clip, banner, controlled = (job["params"]["routing"] for job in jobs)
     assert restyled["reason"] == (
         "first candidate whose condition (has_reference_images) and capabilities fit"
     )
@@ -99,10 +106,13 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
         "restyler": "condition has_reference_images=true does not hold",
         "clip": "condition media=video does not hold",
         "big": "condition width_gt=1024 does not hold (width is 64)",
-        "inpainter": "condition task=inpaint does not hold",
+        "controller": "condition task=controlnet does not hold",
     }
     assert clip["reason"] == "first candidate whose condition (media) and capabilities fit"
     assert banner["reason"] == "first candidate whose condition (width_gt) and capabilities fit"
+    passed_over = controlled["skipped"][0]
+    assert passed_over["model"] == "restyler"
+    assert passed_over["reason"].startswith("cannot: task: model 'restyler' does ")
     # The route's fallbacks, not the model's; a model is never its own fallback.
     assert [hop["model"] for hop in jobs[0]["params"]["fallbacks"]] == ["middling"]
     assert [hop["model"] for hop in jobs[1]["params"]["fallbacks"]] == ["middling"]
@@ -218,3 +228,14 @@ async def test_a_video_candidate_with_durations_takes_a_job_that_asks_none(
     assert (job["model"], job["route"]) == ("seedance", "moving")
     assert job["params"]["duration_s"] == 5
     assert job["params"]["mapped"] == {"duration_s": {"asked": None, "sent": 5}}
+
+
+async def test_a_task_that_contradicts_the_inputs_is_refused_once_on_the_task(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Not once per candidate under `model`: no candidate could change it."""
+    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
+    details = await refused(
+        client, caller, [{"prompt": "paint over", "model": "hybrid", **SMALL, "task": "inpaint"}]
+    )
+    assert details == {"jobs[0].task": "inpaint needs a mask"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.catalog.config import NumberRange, Option, Sizes
+from service.catalog.config import TASKS, NumberRange, Option, Sizes
 from service.catalog.fit import Fit, Problem, Want, fit, task_of
 from service.providers.registry import ModelSpec
 
@@ -24,12 +24,8 @@ def spec(**capabilities: Any) -> ModelSpec:
 
 
 def video(**capabilities: Any) -> ModelSpec:
-    return spec(
-        media="video",
-        tasks=frozenset({"text-to-video"}),
-        formats=VIDEO_FORMATS,
-        **capabilities,
-    )
+    capabilities.setdefault("tasks", frozenset({"text-to-video"}))
+    return spec(media="video", formats=VIDEO_FORMATS, **capabilities)
 
 
 def want(**asked: Any) -> Want:
@@ -241,8 +237,13 @@ IMAGE_TO_IMAGE = spec(
         ),
         (
             spec(),
-            want(task="inpaint"),
-            Problem("task", "model 'm' does text-to-image, not inpaint"),
+            want(task="ip-adapter", references=1),
+            Problem("reference_images", "model 'm' takes no reference images"),
+        ),
+        (
+            IMAGE_TO_IMAGE,
+            want(task="ip-adapter", references=1),
+            Problem("task", "model 'm' does text-to-image, image-to-image, not ip-adapter"),
         ),
         (
             spec(negative_prompt=False),
@@ -526,3 +527,73 @@ def test_a_mapped_default_and_a_mapped_size_are_both_recorded() -> None:
     result = fitted(model, defaults(width=1920, height=1080))
     assert result.params == {"duration_s": 5.0, "aspect_ratio": "16:9"}
     assert set(result.mapped) == {"duration_s", "size"}
+
+
+# A task that contradicts the job's own inputs
+
+
+EVERYTHING = spec(
+    tasks=frozenset(TASKS) - {"text-to-video", "image-to-video"},
+    inputs=frozenset({"reference", "mask"}),
+    max_reference_images=4,
+)
+EVERY_VIDEO = video(
+    tasks=frozenset({"text-to-video", "image-to-video"}),
+    inputs=frozenset({"reference"}),
+    max_reference_images=1,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "job", "message"),
+    [
+        (EVERYTHING, want(task="inpaint"), "inpaint needs a mask"),
+        (EVERYTHING, want(task="inpaint", references=1), "inpaint needs a mask"),
+        (EVERYTHING, want(task="image-to-image"), "image-to-image needs a reference image"),
+        (EVERYTHING, want(task="ip-adapter"), "ip-adapter needs a reference image"),
+        (EVERYTHING, want(task="controlnet"), "controlnet needs a reference image"),
+        (
+            EVERY_VIDEO,
+            want(media="video", task="image-to-video"),
+            "image-to-video needs a reference image",
+        ),
+        (
+            EVERYTHING,
+            want(task="text-to-image", references=1),
+            "text-to-image takes no reference images; use image-to-image",
+        ),
+        (
+            EVERY_VIDEO,
+            want(media="video", task="text-to-video", references=1),
+            "text-to-video takes no reference images; use image-to-video",
+        ),
+        (
+            EVERYTHING,
+            want(task="text-to-image", has_mask=True),
+            "text-to-image takes no mask; use inpaint",
+        ),
+        # Whatever the model: a model without the task gets the same one problem.
+        (spec(), want(task="inpaint"), "inpaint needs a mask"),
+    ],
+)
+def test_a_task_that_contradicts_the_inputs_is_refused(
+    model: ModelSpec, job: Want, message: str
+) -> None:
+    assert problems(model, job) == [Problem("task", message)]
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        want(task="inpaint", has_mask=True, references=1),
+        want(task="image-to-image", references=1),
+        want(task="image-to-image", references=1, has_mask=True),
+        want(task="controlnet", references=2),
+        want(task="text-to-image"),
+        # No task named: the inputs imply one, which cannot contradict them.
+        want(references=1),
+        want(has_mask=True, references=1),
+    ],
+)
+def test_a_task_the_inputs_agree_with_fits(job: Want) -> None:
+    assert isinstance(fit(EVERYTHING, job), Fit)
