@@ -292,3 +292,88 @@ async def test_a_video_default_the_model_cannot_make_is_mapped_not_refused(
     )
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["field"] == "jobs[0].fps"
+
+
+def hopped(params: dict[str, Any], *hops: dict[str, Any]) -> dict[str, Any]:
+    """The job's params after moving along these hops, as service.jobs.fallbacks.hop
+    applies them (a value None deletes the key)."""
+    out = {k: v for k, v in params.items() if k not in ("fallbacks", "routing")}
+    for hop in hops:
+        for key, value in hop["params"].items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = value
+    return out
+
+
+async def test_a_fallback_leaves_behind_what_it_does_not_take(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Options are model-specific and a seed or negative prompt is not every model's:
+    a fallback gets what it takes, records what it left behind, and is not dropped from
+    the chain because the job gave them. The job's own model still refuses them."""
+    steps = {"num_inference_steps": {"type": "int", "min": 1, "max": 4}}
+    models = {
+        "fluxy": {**LOCAL, "options": steps, "fallbacks": ["narrow", "gpty", "open"]},
+        # Takes the option, but not the value given: still checked, so skipped.
+        "narrow": {**LOCAL, "options": {"num_inference_steps": {"type": "int", "max": 1}}},
+        "gpty": {
+            **LOCAL,
+            "seed": False,
+            "negative_prompt": False,
+            "options": {"quality": {"type": "string", "values": ["low", "high"]}},
+        },
+        # Declares no options: every option passes through.
+        "open": {**LOCAL},
+    }
+    await use_config(state, local_config(models), tmp_path)
+    job = {
+        "prompt": "a cover",
+        "model": "fluxy",
+        "width": 64,
+        "height": 64,
+        "seed": 7,
+        "negative_prompt": "blurry",
+        "options": {"num_inference_steps": 2},
+    }
+    [stored] = await jobs_of(client, caller, await submit(client, caller, {"jobs": [job]}))
+    params = stored["params"]
+    assert params["options"] == {"num_inference_steps": 2}
+    assert params["negative_prompt"] == "blurry"
+    gpty, opened = params["fallbacks"]
+    assert gpty == {
+        "model": "gpty",
+        "params": {
+            "options": None,
+            "negative_prompt": None,
+            "mapped": {
+                "dropped_options": ["num_inference_steps"],
+                "dropped": ["negative_prompt", "seed"],
+            },
+        },
+    }
+    # Every key another hop sets, set back: a hop does not depend on the one before it.
+    assert opened == {
+        "model": "open",
+        "params": {
+            "options": {"num_inference_steps": 2},
+            "negative_prompt": "blurry",
+            "mapped": None,
+        },
+    }
+    assert hopped(params, gpty, opened) == hopped(params, opened)
+    assert hopped(params, opened) == hopped(params)
+    [skipped] = params["routing"]["skipped_fallbacks"]
+    assert skipped["model"] == "narrow"
+    assert skipped["reason"].startswith("cannot: options.num_inference_steps:")
+
+    strict = [
+        {"prompt": "a", "model": "gpty", "options": {"num_inference_steps": 2}},
+        {"prompt": "a", "model": "gpty", "seed": 7, "negative_prompt": "blurry"},
+    ]
+    assert set(await refused(client, caller, strict)) == {
+        "jobs[0].options.num_inference_steps",
+        "jobs[1].seed",
+        "jobs[1].negative_prompt",
+    }

@@ -239,3 +239,21 @@ async def test_a_task_that_contradicts_the_inputs_is_refused_once_on_the_task(
         client, caller, [{"prompt": "paint over", "model": "hybrid", **SMALL, "task": "inpaint"}]
     )
     assert details == {"jobs[0].task": "inpaint needs a mask"}
+
+
+async def test_a_candidate_still_refuses_an_option_it_does_not_take(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Only fallbacks leave options behind; a route picks a candidate that takes them."""
+    models = {**MODELS, "fussy": {**LOCAL, "options": {}}}
+    routes = {"strict": {"candidates": [{"model": "fussy"}, {"model": "middling"}]}}
+    await use_config(state, local_config(models, routes), tmp_path)
+    body = {"jobs": [{"prompt": "p", "model": "strict", **SMALL, "options": {"steps": 2}}]}
+    [job] = await jobs_of(client, caller, await submit(client, caller, body))
+    assert job["model"] == "middling"
+    [skipped] = job["params"]["routing"]["skipped"]
+    assert skipped == {
+        "model": "fussy",
+        "reason": "cannot: options.steps: model 'fussy' takes no option 'steps'; "
+        "it takes no options",
+    }
