@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.catalog.config import TASKS, NumberRange, Option, Sizes, Task
+from service.catalog.config import TASKS, TYPE_NAMES, NumberRange, Option, Sizes, Task, is_of_type
 from service.providers.base import MediaKind
 from service.providers.registry import ModelSpec
 
@@ -399,13 +399,6 @@ def _res_key(resolution: str) -> int:
 
 # Options
 
-_TYPE_NAMES = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "string": "a string",
-}
-
 
 def _options(spec: ModelSpec, options: Mapping[str, Any]) -> list[Problem]:
     """Checked only when the model declares its options; else they pass through as given."""
@@ -429,28 +422,16 @@ def _options(spec: ModelSpec, options: Mapping[str, Any]) -> list[Problem]:
 
 def _option_problem(option: Option, value: Any) -> str | None:
     """Why `value` is not what `option` takes, or None."""
-    if not _is_type(option.type, value):
-        return f"as {_TYPE_NAMES[option.type]}; the job gives {_short(value)}"
+    if not is_of_type(option.type, value):
+        return f"as {TYPE_NAMES[option.type]}; the job gives {_short(value)}"
     if option.type in ("int", "float") and not _in_range(value, option.min, option.max):
         return f"{_bounds(option.min, option.max, '')}; the job gives {_short(value)}"
     if option.values is not None and not any(
-        _is_type(option.type, v) and v == value for v in option.values
+        is_of_type(option.type, v) and v == value for v in option.values
     ):
         allowed = ", ".join(_short(v) for v in option.values)
         return f"as one of {allowed}; the job gives {_short(value)}"
     return None
-
-
-def _is_type(kind: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return kind == "bool"
-    if kind == "int":
-        return isinstance(value, int)
-    if kind == "float":
-        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-    if kind == "string":
-        return isinstance(value, str)
-    return False
 
 
 # Wording
