@@ -112,10 +112,18 @@ class Sizes(_Strict):
         multiple = self.multiple_of or 1
         if self.max is not None and multiple > self.max:
             raise ValueError(f"multiple_of {multiple} is larger than max {self.max}")
-        low = -(-(self.min or 1) // multiple) * multiple
-        if self.max is not None and low > self.max:
+        low, high = self.multiples_within()
+        if high is not None and low > high:
             raise ValueError(f"no multiple of {multiple} lies between {self.min} and {self.max}")
         return self
+
+    def multiples_within(self) -> tuple[int, int | None]:
+        """The smallest and largest multiple of `multiple_of` within min..max (no max:
+        None): the sides a range can send."""
+        multiple = self.multiple_of or 1
+        low = -(-(self.min or 1) // multiple) * multiple
+        high = self.max // multiple * multiple if self.max is not None else None
+        return low, high
 
     def ratios(self) -> list[tuple[str, float]]:
         out = []

@@ -270,7 +270,7 @@ def _to_range(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
     """Each side to the nearest multiple (half up) that lies within min..max. A side more
     than half a multiple past a bound is refused: no multiple of the range is near it."""
     multiple = sizes.multiple_of or 1
-    low, high = _multiples_within(sizes)
+    low, high = sizes.multiples_within()
     problems = []
     sent = []
     for side, value in (("width", width), ("height", height)):
@@ -291,14 +291,6 @@ def _to_range(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
         return problems, {}, {}
     w, h = sent
     return [], {"width": w, "height": h}, _mapped(width, height, w, h)
-
-
-def _multiples_within(sizes: Sizes) -> tuple[int, int | None]:
-    """The smallest and largest multiple of `multiple_of` within min..max (no max: None)."""
-    multiple = sizes.multiple_of or 1
-    low = max(multiple, -(-(sizes.min or 1) // multiple) * multiple)
-    high = sizes.max // multiple * multiple if sizes.max is not None else None
-    return low, high
 
 
 def _mapped(width: int, height: int, w: int, h: int) -> dict[str, Any]:
