@@ -24,7 +24,7 @@ from service.batches.routing import (
 )
 from service.batches.schemas import BatchCreate, JobCreate, JobFields
 from service.catalog import health
-from service.catalog.fit import Problem, Want, fit, task_of
+from service.catalog.fit import Problem, Want, fit, task_of, task_problem
 from service.catalog.pricing import estimate
 from service.config import Settings
 from service.kit.errors import ErrorDetail, InvalidInput
@@ -147,6 +147,10 @@ def _choose_model(
     want = want_of(job, defaults, params, media)
     chosen: Chosen | None = None
     if route is not None:
+        # Named once, on the task, not once per candidate under `model`.
+        contradiction = task_problem(want)
+        if contradiction is not None:
+            return Decimal(0), [*errors, _detail(where, job, contradiction)]
         picked = choose_route(name, route, registry, want, params, cooled)
         if isinstance(picked, str):
             return Decimal(0), [*errors, ErrorDetail(field=f"{where}.model", message=picked)]
@@ -212,6 +216,8 @@ def _memo_key(
         params["format"],
         params.get("duration_s"),
         params.get("fps"),
+        _asked(job, defaults, "duration_s"),
+        _asked(job, defaults, "fps"),
         (job.resolution or defaults.resolution) if media == "video" else None,
         bool(params.get("negative_prompt")),
         (job.seed if job.seed is not None else defaults.seed) is not None,
@@ -247,6 +253,8 @@ def want_of(
         format=params["format"],
         duration_s=params.get("duration_s"),
         fps=params.get("fps"),
+        duration_asked=_asked(job, defaults, "duration_s"),
+        fps_asked=_asked(job, defaults, "fps"),
         resolution=(job.resolution or defaults.resolution) if media == "video" else None,
         has_negative_prompt=bool(params.get("negative_prompt")),
         seed_given=(job.seed if job.seed is not None else defaults.seed) is not None,
@@ -254,6 +262,11 @@ def want_of(
         has_mask=has_mask,
         options=dict(options) if isinstance(options, dict) else {},
     )
+
+
+def _asked(job: JobCreate, defaults: JobFields, name: str) -> bool:
+    """Whether the job (or the batch's defaults) set this field, rather than Darkroom."""
+    return getattr(job, name) is not None or getattr(defaults, name) is not None
 
 
 def _resolve_one(job: JobCreate, defaults: JobFields, settings: Settings) -> dict[str, Any]:

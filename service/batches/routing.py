@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -197,8 +197,9 @@ def fallback_chain(
 
     A hop's `params` are changes to the job's params (a value None deletes the key). They
     set every key that any model of the chain sets, so a hop gives the same params
-    whichever hop, if any, came before it."""
-    fitted: list[tuple[str, Fit]] = []
+    whichever hop, if any, came before it: `options` and `negative_prompt` too, once any
+    hop leaves them behind (_leaving)."""
+    hops_fitted: list[_Hop] = []
     skipped: list[dict[str, Any]] = []
     taken = {chosen.spec.name}
     for name in chain:
@@ -210,19 +211,80 @@ def fallback_chain(
         if reason is not None or spec is None:
             skipped.append({"model": name, "reason": reason or "unknown model"})
             continue
-        result = fit(spec, want)
+        leaner, left = _leaving(spec, want)
+        result = fit(spec, leaner)
         if isinstance(result, list):
             problems = "; ".join(f"{p.field}: {p.message}" for p in result)
             skipped.append({"model": name, "reason": f"cannot: {problems}"})
             continue
-        fitted.append((name, result))
-    fits = [chosen.fit, *(result for _, result in fitted)]
-    touched = [key for each in fits for key in each.params]
-    any_mapped = any(each.mapped for each in fits)
+        hops_fitted.append(_Hop(name, result, *left))
+    fits = [chosen.fit, *(hop.fit for hop in hops_fitted)]
+    touched = list(dict.fromkeys(key for each in fits for key in each.params))
+    if any(hop.dropped_options for hop in hops_fitted):
+        touched.append("options")
+    if any("negative_prompt" in hop.dropped for hop in hops_fitted):
+        touched.append("negative_prompt")
+    records = [hop.mapped() for hop in hops_fitted]
+    any_mapped = bool(chosen.fit.mapped) or any(records)
     hops = []
-    for name, result in fitted:
-        changes = {key: result.params.get(key, asked.get(key)) for key in touched}
+    for hop, record in zip(hops_fitted, records, strict=True):
+        changes = {key: hop.value(key, asked) for key in touched}
         if any_mapped:
-            changes["mapped"] = result.mapped or None
-        hops.append({"model": name, "params": changes})
+            changes["mapped"] = record or None
+        hops.append({"model": hop.name, "params": changes})
     return hops, skipped
+
+
+# (the job's options the model takes, the names of those it does not, and what else the
+# job gave that it does not take: "negative_prompt", "seed")
+_Left = tuple[dict[str, Any], list[str], list[str]]
+
+
+@dataclass(frozen=True)
+class _Hop:
+    """A fallback fitted, and what the job leaves behind on it (_Left)."""
+
+    name: str
+    fit: Fit
+    options: dict[str, Any]
+    dropped_options: list[str]
+    dropped: list[str]
+
+    def value(self, key: str, asked: Mapping[str, Any]) -> Any:
+        if key == "options":
+            return self.options or None
+        if key == "negative_prompt" and key in self.dropped:
+            return None
+        return self.fit.params.get(key, asked.get(key))
+
+    def mapped(self) -> dict[str, Any]:
+        record = dict(self.fit.mapped)
+        if self.dropped_options:
+            record["dropped_options"] = self.dropped_options
+        if self.dropped:
+            record["dropped"] = self.dropped
+        return record
+
+
+def _leaving(spec: ModelSpec, want: Want) -> tuple[Want, _Left]:
+    """What the job asks of a fallback, re-mapped for it. Options are model-specific (one
+    model's steps mean nothing to another), so a fallback gets only those it declares
+    (all, if it declares none); a negative prompt it cannot take is left out, and so is
+    a seed (the job keeps its seed; this model is not sent it). The job's own model
+    refuses all three instead: there the caller chose the model and asked for them."""
+    options = dict(want.options)
+    if spec.options is not None:
+        options = {key: value for key, value in options.items() if key in spec.options}
+    dropped_options = [key for key in want.options if key not in options]
+    dropped = []
+    if want.has_negative_prompt and not spec.negative_prompt:
+        dropped.append("negative_prompt")
+    if want.seed_given and not spec.seed:
+        dropped.append("seed")
+    leaner = replace(
+        want,
+        options=options,
+        has_negative_prompt=want.has_negative_prompt and spec.negative_prompt,
+        seed_given=want.seed_given and spec.seed,
+    )
+    return leaner, (options, dropped_options, dropped)

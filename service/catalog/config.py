@@ -7,11 +7,21 @@ account can take (service.catalog.spec resolves the defaults)."""
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from service.providers.base import MediaKind, OutputFormat
 
@@ -32,15 +42,41 @@ _RATIO = re.compile(r"^([1-9][0-9]{0,2}):([1-9][0-9]{0,2})$")
 _SIZE = re.compile(r"^([1-9][0-9]{1,4})x([1-9][0-9]{1,4})$")
 
 
+TYPE_NAMES = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "string": "a string",
+}
+
+
+def is_of_type(kind: str, value: Any) -> bool:
+    """Whether `value` is what an option of this type takes (true is no integer; an
+    integer is a number)."""
+    if isinstance(value, bool):
+        return kind == "bool"
+    if kind == "int":
+        return isinstance(value, int)
+    if kind == "float":
+        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if kind == "string":
+        return isinstance(value, str)
+    return False
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and NaN pass every bound (a cooldown of inf never ends; NaN never compares), so
+    # no float of the file may be either.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Sizes(_Strict):
     """One of three forms: aspect ratios ("16:9"), a range of sides (min/max, in pixels,
     and a multiple every side is rounded to), or a list of exact sizes ("1024x1024")."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     aspect_ratios: list[str] | None = None
     min: Annotated[int, Field(ge=1)] | None = None
@@ -65,7 +101,21 @@ class Sizes(_Strict):
                 raise ValueError(f"size {size!r} is not WxH (e.g. 1024x1024)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min is larger than max")
+        multiple = self.multiple_of or 1
+        if self.max is not None and multiple > self.max:
+            raise ValueError(f"multiple_of {multiple} is larger than max {self.max}")
+        low, high = self.multiples_within()
+        if high is not None and low > high:
+            raise ValueError(f"no multiple of {multiple} lies between {self.min} and {self.max}")
         return self
+
+    def multiples_within(self) -> tuple[int, int | None]:
+        """The smallest and largest multiple of `multiple_of` within min..max (no max:
+        None): the sides a range can send."""
+        multiple = self.multiple_of or 1
+        low = -(-(self.min or 1) // multiple) * multiple
+        high = self.max // multiple * multiple if self.max is not None else None
+        return low, high
 
     def ratios(self) -> list[tuple[str, float]]:
         return [(ratio, w / h) for ratio, w, h in _pairs(self.aspect_ratios, _RATIO)]
@@ -88,6 +138,32 @@ class NumberRange(_Strict):
     min: Annotated[float, Field(gt=0)] | None = None
     max: Annotated[float, Field(gt=0)] | None = None
 
+    @field_validator("max")
+    @classmethod
+    def _not_below_min(cls, value: float | None, info: ValidationInfo) -> float | None:
+        low = info.data.get("min")
+        if value is not None and low is not None and low > value:
+            raise ValueError(f"max {value:g} is below min {low:g}")
+        return value
+
+
+def _list_or_range(value: Any) -> str:
+    return "list" if isinstance(value, list) else "range"
+
+
+# A list of the values allowed, or a range. Tagged, so that an error names the one form
+# the file gives (durations.range.max), not also the other.
+Durations = Annotated[
+    Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1), Tag("list")]
+    | Annotated[NumberRange, Tag("range")],
+    Discriminator(_list_or_range),
+]
+FpsValues = Annotated[
+    Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1), Tag("list")]
+    | Annotated[NumberRange, Tag("range")],
+    Discriminator(_list_or_range),
+]
+
 
 class Option(_Strict):
     """A model-specific parameter a job may pass in `options`."""
@@ -96,8 +172,35 @@ class Option(_Strict):
     min: float | None = None
     max: float | None = None
     # The values allowed, when only some are.
-    values: list[Any] | None = None
+    values: Annotated[list[Any], Field(min_length=1)] | None = None
     description: str | None = None
+
+    @field_validator("min", "max")
+    @classmethod
+    def _bounds_are_for_numbers(cls, value: float | None, info: ValidationInfo) -> float | None:
+        kind = info.data.get("type")
+        if value is not None and kind in ("bool", "string"):
+            raise ValueError(f"a {kind} option has no {info.field_name}")
+        low = info.data.get("min")
+        if info.field_name == "max" and value is not None and low is not None and low > value:
+            raise ValueError(f"max {value:g} is below min {low:g}")
+        return value
+
+    @field_validator("values")
+    @classmethod
+    def _values_are_of_the_type(
+        cls, values: list[Any] | None, info: ValidationInfo
+    ) -> list[Any] | None:
+        kind = info.data.get("type")
+        low, high = info.data.get("min"), info.data.get("max")
+        for value in values or []:
+            if kind is not None and not is_of_type(kind, value):
+                raise ValueError(f"{value!r} is not {TYPE_NAMES[kind]}, as the option's type says")
+            if kind not in ("int", "float"):
+                continue
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise ValueError(f"{value!r} is outside min..max")
+        return values
 
 
 class TokenPrice(_Strict):
@@ -138,8 +241,8 @@ class ModelConfig(_Strict):
     negative_prompt: bool = True
     seed: bool = True
     # Videos
-    durations: list[Annotated[float, Field(gt=0)]] | NumberRange | None = None
-    fps: list[Annotated[int, Field(ge=1)]] | NumberRange | None = None
+    durations: Durations | None = None
+    fps: FpsValues | None = None
     resolutions: list[ResolutionName] | None = None
     formats: list[OutputFormat] | None = None
     # Not given: any options pass through to the provider as given; given: only these.
@@ -154,6 +257,26 @@ class ModelConfig(_Strict):
     # Whether the provider bills a generation that ran and failed (never one it aborted).
     charged_on_failure: bool = False
     fallbacks: list[str] = []
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_of_the_media(
+        cls, tasks: list[Task] | None, info: ValidationInfo
+    ) -> list[Task] | None:
+        media = info.data.get("media")
+        for task in tasks or []:
+            if media is not None and (task in VIDEO_TASKS) != (media == "video"):
+                kind = "a video" if task in VIDEO_TASKS else "an image"
+                raise ValueError(f"{task} is {kind} task; this model makes {media}s")
+        return tasks
+
+    @field_validator("fps")
+    @classmethod
+    def _a_whole_fps(cls, fps: list[int] | NumberRange | None) -> list[int] | NumberRange | None:
+        if isinstance(fps, NumberRange) and fps.min is not None and fps.max is not None:
+            if math.ceil(fps.min) > math.floor(fps.max):
+                raise ValueError(f"no whole fps lies between {fps.min:g} and {fps.max:g}")
+        return fps
 
 
 class Condition(_Strict):

@@ -14,11 +14,11 @@ What cannot is a Problem naming the field.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.catalog.config import TASKS, NumberRange, Option, Sizes, Task
+from service.catalog.config import TASKS, TYPE_NAMES, NumberRange, Option, Sizes, Task, is_of_type
 from service.providers.base import MediaKind
 from service.providers.registry import ModelSpec
 
@@ -31,6 +31,7 @@ MAX_LIST_RATIO_ERROR = 0.25
 REFERENCE_TASKS: frozenset[Task] = frozenset(
     {"image-to-image", "ip-adapter", "controlnet", "image-to-video"}
 )
+TEXT_TASKS: frozenset[Task] = frozenset({"text-to-image", "text-to-video"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class Want:
     format: str
     duration_s: float | None = None
     fps: int | None = None
+    # Whether the job set these; a default the model cannot make is mapped, not refused.
+    duration_asked: bool = False
+    fps_asked: bool = False
     resolution: str | None = None
     has_negative_prompt: bool = False
     # The job set a seed (an unseeded job gets one anyway; only an asked one is checked).
@@ -104,24 +108,53 @@ def fit(spec: ModelSpec, want: Want) -> Fit | list[Problem]:
                     f"model {name!r} makes {_either(sorted(spec.formats))}, not {want.format}",
                 )
             )
-        if want.media == "video":
-            problems += _video(spec, want)
+    params: dict[str, Any] = {}
+    mapped: dict[str, Any] = {}
+    if same_media and want.media == "video":
+        video_problems, params, mapped = _video(spec, want)
+        problems += video_problems
     problems += _inputs(spec, want)
     if want.has_negative_prompt and not spec.negative_prompt:
         problems.append(Problem("negative_prompt", f"model {name!r} takes no negative prompt"))
     if want.seed_given and not spec.seed:
         problems.append(Problem("seed", f"model {name!r} takes no seed"))
-    size_problems, params, mapped = _size(spec, want)
+    size_problems, size_params, size_mapped = _size(spec, want)
     problems += size_problems
+    params.update(size_params)
+    mapped.update(size_mapped)
     problems += _options(spec, want.options)
     if problems:
         return list(dict.fromkeys(problems))
     return Fit(params=params, mapped=mapped)
 
 
+def task_problem(want: Want) -> Problem | None:
+    """Why the task the job names contradicts its own inputs, whatever the model: an
+    inpaint without a mask, an image-to-image without an image. A text task given
+    reference images is refused too, rather than send images the task says to ignore
+    (or a model would use anyway): the caller meant the image task, or sent them by
+    mistake, and either way should say which. A task that is not named is implied by
+    the inputs (task_of), so never contradicts them."""
+    task = want.task
+    if task == "inpaint" and not want.has_mask:
+        return Problem("task", "inpaint needs a mask")
+    if task in REFERENCE_TASKS and not want.references:
+        return Problem("task", f"{task} needs a reference image")
+    if task in TEXT_TASKS and want.references:
+        instead = "image-to-video" if task == "text-to-video" else "image-to-image"
+        return Problem("task", f"{task} takes no reference images; use {instead}")
+    if task == "text-to-image" and want.has_mask:
+        return Problem("task", "text-to-image takes no mask; use inpaint")
+    return None
+
+
 def _task(spec: ModelSpec, want: Want) -> list[Problem]:
     """A task the model lacks is blamed on the input that implied it (a reference image,
-    a mask) when there is one; `_inputs` gives the same message, which `fit` dedupes."""
+    a mask) when there is one; `_inputs` gives the same message, which `fit` dedupes.
+    A task that contradicts the job's inputs is that one problem, whatever the model."""
+    contradiction = task_problem(want)
+    if contradiction is not None:
+        return [contradiction]
     if want.task in spec.tasks:
         return []
     problems = []
@@ -234,21 +267,26 @@ def _to_listed(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
 
 
 def _to_range(name: str, sizes: Sizes, width: int, height: int) -> _SizeFit:
-    """Each side rounded to the nearest multiple (half up), then held to min..max."""
+    """Each side to the nearest multiple (half up) that lies within min..max. A side more
+    than half a multiple past a bound is refused: no multiple of the range is near it."""
     multiple = sizes.multiple_of or 1
+    low, high = sizes.multiples_within()
     problems = []
     sent = []
     for side, value in (("width", width), ("height", height)):
-        rounded = max(multiple, (2 * value + multiple) // (2 * multiple) * multiple)
-        sent.append(rounded)
-        low = sizes.min is not None and rounded < sizes.min
-        high = sizes.max is not None and rounded > sizes.max
-        if low or high:
-            shown = str(value)
-            if rounded != value:
-                shown += f" (rounded to {rounded}, a multiple of {multiple})"
-            bounds = _bounds(sizes.min, sizes.max, "")
-            problems.append(Problem(side, f"{side} {shown} must be {bounds} for model {name!r}"))
+        # Twice over, to compare with half a multiple in integers.
+        below = sizes.min is not None and 2 * value < 2 * sizes.min - multiple
+        above = sizes.max is not None and 2 * value > 2 * sizes.max + multiple
+        bounds = _bounds(sizes.min, sizes.max, "")
+        if below or above:
+            problems.append(Problem(side, f"{side} {value} must be {bounds} for model {name!r}"))
+            continue
+        if high is not None and low > high:
+            message = f"model {name!r} has no {side} {bounds} that is a multiple of {multiple}"
+            problems.append(Problem(side, message))
+            continue
+        rounded = max(low, (2 * value + multiple) // (2 * multiple) * multiple)
+        sent.append(rounded if high is None else min(high, rounded))
     if problems:
         return problems, {}, {}
     w, h = sent
@@ -277,24 +315,29 @@ def _percent(error: float) -> str:
 # Video
 
 
-def _video(spec: ModelSpec, want: Want) -> list[Problem]:
+def _video(spec: ModelSpec, want: Want) -> _SizeFit:
+    """(problems, params, mapped). A duration or fps the job did not set (the default) is
+    mapped to the nearest the model makes: a job that asks nothing must not be refused
+    for a default it never chose. One the job set is refused if the model cannot make it."""
     name = spec.name
     problems = []
-    if want.duration_s is not None and not _allowed(want.duration_s, spec.durations):
-        takes = _takes(spec.durations, " s")
-        problems.append(
-            Problem(
-                "duration_s",
-                f"model {name!r} makes clips of {takes}, not {_num(want.duration_s)} s",
-            )
-        )
-    if want.fps is not None and not _allowed(want.fps, spec.fps):
-        problems.append(
-            Problem(
-                "fps",
-                f"model {name!r} makes clips at {_takes(spec.fps, ' fps')}, not {want.fps} fps",
-            )
-        )
+    params: dict[str, Any] = {}
+    mapped: dict[str, Any] = {}
+    fields = (
+        ("duration_s", want.duration_s, want.duration_asked, spec.durations, "of", " s"),
+        ("fps", want.fps, want.fps_asked, spec.fps, "at", " fps"),
+    )
+    for key, value, asked, allowed, word, unit in fields:
+        if value is None or allowed is None or _allowed(value, allowed):
+            continue
+        sent = None if asked else _nearest(value, allowed, whole=key == "fps")
+        if sent is not None:
+            params[key] = sent
+            mapped[key] = {"asked": None, "sent": sent}
+            continue
+        shown = f"{_num(value)}{unit}" if asked else f"the default {_num(value)}{unit}"
+        takes = _takes(allowed, unit)
+        problems.append(Problem(key, f"model {name!r} makes clips {word} {takes}, not {shown}"))
     if (
         want.resolution is not None
         and spec.resolutions is not None
@@ -307,7 +350,25 @@ def _video(spec: ModelSpec, want: Want) -> list[Problem]:
                 f"not {want.resolution}",
             )
         )
-    return problems
+    return problems, params, mapped
+
+
+def _nearest(value: float, allowed: Sequence[float] | NumberRange, *, whole: bool) -> float | None:
+    """The allowed value nearest `value`: of a list, the larger of two as near; of a range,
+    the bound it lies past (whole: the whole number within it). None when there is none."""
+    if not isinstance(allowed, NumberRange):
+        return min(allowed, key=lambda a: (abs(a - value), -a), default=None)
+    low, high = allowed.min, allowed.max
+    if whole:
+        low = math.ceil(low) if low is not None else None
+        high = math.floor(high) if high is not None else None
+    if low is not None and high is not None and low > high:
+        return None
+    if low is not None and value < low:
+        return low
+    if high is not None and value > high:
+        return high
+    return value
 
 
 def _allowed(value: float, allowed: Iterable[float] | NumberRange | None) -> bool:
@@ -329,13 +390,6 @@ def _res_key(resolution: str) -> int:
 
 
 # Options
-
-_TYPE_NAMES = {
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "string": "a string",
-}
 
 
 def _options(spec: ModelSpec, options: Mapping[str, Any]) -> list[Problem]:
@@ -360,28 +414,16 @@ def _options(spec: ModelSpec, options: Mapping[str, Any]) -> list[Problem]:
 
 def _option_problem(option: Option, value: Any) -> str | None:
     """Why `value` is not what `option` takes, or None."""
-    if not _is_type(option.type, value):
-        return f"as {_TYPE_NAMES[option.type]}; the job gives {_short(value)}"
+    if not is_of_type(option.type, value):
+        return f"as {TYPE_NAMES[option.type]}; the job gives {_short(value)}"
     if option.type in ("int", "float") and not _in_range(value, option.min, option.max):
         return f"{_bounds(option.min, option.max, '')}; the job gives {_short(value)}"
     if option.values is not None and not any(
-        _is_type(option.type, v) and v == value for v in option.values
+        is_of_type(option.type, v) and v == value for v in option.values
     ):
         allowed = ", ".join(_short(v) for v in option.values)
         return f"as one of {allowed}; the job gives {_short(value)}"
     return None
-
-
-def _is_type(kind: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return kind == "bool"
-    if kind == "int":
-        return isinstance(value, int)
-    if kind == "float":
-        return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-    if kind == "string":
-        return isinstance(value, str)
-    return False
 
 
 # Wording

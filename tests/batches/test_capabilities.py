@@ -116,10 +116,49 @@ async def test_a_task_the_model_lacks_is_refused(
     client: httpx.AsyncClient, caller: Caller, local: State
 ) -> None:
     details = await refused(
-        client, caller, [{"prompt": "paint it", "model": "wide", "task": "controlnet"}]
+        client,
+        caller,
+        [
+            {
+                "prompt": "paint it",
+                "model": "wide",
+                "task": "controlnet",
+                "reference_images": ["https://example.com/pose.png"],
+            }
+        ],
     )
     assert list(details) == ["jobs[0].task"]
-    assert "controlnet" in details["jobs[0].task"]
+    assert (
+        details["jobs[0].task"] == "model 'wide' does text-to-image, image-to-image, not controlnet"
+    )
+
+
+async def test_a_task_that_contradicts_the_inputs_is_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    await use_config(state, local_config(), tmp_path)
+    reference = ["https://example.com/a.png"]
+    details = await refused(
+        client,
+        caller,
+        [
+            {"prompt": "paint over", "model": "wide", "task": "inpaint"},
+            {"prompt": "restyle", "model": "wide", "task": "image-to-image"},
+            {
+                "prompt": "a cover",
+                "model": "wide",
+                "task": "text-to-image",
+                "reference_images": reference,
+            },
+            {"prompt": "animate", "model": "clip", "task": "image-to-video"},
+        ],
+    )
+    assert details == {
+        "jobs[0].task": "inpaint needs a mask",
+        "jobs[1].task": "image-to-image needs a reference image",
+        "jobs[2].task": "text-to-image takes no reference images; use image-to-image",
+        "jobs[3].task": "image-to-video needs a reference image",
+    }
 
 
 async def test_sizes_are_mapped_and_the_mapping_recorded(
@@ -205,3 +244,131 @@ async def test_fallbacks_are_fitted_at_submit(
     [skipped] = params["routing"]["skipped_fallbacks"]
     assert skipped["model"] == "square"
     assert skipped["reason"].startswith("cannot: width:")
+
+
+SEEDANCE = {
+    **LOCAL,
+    "media": "video",
+    "durations": [5, 10],
+    "fps": {"min": 4, "max": 8},
+    "price": {"per_second": 0.05},
+}
+
+
+async def test_a_video_default_the_model_cannot_make_is_mapped_not_refused(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """A job that asks no duration gets the model's nearest one, not a 422 for the 4 s it
+    never asked; a duration the job asks is still refused."""
+    await use_config(state, local_config({"seedance": SEEDANCE}), tmp_path)
+    body = {"jobs": [{"model": "seedance", "prompt": "a clip", "width": 64, "height": 64}]}
+    response = await client.post("/v1/batches", json=body, headers=caller.headers)
+    assert response.status_code == 202, response.text
+    assert response.json()["estimate_usd"] == 0.25  # 5 s at $0.05, not 4 s
+    [job] = await jobs_of(client, caller, response.json()["id"])
+    assert (job["params"]["duration_s"], job["params"]["fps"]) == (5, 8)
+    assert job["params"]["mapped"] == {
+        "duration_s": {"asked": None, "sent": 5},
+        "fps": {"asked": None, "sent": 8},
+    }
+    await run_until_idle(state)
+    [job] = await jobs_of(client, caller, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+
+    details = await refused(
+        client, caller, [{"model": "seedance", "prompt": "a clip", "duration_s": 4}]
+    )
+    assert details == {"jobs[0].duration_s": "model 'seedance' makes clips of 5 or 10 s, not 4 s"}
+    # A duration set in the batch's defaults is asked too.
+    response = await client.post(
+        "/v1/batches",
+        json={"defaults": {"fps": 24}, "jobs": [{"model": "seedance", "prompt": "a clip"}]},
+        headers=caller.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["field"] == "jobs[0].fps"
+
+
+def hopped(params: dict[str, Any], *hops: dict[str, Any]) -> dict[str, Any]:
+    """The job's params after moving along these hops, as service.jobs.fallbacks.hop
+    applies them (a value None deletes the key)."""
+    out = {k: v for k, v in params.items() if k not in ("fallbacks", "routing")}
+    for hop in hops:
+        for key, value in hop["params"].items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = value
+    return out
+
+
+async def test_a_fallback_leaves_behind_what_it_does_not_take(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Options are model-specific and a seed or negative prompt is not every model's:
+    a fallback gets what it takes, records what it left behind, and is not dropped from
+    the chain because the job gave them. The job's own model still refuses them."""
+    steps = {"num_inference_steps": {"type": "int", "min": 1, "max": 4}}
+    models = {
+        "fluxy": {**LOCAL, "options": steps, "fallbacks": ["narrow", "gpty", "open"]},
+        # Takes the option, but not the value given: still checked, so skipped.
+        "narrow": {**LOCAL, "options": {"num_inference_steps": {"type": "int", "max": 1}}},
+        "gpty": {
+            **LOCAL,
+            "seed": False,
+            "negative_prompt": False,
+            "options": {"quality": {"type": "string", "values": ["low", "high"]}},
+        },
+        # Declares no options: every option passes through.
+        "open": {**LOCAL},
+    }
+    await use_config(state, local_config(models), tmp_path)
+    job = {
+        "prompt": "a cover",
+        "model": "fluxy",
+        "width": 64,
+        "height": 64,
+        "seed": 7,
+        "negative_prompt": "blurry",
+        "options": {"num_inference_steps": 2},
+    }
+    [stored] = await jobs_of(client, caller, await submit(client, caller, {"jobs": [job]}))
+    params = stored["params"]
+    assert params["options"] == {"num_inference_steps": 2}
+    assert params["negative_prompt"] == "blurry"
+    gpty, opened = params["fallbacks"]
+    assert gpty == {
+        "model": "gpty",
+        "params": {
+            "options": None,
+            "negative_prompt": None,
+            "mapped": {
+                "dropped_options": ["num_inference_steps"],
+                "dropped": ["negative_prompt", "seed"],
+            },
+        },
+    }
+    # Every key another hop sets, set back: a hop does not depend on the one before it.
+    assert opened == {
+        "model": "open",
+        "params": {
+            "options": {"num_inference_steps": 2},
+            "negative_prompt": "blurry",
+            "mapped": None,
+        },
+    }
+    assert hopped(params, gpty, opened) == hopped(params, opened)
+    assert hopped(params, opened) == hopped(params)
+    [skipped] = params["routing"]["skipped_fallbacks"]
+    assert skipped["model"] == "narrow"
+    assert skipped["reason"].startswith("cannot: options.num_inference_steps:")
+
+    strict = [
+        {"prompt": "a", "model": "gpty", "options": {"num_inference_steps": 2}},
+        {"prompt": "a", "model": "gpty", "seed": 7, "negative_prompt": "blurry"},
+    ]
+    assert set(await refused(client, caller, strict)) == {
+        "jobs[0].options.num_inference_steps",
+        "jobs[1].seed",
+        "jobs[1].negative_prompt",
+    }

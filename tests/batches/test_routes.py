@@ -23,7 +23,13 @@ MODELS: dict[str, dict[str, Any]] = {
     "restyler": {**LOCAL, "max_reference_images": 2, "price": {"per_image": 0.01}},
     "clip": {**LOCAL, "media": "video", "price": {"per_second": 0.05}},
     "big": {**LOCAL, "price": {"per_megapixel": 0.01}},
-    "inpainter": {**LOCAL, "tasks": ["text-to-image", "inpaint"], "price": {"per_image": 0.02}},
+    # The local renderer takes no mask, so the task routed on here is controlnet.
+    "controller": {
+        **LOCAL,
+        "tasks": ["text-to-image", "controlnet"],
+        "max_reference_images": 1,
+        "price": {"per_image": 0.02},
+    },
     "pricey": {**LOCAL, "price": {"per_image": 0.04}},
     "thrifty": {**LOCAL, "price": {"per_image": 0.001}, "sizes": {"aspect_ratios": ["1:1"]}},
     "middling": {**LOCAL, "price": {"per_image": 0.002}},
@@ -34,7 +40,7 @@ ROUTES: dict[str, Any] = {
             {"model": "restyler", "when": {"has_reference_images": True}},
             {"model": "clip", "when": {"media": "video"}},
             {"model": "big", "when": {"width_gt": 1024}},
-            {"model": "inpainter", "when": {"task": "inpaint"}},
+            {"model": "controller", "when": {"task": "controlnet"}},
             {"model": "text-only"},
         ],
         "fallbacks": ["middling", "text-only"],
@@ -71,14 +77,15 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
             {"prompt": "restyle it", **SMALL, "input": {"job": 0}},
             {"prompt": "a clip", **SMALL, "duration_s": 1, "fps": 4},
             {"prompt": "a wide banner", "width": 1280, "height": 64},
-            {"prompt": "paint over", **SMALL, "task": "inpaint"},
+            # restyler takes the reference but not the task: passed over.
+            {"prompt": "follow the pose", **SMALL, "task": "controlnet", "input": {"job": 0}},
         ],
     }
     batch_id = await submit(client, caller, body)
     await run_until_idle(routed)
     jobs = await jobs_of(client, caller, batch_id)
     assert [job["status"] for job in jobs] == ["succeeded"] * 5, [j["error"] for j in jobs]
-    chosen = ["text-only", "restyler", "clip", "big", "inpainter"]
+    chosen = ["text-only", "restyler", "clip", "big", "controller"]
     assert [job["model"] for job in jobs] == chosen
     assert [job["route"] for job in jobs] == ["hybrid"] * 5
     for job, model in zip(jobs, chosen, strict=True):
@@ -86,7 +93,7 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
         assert job["params"]["routing"]["model"] == model
         assert job["params"]["routing"]["strategy"] == "first"
 
-    plain, restyled, clip, banner, _ = (job["params"]["routing"] for job in jobs)
+    plain, restyled, clip, banner, controlled = (job["params"]["routing"] for job in jobs)
     assert restyled["reason"] == (
         "first candidate whose condition (has_reference_images) and capabilities fit"
     )
@@ -96,10 +103,13 @@ async def test_first_takes_the_first_candidate_whose_condition_and_capabilities_
         "restyler": "condition has_reference_images=true does not hold",
         "clip": "condition media=video does not hold",
         "big": "condition width_gt=1024 does not hold (width is 64)",
-        "inpainter": "condition task=inpaint does not hold",
+        "controller": "condition task=controlnet does not hold",
     }
     assert clip["reason"] == "first candidate whose condition (media) and capabilities fit"
     assert banner["reason"] == "first candidate whose condition (width_gt) and capabilities fit"
+    passed_over = controlled["skipped"][0]
+    assert passed_over["model"] == "restyler"
+    assert passed_over["reason"].startswith("cannot: task: model 'restyler' does ")
     # The route's fallbacks, not the model's; a model is never its own fallback.
     assert [hop["model"] for hop in jobs[0]["params"]["fallbacks"]] == ["middling"]
     assert [hop["model"] for hop in jobs[1]["params"]["fallbacks"]] == ["middling"]
@@ -191,3 +201,52 @@ async def test_a_cooling_down_candidate_is_skipped_unless_nothing_else_fits(
     assert job["model"] == "pricey"  # the first that fits, all cooling down: run anyway
     reason = job["params"]["routing"]["reason"]
     assert "every candidate that fits is cooling down, so it runs anyway" in reason
+
+
+async def test_a_video_candidate_with_durations_takes_a_job_that_asks_none(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    models = {**MODELS, "seedance": {**LOCAL, "media": "video", "durations": [5, 10]}}
+    routes = {
+        "moving": {
+            "candidates": [
+                {"model": "seedance", "when": {"media": "video"}},
+                {"model": "text-only"},
+            ]
+        }
+    }
+    await use_config(state, local_config(models, routes), tmp_path)
+    body = {"jobs": [{"prompt": "a clip", "model": "moving", "media": "video", **SMALL}]}
+    [job] = await jobs_of(client, caller, await submit(client, caller, body))
+    assert (job["model"], job["route"]) == ("seedance", "moving")
+    assert job["params"]["duration_s"] == 5
+    assert job["params"]["mapped"] == {"duration_s": {"asked": None, "sent": 5}}
+
+
+async def test_a_task_that_contradicts_the_inputs_is_refused_once_on_the_task(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Not once per candidate under `model`: no candidate could change it."""
+    await use_config(state, local_config(MODELS, ROUTES), tmp_path)
+    details = await refused(
+        client, caller, [{"prompt": "paint over", "model": "hybrid", **SMALL, "task": "inpaint"}]
+    )
+    assert details == {"jobs[0].task": "inpaint needs a mask"}
+
+
+async def test_a_candidate_still_refuses_an_option_it_does_not_take(
+    client: httpx.AsyncClient, caller: Caller, state: State, tmp_path: Path
+) -> None:
+    """Only fallbacks leave options behind; a route picks a candidate that takes them."""
+    models = {**MODELS, "fussy": {**LOCAL, "options": {}}}
+    routes = {"strict": {"candidates": [{"model": "fussy"}, {"model": "middling"}]}}
+    await use_config(state, local_config(models, routes), tmp_path)
+    body = {"jobs": [{"prompt": "p", "model": "strict", **SMALL, "options": {"steps": 2}}]}
+    [job] = await jobs_of(client, caller, await submit(client, caller, body))
+    assert job["model"] == "middling"
+    [skipped] = job["params"]["routing"]["skipped"]
+    assert skipped == {
+        "model": "fussy",
+        "reason": "cannot: options.steps: model 'fussy' takes no option 'steps'; "
+        "it takes no options",
+    }

@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from service.catalog.config import NumberRange, Option, Sizes
+from service.catalog.config import TASKS, NumberRange, Option, Sizes
 from service.catalog.fit import Fit, Problem, Want, fit, task_of
 from service.providers.registry import ModelSpec
 
 RATIOS = Sizes(aspect_ratios=["1:1", "16:9", "9:16", "4:3", "3:4"])
 OPENAI = Sizes.model_validate({"list": ["1024x1024", "1536x1024", "1024x1536"]})
 LATENT = Sizes(min=256, max=1440, multiple_of=64)
+ODD_MIN = Sizes(min=300, max=1000, multiple_of=64)
 VIDEO_FORMATS = frozenset({"mp4"})
 
 
@@ -23,12 +24,8 @@ def spec(**capabilities: Any) -> ModelSpec:
 
 
 def video(**capabilities: Any) -> ModelSpec:
-    return spec(
-        media="video",
-        tasks=frozenset({"text-to-video"}),
-        formats=VIDEO_FORMATS,
-        **capabilities,
-    )
+    capabilities.setdefault("tasks", frozenset({"text-to-video"}))
+    return spec(media="video", formats=VIDEO_FORMATS, **capabilities)
 
 
 def want(**asked: Any) -> Want:
@@ -39,6 +36,9 @@ def want(**asked: Any) -> Want:
     asked.setdefault("width", 1024)
     asked.setdefault("height", 1024)
     asked.setdefault("format", "mp4" if media == "video" else "png")
+    # A duration or fps given here is one the job asked for, unless told otherwise.
+    asked.setdefault("duration_asked", "duration_s" in asked)
+    asked.setdefault("fps_asked", "fps" in asked)
     return Want(media=media, **asked)
 
 
@@ -81,6 +81,16 @@ def problems(model: ModelSpec, job: Want) -> list[Problem]:
         (LATENT, 288, 800, {"width": 320, "height": 832}, "320x832"),
         # 1430 rounds down to 1408, the largest multiple of 64 below the max (1440).
         (LATENT, 1430, 256, {"width": 1408, "height": 256}, "1408x256"),
+        # The max itself rounds half up to 1472, past the max: the nearest inside is 1408.
+        (LATENT, 1440, 512, {"width": 1408, "height": 512}, "1408x512"),
+        # Past the max by up to half a multiple: still the nearest multiple inside.
+        (LATENT, 1450, 512, {"width": 1408, "height": 512}, "1408x512"),
+        (LATENT, 1472, 512, {"width": 1408, "height": 512}, "1408x512"),
+        # Below the min by up to half a multiple: the smallest multiple inside.
+        (LATENT, 224, 512, {"width": 256, "height": 512}, "256x512"),
+        # A min that is no multiple: the first multiple above it (300 -> 320, not 256).
+        (ODD_MIN, 290, 512, {"width": 320, "height": 512}, "320x512"),
+        (Sizes(max=1024, multiple_of=8), 1028, 512, {"width": 1024, "height": 512}, "1024x512"),
     ],
 )
 def test_a_size_is_mapped_and_the_mapping_recorded(
@@ -227,8 +237,13 @@ IMAGE_TO_IMAGE = spec(
         ),
         (
             spec(),
-            want(task="inpaint"),
-            Problem("task", "model 'm' does text-to-image, not inpaint"),
+            want(task="ip-adapter", references=1),
+            Problem("reference_images", "model 'm' takes no reference images"),
+        ),
+        (
+            IMAGE_TO_IMAGE,
+            want(task="ip-adapter", references=1),
+            Problem("task", "model 'm' does text-to-image, image-to-image, not ip-adapter"),
         ),
         (
             spec(negative_prompt=False),
@@ -276,21 +291,18 @@ IMAGE_TO_IMAGE = spec(
         (
             spec(sizes=LATENT),
             want(width=1000, height=2000),
-            Problem(
-                "height",
-                "height 2000 (rounded to 1984, a multiple of 64) must be between "
-                "256 and 1440 for model 'm'",
-            ),
+            Problem("height", "height 2000 must be between 256 and 1440 for model 'm'"),
         ),
         (
-            # 1450 rounds up past the max.
+            # More than half a multiple (32) past the max: no multiple inside is near.
             spec(sizes=LATENT),
-            want(width=1450, height=512),
-            Problem(
-                "width",
-                "width 1450 (rounded to 1472, a multiple of 64) must be between "
-                "256 and 1440 for model 'm'",
-            ),
+            want(width=1473, height=512),
+            Problem("width", "width 1473 must be between 256 and 1440 for model 'm'"),
+        ),
+        (
+            spec(sizes=LATENT),
+            want(width=512, height=223),
+            Problem("height", "height 223 must be between 256 and 1440 for model 'm'"),
         ),
         (
             spec(sizes=Sizes(min=256, max=1440)),
@@ -299,11 +311,8 @@ IMAGE_TO_IMAGE = spec(
         ),
         (
             spec(sizes=Sizes(max=1024, multiple_of=8)),
-            want(width=1028, height=512),
-            Problem(
-                "width",
-                "width 1028 (rounded to 1032, a multiple of 8) must be at most 1024 for model 'm'",
-            ),
+            want(width=1029, height=512),
+            Problem("width", "width 1029 must be at most 1024 for model 'm'"),
         ),
         (
             video(durations=[5.0, 10.0]),
@@ -451,3 +460,140 @@ def test_a_video_model_checks_every_video_field() -> None:
     model = video(durations=[5.0], fps=[24], resolutions=frozenset({"720p"}))
     job = want(media="video", duration_s=6, fps=30, resolution="1080p")
     assert [p.field for p in problems(model, job)] == ["duration_s", "fps", "resolution"]
+
+
+# Video defaults: what the job did not ask is mapped, what it asked is refused.
+
+
+def defaults(**asked: Any) -> Want:
+    """A video job that set neither duration nor fps: Darkroom's defaults (4 s, 24 fps)."""
+    return want(
+        media="video", duration_s=4.0, fps=24, duration_asked=False, fps_asked=False, **asked
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        # A list: the nearest; of two as near, the larger (3 and 5 are both 1 s off 4).
+        (video(durations=[5.0, 10.0]), {"duration_s": 5.0}),
+        (video(durations=[3.0, 5.0]), {"duration_s": 5.0}),
+        (video(durations=[2.0, 3.0]), {"duration_s": 3.0}),
+        # A range: the bound the default lies past.
+        (video(durations=NumberRange(min=5, max=10)), {"duration_s": 5.0}),
+        (video(durations=NumberRange(max=3)), {"duration_s": 3.0}),
+        (video(fps=[30, 60]), {"fps": 30}),
+        (video(fps=[16, 32]), {"fps": 32}),
+        # fps is a whole number: the nearest whole one in the range.
+        (video(fps=NumberRange(min=25.5)), {"fps": 26}),
+        (video(fps=NumberRange(min=8, max=20.5)), {"fps": 20}),
+        (
+            video(durations=[6.0], fps=NumberRange(min=30, max=60)),
+            {"duration_s": 6.0, "fps": 30},
+        ),
+    ],
+)
+def test_a_default_duration_or_fps_the_model_cannot_make_is_mapped(
+    model: ModelSpec, params: dict[str, Any]
+) -> None:
+    result = fitted(model, defaults())
+    assert result.params == params
+    assert result.mapped == {key: {"asked": None, "sent": value} for key, value in params.items()}
+
+
+def test_a_default_the_model_can_make_is_left_alone() -> None:
+    model = video(durations=[2.0, 4.0], fps=NumberRange(min=12, max=30))
+    assert fitted(model, defaults()) == Fit(params={}, mapped={})
+
+
+def test_a_duration_or_fps_the_job_asked_is_refused_not_mapped() -> None:
+    model = video(durations=[5.0, 10.0], fps=[30])
+    job = want(media="video", duration_s=4.0, fps=24)
+    assert problems(model, job) == [
+        Problem("duration_s", "model 'm' makes clips of 5 or 10 s, not 4 s"),
+        Problem("fps", "model 'm' makes clips at 30 fps, not 24 fps"),
+    ]
+
+
+def test_a_default_fps_with_no_whole_number_in_range_is_refused_saying_so() -> None:
+    model = video(fps=NumberRange(min=24.2, max=24.8))
+    assert problems(model, defaults()) == [
+        Problem("fps", "model 'm' makes clips at between 24.2 and 24.8 fps, not the default 24 fps")
+    ]
+
+
+def test_a_mapped_default_and_a_mapped_size_are_both_recorded() -> None:
+    model = video(durations=[5.0], sizes=RATIOS)
+    result = fitted(model, defaults(width=1920, height=1080))
+    assert result.params == {"duration_s": 5.0, "aspect_ratio": "16:9"}
+    assert set(result.mapped) == {"duration_s", "size"}
+
+
+# A task that contradicts the job's own inputs
+
+
+EVERYTHING = spec(
+    tasks=frozenset(TASKS) - {"text-to-video", "image-to-video"},
+    inputs=frozenset({"reference", "mask"}),
+    max_reference_images=4,
+)
+EVERY_VIDEO = video(
+    tasks=frozenset({"text-to-video", "image-to-video"}),
+    inputs=frozenset({"reference"}),
+    max_reference_images=1,
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "job", "message"),
+    [
+        (EVERYTHING, want(task="inpaint"), "inpaint needs a mask"),
+        (EVERYTHING, want(task="inpaint", references=1), "inpaint needs a mask"),
+        (EVERYTHING, want(task="image-to-image"), "image-to-image needs a reference image"),
+        (EVERYTHING, want(task="ip-adapter"), "ip-adapter needs a reference image"),
+        (EVERYTHING, want(task="controlnet"), "controlnet needs a reference image"),
+        (
+            EVERY_VIDEO,
+            want(media="video", task="image-to-video"),
+            "image-to-video needs a reference image",
+        ),
+        (
+            EVERYTHING,
+            want(task="text-to-image", references=1),
+            "text-to-image takes no reference images; use image-to-image",
+        ),
+        (
+            EVERY_VIDEO,
+            want(media="video", task="text-to-video", references=1),
+            "text-to-video takes no reference images; use image-to-video",
+        ),
+        (
+            EVERYTHING,
+            want(task="text-to-image", has_mask=True),
+            "text-to-image takes no mask; use inpaint",
+        ),
+        # Whatever the model: a model without the task gets the same one problem.
+        (spec(), want(task="inpaint"), "inpaint needs a mask"),
+    ],
+)
+def test_a_task_that_contradicts_the_inputs_is_refused(
+    model: ModelSpec, job: Want, message: str
+) -> None:
+    assert problems(model, job) == [Problem("task", message)]
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        want(task="inpaint", has_mask=True, references=1),
+        want(task="image-to-image", references=1),
+        want(task="image-to-image", references=1, has_mask=True),
+        want(task="controlnet", references=2),
+        want(task="text-to-image"),
+        # No task named: the inputs imply one, which cannot contradict them.
+        want(references=1),
+        want(has_mask=True, references=1),
+    ],
+)
+def test_a_task_the_inputs_agree_with_fits(job: Want) -> None:
+    assert isinstance(fit(EVERYTHING, job), Fit)
