@@ -41,7 +41,7 @@ async def get_budget(session: SessionDep, api_key: ApiKeyDep) -> KeyBudgetOut:
 @router.post(
     "/current/budget",
     description="Set this key's budgets: a field left out keeps its value, null removes "
-    "that limit; each limit is over 0 and under 1,000,000." + _HOW,
+    "that limit; each limit is over 0 and at most 999,999." + _HOW,
 )
 async def set_budget(session: SessionDep, api_key: ApiKeyDep, body: KeyBudgetIn) -> KeyBudgetOut:
     changes = {name: getattr(body, name) for name in body.model_fields_set}

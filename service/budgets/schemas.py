@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Limit = Annotated[float, Field(gt=0, lt=1_000_000, allow_inf_nan=False)]
+# The columns are NUMERIC(12, 6): a limit that rounds to a million would not fit (as a
+# batch's budget_usd, at most 999,999).
+Limit = Annotated[float, Field(gt=0, le=999_999, allow_inf_nan=False)]
 BudgetName = Literal["daily", "monthly", "realtime_daily", "realtime_monthly"]
 
 

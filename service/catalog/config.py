@@ -3,7 +3,7 @@
 contract: later tooling writes these files, so the keys are kept as written).
 
 Every capability is optional. A model that declares nothing takes what its provider
-account can take (service.catalog.spec resolves the defaults)."""
+account can take (service.providers.registry resolves the defaults)."""
 
 from __future__ import annotations
 

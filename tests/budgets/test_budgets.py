@@ -80,6 +80,8 @@ async def test_limits_are_set_kept_and_removed(client: httpx.AsyncClient, caller
         {"daily_usd": 0},
         {"daily_usd": -1},
         {"monthly_usd": 1_000_000},
+        # Rounds to a million at six decimals: the column could not hold it.
+        {"daily_usd": 999999.9999999998},
         {"monthly_usd": "lots"},
         {"weekly_usd": 5},
     ],
