@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +15,9 @@ from service.catalog.health import cooldown_key
 from service.models import JobAttempt
 from service.state import State
 from service.worker import run_until_idle
-from tests.batches.test_capabilities import LOCAL, jobs_of, refused
+from tests.batches.test_capabilities import LOCAL, jobs_of, local_config, refused
 from tests.conftest import Caller, submit
+from tests.jobs.sim_accounts import use_config
 
 SMALL = {"width": 64, "height": 64}
 MODELS: dict[str, dict[str, Any]] = {
