@@ -16,12 +16,14 @@ recorded; a warning says so.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from service.catalog.config import Health
@@ -115,7 +117,7 @@ async def record(
     """Count one attempt's outcome. Returns whether this outcome cooled the model down;
     False also when Redis is away (logged)."""
     entry = f"1:{latency_ms}" if ok and latency_ms is not None else ("1:" if ok else "0:")
-    script = redis.register_script(_RECORD)
+    script = _record_script(redis)
     args: list[str | int] = [
         entry,
         health.window,
@@ -133,6 +135,18 @@ async def record(
         log.warning("model_cooled_down", model=model, cooldown_s=health.cooldown_s)
         return True
     return False
+
+
+_SCRIPTS: weakref.WeakKeyDictionary[Redis, AsyncScript] = weakref.WeakKeyDictionary()
+
+
+def _record_script(redis: Redis) -> AsyncScript:
+    """The record script of this client, registered once (its SHA is hashed then), not
+    on every outcome."""
+    script = _SCRIPTS.get(redis)
+    if script is None:
+        script = _SCRIPTS[redis] = redis.register_script(_RECORD)
+    return script
 
 
 async def cooled_down(redis: Redis, models: Iterable[str]) -> dict[str, float]:

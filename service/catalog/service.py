@@ -5,6 +5,7 @@ Nothing here reads a credential's value beyond whether it is set."""
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 from service.catalog import health
@@ -87,16 +88,7 @@ def model_out(registry: ProviderRegistry, spec: ModelSpec, seen: health.ModelHea
         max_attempts=spec.max_attempts,
         deadline_s=spec.deadline_s,
         available=account is None or not account.missing_env(),
-        health=ModelHealthOut(
-            attempts=seen.attempts,
-            failures=seen.failures,
-            error_rate=seen.error_rate,
-            latency_ms_mean=seen.latency_ms_mean,
-            latency_ms_p50=seen.latency_ms_p50,
-            latency_ms_p95=seen.latency_ms_p95,
-            cooled_down=seen.cooled_down,
-            cooled_down_for_s=seen.cooled_down_for_s,
-        ),
+        health=ModelHealthOut(**dataclasses.asdict(seen), cooled_down=seen.cooled_down),
     )
 
 
