@@ -13,6 +13,7 @@ from service.models.job import (
     JobStatus,
 )
 from service.models.job_attempt import JobAttempt
+from service.models.prompt_template import PromptTemplate
 from service.models.upload import Upload
 from service.models.webhook_endpoint import WebhookEndpoint
 from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
@@ -34,6 +35,7 @@ __all__ = [
     "JobStatus",
     "KeyBudget",
     "Priority",
+    "PromptTemplate",
     "Upload",
     "Verdict",
     "WebhookAttempt",

@@ -65,6 +65,12 @@ class Batch(IdMixin, TimestampMixin, Base):
     )
     cancel_requested_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # The prompt templates the batch's jobs were rendered from (their text, and the
+    # stored template's name@version when one was named), by template name.
+    templates: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Apprise URLs told the batch summary at completion. Secrets: never logged, never
+    # returned by the API (only their scheme is).
+    notify: Mapped[list[str] | None] = mapped_column(JSONB)
     # The CMS integration whose webhook made this batch, if one did.
     integration_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("integrations.id", ondelete="SET NULL"), index=True

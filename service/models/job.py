@@ -56,6 +56,9 @@ class Job(IdMixin, TimestampMixin, Base):
     route: Mapped[str | None] = mapped_column(String(200))
     params: Mapped[dict[str, Any]] = mapped_column(JSONB)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, default=dict)
+    # A templated job's row: the variables its prompt and output name were rendered
+    # from (a CSV row's columns that are not job fields: sku, name, ...).
+    variables: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     # Attempts that count against the model's max_attempts (a 429 never does); reset by
     # POST /v1/batches/{id}/retry. `tries` numbers every attempt row, 429s included.
     attempts: Mapped[int] = mapped_column(default=0)
