@@ -29,6 +29,7 @@ from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
+from service.schedules.endpoints import router as schedules_router
 from service.state import State, build_state, close_state
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
+    app.include_router(schedules_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: int = Field(default=15, ge=1)
     # A queued or running job untouched this long is checked against Redis and re-enqueued if lost.
     reconcile_stale_after_s: int = Field(default=30, ge=1)
+    # Schedules: how often a worker looks for due schedules, and how late a due time may
+    # be run by a schedule that skips missed runs (catch_up "skip").
+    schedule_interval_s: int = Field(default=20, ge=1)
+    schedule_grace_s: int = Field(default=300, ge=0)
     queue_name: str = "darkroom:jobs"
     webhook_queue_name: str = "darkroom:webhooks"
 

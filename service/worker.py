@@ -35,6 +35,7 @@ from service.jobs.tasks import (
     reconcile_jobs,
 )
 from service.logging import get_logger
+from service.schedules.tasks import schedule_seconds, schedules_tick
 from service.state import State, build_state, close_state
 from service.webhooks.sinks import longest_deadline_s
 from service.webhooks.tasks import deliver_webhook, reconcile_webhooks
@@ -86,7 +87,15 @@ def build_workers(state: State) -> list[Worker]:
                 run_at_startup=True,
                 unique=True,
                 timeout=settings.job_timeout_s,
-            )
+            ),
+            # Schedules: every due time one batch (service.schedules.tasks).
+            cron(
+                schedules_tick,
+                second=schedule_seconds(settings.schedule_interval_s),
+                run_at_startup=True,
+                unique=True,
+                timeout=settings.job_timeout_s,
+            ),
         ],
         ctx=ctx,
         handle_signals=False,

@@ -14,6 +14,7 @@ from service.models.job import (
 )
 from service.models.job_attempt import JobAttempt
 from service.models.prompt_template import PromptTemplate
+from service.models.schedule import CatchUp, RunStatus, Schedule, ScheduleRun
 from service.models.upload import Upload
 from service.models.webhook_endpoint import WebhookEndpoint
 from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
@@ -27,6 +28,7 @@ __all__ = [
     "Batch",
     "BatchStatus",
     "BudgetLedger",
+    "CatchUp",
     "DeliveryStatus",
     "InboundEvent",
     "Integration",
@@ -36,6 +38,9 @@ __all__ = [
     "KeyBudget",
     "Priority",
     "PromptTemplate",
+    "RunStatus",
+    "Schedule",
+    "ScheduleRun",
     "Upload",
     "Verdict",
     "WebhookAttempt",
