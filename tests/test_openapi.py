@@ -136,6 +136,9 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         f"{base_url}/v1/uploads", files={"file": ("a.png", UPLOAD_IMAGE)}, timeout=10
     )
     assert upload.status_code == 201, upload.text
+    schedule = {"name": "fuzz", "cron": "30 6 * * 1", "batch": {"jobs": body["jobs"]}}
+    scheduled = http.post(f"{base_url}/v1/schedules", json=schedule, timeout=10)
+    assert scheduled.status_code == 201, scheduled.text
     return {
         "batch_id": batches,
         "job_id": job_ids[queued] + job_ids[finished],
@@ -146,6 +149,7 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         # not, and the kind name the Replicate callback URL used to be.
         "account": ["replicate", "local", "openai"],
         "upload_id": [upload.json()["id"]],
+        "schedule_id": [scheduled.json()["id"]],
         # Model names (GET /v1/models/{name}); one holds a slash.
         "name": ["local/procedural"],
     }

@@ -76,8 +76,8 @@ class ScheduleCreate(BaseModel):
 
 
 class ScheduleUpdate(BaseModel):
-    """Only the fields given change. A new cron, timezone or `enabled` recomputes the
-    next due time from now."""
+    """Only the fields given change (null is the same as leaving a field out). A new
+    cron, timezone or `enabled` recomputes the next due time from now."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -85,11 +85,6 @@ async def update_schedule(
     planner: Planner,
 ) -> Schedule:
     """The caller holds the schedule's row lock, so a tick cannot run it half-changed."""
-    given = body.model_fields_set
-    nulls = sorted(name for name in given if getattr(body, name) is None)
-    if nulls:
-        details = [ErrorDetail(field=n, message="must not be null: leave it out") for n in nulls]
-        raise InvalidInput(f"{nulls[0]}: must not be null: leave it out", details=details)
     if body.batch is not None:
         await check_batch(session, api_key, body.batch, planner)
         schedule.batch = stored_body(body.batch)
