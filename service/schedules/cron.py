@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from cronsim import CronSim, CronSimError
 
 MAX_CRON = 100
+FIELDS = "minute hour day-of-month month day-of-week"
 
 
 class BadCron(ValueError):
@@ -38,11 +39,11 @@ def check_cron(expr: str) -> None:
     """Five fields (minute hour day-of-month month day-of-week), each one cronsim reads,
     and at least one due time ahead."""
     if len(expr.split()) != 5:
-        raise BadCron("five fields are needed: minute hour day-of-month month day-of-week")
+        raise BadCron(f"five fields are needed: {FIELDS}")
     try:
         next(CronSim(expr, datetime.now(UTC)))
-    except CronSimError as exc:
-        raise BadCron(str(exc) or "not a cron expression") from exc
+    except CronSimError as exc:  # "Bad hour": say which fields there are
+        raise BadCron(f"{exc}: the fields are {FIELDS}") from exc
     except StopIteration as exc:
         raise BadCron("this expression is never due") from exc
 

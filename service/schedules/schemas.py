@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from service.batches.schemas import BatchCreate
 from service.kit.text import Text, VisibleText
@@ -20,7 +21,7 @@ def _cron(value: str) -> str:
     try:
         check_cron(value)
     except BadCron as exc:
-        raise ValueError(str(exc)) from exc
+        raise PydanticCustomError("invalid_cron", "{reason}", {"reason": str(exc)}) from exc
     return " ".join(value.split())
 
 
@@ -28,7 +29,7 @@ def _timezone(value: str) -> str:
     try:
         zone(value)
     except BadCron as exc:
-        raise ValueError(str(exc)) from exc
+        raise PydanticCustomError("invalid_timezone", "{reason}", {"reason": str(exc)}) from exc
     return value
 
 
