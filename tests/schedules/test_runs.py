@@ -12,6 +12,7 @@ import httpx
 from sqlalchemy import update
 
 from service.db import session_scope
+from service.jobs.tasks import reconcile_jobs
 from service.kit.base import utcnow
 from service.models import ApiKey, Batch, RunStatus, Schedule
 from service.schedules.service import Planner, run_due_schedule
@@ -101,7 +102,8 @@ async def test_a_redis_flush_neither_repeats_nor_loses_a_run(
     await state.redis.flushdb()  # the queued jobs and arq's cron locks are gone
     assert await run_schedules(state) == 0
     assert await count_batches(state) == 1
-    await run_until_idle(state)  # its reconciler cron puts the lost job back in line
+    assert await reconcile_jobs(state) == 1  # the lost job, back in line from Postgres
+    await run_until_idle(state)
     (run,) = await runs_of(state, schedule["id"])
     async with state.sessionmaker() as session:
         batch = await session.get(Batch, run.batch_id)
@@ -124,6 +126,7 @@ async def test_a_crash_between_commit_and_enqueue_is_recovered_by_the_reconciler
     assert await state.dispatch.queue("local").backlog() == 0
     assert await run_schedules(state) == 0  # not due any more: no second batch
     state.settings.reconcile_stale_after_s = 0
+    assert await reconcile_jobs(state) == 1
     await run_until_idle(state)
     (run,) = await runs_of(state, schedule["id"])
     async with state.sessionmaker() as session:
@@ -217,3 +220,18 @@ async def test_a_body_that_no_longer_submits_is_a_failed_run(
     assert run.error.startswith("batch.jobs[1].model: ")
     assert await count_batches(state) == 0
     assert (await stored(state, schedule["id"])).next_run_at > utcnow()  # it moved on
+
+
+async def test_the_worker_runs_due_schedules_by_itself(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    """The tick is registered as an arq cron of the worker (run at its start too)."""
+    schedule = await create(client, caller, cron="0 * * * *")
+    await make_due(state, schedule["id"])
+    for _ in range(20):  # the workers go idle when nothing is due: start them until it ran
+        await run_until_idle(state)
+        if (run := await runs_of(state, schedule["id"])) and run[0].batch_id is not None:
+            break
+    await run_until_idle(state)
+    runs = (await client.get(f"/v1/schedules/{schedule['id']}/runs", headers=caller.headers)).json()
+    assert [(r["status"], r["batch_status"]) for r in runs["items"]] == [("submitted", "succeeded")]
