@@ -82,7 +82,9 @@ async def check_notify(urls: Sequence[str] | None, settings: Settings) -> list[E
             problems.append(ErrorDetail(field=field, message="not a URL (scheme://...)"))
             continue
         if not allowed_scheme(scheme, settings):
-            message = f"the scheme {scheme}:// is not allowed here (DARKROOM_NOTIFY_SCHEMES)"
+            message = (
+                f"unknown or not allowed scheme {scheme}:// (allowed: DARKROOM_NOTIFY_SCHEMES)"
+            )
             problems.append(ErrorDetail(field=field, message=message))
             continue
         plugin = await asyncio.to_thread(instantiate, url)
