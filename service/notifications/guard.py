@@ -92,6 +92,23 @@ def install() -> None:
             socket.getaddrinfo = _guarded_getaddrinfo
             for name in QUIET_LOGGERS:
                 logging.getLogger(name).addFilter(_Quiet())
+            _no_environment_proxies()
+
+
+def _no_environment_proxies() -> None:
+    """requests (under Apprise) sends through HTTP(S)_PROXY from the environment: the
+    lookup would then be the proxy's, and the proxy could reach what the guard refuses.
+    Within a guarded block no environment proxy applies (as guarded_client ignores them)."""
+    try:
+        import requests.utils
+    except ImportError:  # pragma: no cover - Apprise depends on requests
+        return
+    original = requests.utils.getproxies  # type: ignore[attr-defined]
+
+    def getproxies() -> Any:
+        return {} if _GUARD.get() is not None else original()
+
+    requests.utils.getproxies = getproxies  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ connection Apprise makes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -152,8 +153,6 @@ async def test_every_connection_apprise_makes_is_guarded() -> None:
     reaches it, and the refusal names the host but no part of the path."""
     async with running_receiver() as receiver:
         url = notify_url(receiver)
-        import asyncio
-
         refused = await asyncio.to_thread(send, url, "t", "b", "info", STRICT, 5.0)
         allowed = await asyncio.to_thread(
             send, url, "t", "b", "info", Policy(allow_loopback=True), 5.0
@@ -163,6 +162,21 @@ async def test_every_connection_apprise_makes_is_guarded() -> None:
     assert "127.0.0.1" in refused.refused[0]
     assert TOKEN not in refused.refused[0]
     assert allowed.delivered
+    assert len(receiver.received) == 1
+
+
+async def test_no_proxy_from_the_environment_carries_a_notification_around_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy would do the lookup the guard checks: none applies to a notification."""
+    async with running_receiver() as receiver:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9/")  # nobody listens there
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        sent = await asyncio.to_thread(
+            send, notify_url(receiver), "t", "b", "info", Policy(allow_loopback=True), 5.0
+        )
+    assert sent.delivered
     assert len(receiver.received) == 1
 
 
