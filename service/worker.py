@@ -173,7 +173,13 @@ async def _nothing_due(state: State, workers: list[Worker], wait_for_deferred: b
     return True
 
 
-async def wind_down(dispatcher: Dispatcher, workers: list[Worker], *, grace_s: float) -> None:
+async def wind_down(
+    dispatcher: Dispatcher,
+    workers: list[Worker],
+    *,
+    grace_s: float,
+    hurry: asyncio.Event | None = None,
+) -> None:
     """Stop taking work and let what runs finish within `grace_s`, all at once: the
     dispatcher takes no grant and the arq Workers pick no task, while provider requests,
     on-time polls and arq's tasks (polls, deliveries, cancellations) in flight finish and
@@ -181,16 +187,29 @@ async def wind_down(dispatcher: Dispatcher, workers: list[Worker], *, grace_s: f
     and resumed elsewhere: a provider request by the reconciler once its slot's lease
     runs out (an async create in doubt is looked up at the provider before any resend),
     an arq task by arq once its in-progress key expires, a delivery after recording its
-    attempt as interrupted (webhooks/delivery.py)."""
+    attempt as interrupted (webhooks/delivery.py). `hurry` set (a second signal) ends
+    the grace at once."""
     started = time.monotonic()
     for worker in workers:
         worker.allow_pick_jobs = False
     log.info("worker_stopping", grace_s=grace_s, requests_in_flight=len(dispatcher.running))
-    await asyncio.gather(
+    finishing = asyncio.gather(
         dispatcher.stop(grace_s=grace_s),
         stop_on_time_polls(grace_s=grace_s),
         _arq_tasks_finish(workers, grace_s=grace_s),
     )
+    hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
+    waiting: list[asyncio.Future[Any]] = [finishing, hurried]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    if not finishing.done():
+        log.warning("worker_stopping_now", requests_cut=len(dispatcher.running))
+        # The same cut as at the end of the grace, now; the waits above then end too.
+        await asyncio.gather(dispatcher.stop(grace_s=0), stop_on_time_polls(grace_s=0))
+        for worker in workers:
+            for task in worker.tasks.values():
+                task.cancel()
+        await finishing
     cut = sum(not task.done() for worker in workers for task in worker.tasks.values())
     for worker in workers:
         # close() cancels the tasks still running and re-raises their CancelledError.
@@ -206,10 +225,15 @@ async def _arq_tasks_finish(workers: list[Worker], *, grace_s: float) -> None:
 
 async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, rebuilding the workers whenever Redis drops them."""
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        """The first signal winds down within the grace; a second cuts it short."""
+        (hurry if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     delay = 1.0
     while not stop.is_set():
         started = loop.time()
@@ -229,7 +253,7 @@ async def run_workers(settings: Settings) -> None:
         log.info("worker_started", queues=[w.queue_name for w in workers])
         done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
         grace_s = settings.shutdown_grace_s if stop.is_set() else min(settings.shutdown_grace_s, 10)
-        await wind_down(dispatcher, workers, grace_s=grace_s)
+        await wind_down(dispatcher, workers, grace_s=grace_s, hurry=hurry)
         for task in [*mains, stopper]:
             task.cancel()
         failure = next(
