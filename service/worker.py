@@ -227,13 +227,20 @@ async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, rebuilding the workers whenever Redis drops them."""
     stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+    first: list[signal.Signals] = []
 
-    def on_signal() -> None:
-        """The first signal winds down within the grace; a second cuts it short."""
-        (hurry if stop.is_set() else stop).set()
+    def on_signal(sig: signal.Signals) -> None:
+        """The first signal winds down within the grace; the same signal again cuts it
+        short. Only the same: a Ctrl-C under `darkroom up` reaches the worker as SIGINT
+        (its process group) and then as SIGTERM (from `up`), which is one request."""
+        if not first:
+            first.append(sig)
+            stop.set()
+        elif sig == first[0]:
+            hurry.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     delay = 1.0
     while not stop.is_set():
         started = loop.time()
