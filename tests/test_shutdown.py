@@ -114,13 +114,18 @@ async def test_sigterm_mid_batch_loses_nothing_and_runs_every_job_once(stack: St
     assert stats["creations_by_provider"]["replicate"] == JOBS - replicate["queued"]
     assert "worker_wound_down" in worker.log()
 
-    await stack.start_workers(1)
+    [second] = await stack.start_workers(1)
     await stack.wait_until_no_active_jobs(timeout_s=60)
     stats = await simulator.stats()
     assert (await stack.db.job_counts()) == {"succeeded": 2 * JOBS}
     assert stats["creations_by_provider"] == {"openai": JOBS, "replicate": JOBS}
     assert stats["duplicate_submissions"] == 0
     assert await attempts_per_job(stack) == [1] * (2 * JOBS)
+
+    # The same signal twice: the second cuts the grace short (nothing is left to cut).
+    second.popen.send_signal(signal.SIGTERM)
+    second.popen.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(second.popen.wait, GRACE_S + 15) == 0, second.log_tail()
 
     # The API: SIGTERM while a request is being answered; it still gets its answer.
     assert stack.api is not None
