@@ -48,8 +48,18 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
 ) -> None:
     """Run the HTTP API."""
-    _check_config(get_settings())
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level="warning")
+    settings = get_settings()
+    _check_config(settings)
+    # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for this long,
+    # then ends the lifespan (which closes the State).
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+    )
 
 
 @app.command()
@@ -209,6 +219,7 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
                 env=env,
                 data_dir=settings.data_dir,
                 signals=signals,
+                grace_s=settings.shutdown_grace_s,
                 announce=lambda url: _say(banner(url, services, dev_key, settings.data_dir)),
             )
         finally:

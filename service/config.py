@@ -20,6 +20,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.kit.ssrf import parse_cidrs
 
 PLACEHOLDER_SECRET = "dev-insecure-change-me"
+# Apprise schemes a batch's `notify` may use unless DARKROOM_NOTIFY_SCHEMES says otherwise:
+# chat, mail and push services, and plain JSON/form/XML POSTs. Not the ones that act on
+# the worker's own machine (syslog, dbus, desktop notifications, scripts).
+DEFAULT_NOTIFY_SCHEMES = (
+    "slack", "discord", "msteams", "mailto", "mailtos", "tgram", "json", "jsons", "form",
+    "forms", "xml", "xmls", "ntfy", "ntfys", "gotify", "gotifys", "matrix", "matrixs",
+    "mmost", "mmosts", "rocket", "rockets", "gchat", "pover", "pbul", "signal", "signals",
+    "zulip", "webex", "opsgenie", "pagerduty", "whatsapp", "lark", "feishu", "dingtalk",
+)  # fmt: skip
 PLACEHOLDER_PASSWORDS = frozenset({"postgres", "password", "changeme", "secret", "darkroom"})
 
 
@@ -85,6 +94,9 @@ class Settings(BaseSettings):
     # be run by a schedule that skips missed runs (catch_up "skip").
     schedule_interval_s: int = Field(default=20, ge=1)
     schedule_grace_s: int = Field(default=300, ge=0)
+    # On SIGTERM a worker stops taking work and gives what runs (provider requests, polls,
+    # deliveries) this long to finish; `darkroom serve` gives in-flight HTTP requests the same.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
     queue_name: str = "darkroom:jobs"
     webhook_queue_name: str = "darkroom:webhooks"
 
@@ -112,6 +124,13 @@ class Settings(BaseSettings):
     webhook_failing_endpoint_slots: int = Field(default=1, ge=1)
     # An endpoint failing without a single success for this long is disabled.
     webhook_disable_after_s: float = Field(default=5 * 86400.0, gt=0)
+
+    # Notifications (a batch's `notify` Apprise URLs): one attempt's deadline, and the
+    # schemes a caller may use (a JSON list or comma-separated; empty: any Apprise knows).
+    notify_timeout_s: float = Field(default=30.0, gt=0)
+    notify_schemes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFY_SCHEMES)
+    )
 
     # Outbound URLs that someone else chose (callback_urls, provider outputs, write-backs)
     # never reach non-public addresses (service/kit/ssrf.py) except these CIDRs: a JSON
@@ -163,6 +182,21 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"DARKROOM_SSRF_ALLOW_CIDRS is not a JSON list: {exc}") from None
         return [part.strip() for part in text.split(",") if part.strip()]
+
+    @field_validator("notify_schemes", mode="before")
+    @classmethod
+    def _split_schemes(cls, value: Any) -> Any:
+        """The environment gives a string: a JSON list, or schemes separated by commas."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"DARKROOM_NOTIFY_SCHEMES is not a JSON list: {exc}") from None
+        parts = (part.strip().lower().removesuffix("://") for part in text.split(","))
+        return [part for part in parts if part]
 
     @field_validator("ssrf_allow_cidrs")
     @classmethod

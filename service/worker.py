@@ -35,6 +35,7 @@ from service.jobs.tasks import (
     reconcile_jobs,
 )
 from service.logging import get_logger
+from service.notifications import sink as _notify_sink  # noqa: F401  (registers)
 from service.schedules.tasks import schedule_seconds, schedules_tick
 from service.state import State, build_state, close_state
 from service.webhooks.sinks import longest_deadline_s
@@ -181,12 +182,74 @@ async def _nothing_due(state: State, workers: list[Worker], wait_for_deferred: b
     return True
 
 
+async def wind_down(
+    dispatcher: Dispatcher,
+    workers: list[Worker],
+    *,
+    grace_s: float,
+    hurry: asyncio.Event | None = None,
+) -> None:
+    """Stop taking work and let what runs finish within `grace_s`, all at once: the
+    dispatcher takes no grant and the arq Workers pick no task, while provider requests,
+    on-time polls and arq's tasks (polls, deliveries, cancellations) in flight finish and
+    record what they did. Whatever is still running when the grace ends is cancelled
+    and resumed elsewhere: a provider request by the reconciler once its slot's lease
+    runs out (an async create in doubt is looked up at the provider before any resend),
+    an arq task by arq once its in-progress key expires, a delivery after recording its
+    attempt as interrupted (webhooks/delivery.py). `hurry` set (a second signal) ends
+    the grace at once."""
+    started = time.monotonic()
+    for worker in workers:
+        worker.allow_pick_jobs = False
+    log.info("worker_stopping", grace_s=grace_s, requests_in_flight=len(dispatcher.running))
+    finishing = asyncio.gather(
+        dispatcher.stop(grace_s=grace_s),
+        stop_on_time_polls(grace_s=grace_s),
+        _arq_tasks_finish(workers, grace_s=grace_s),
+    )
+    hurried = asyncio.create_task((hurry or asyncio.Event()).wait())
+    waiting: list[asyncio.Future[Any]] = [finishing, hurried]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    if not finishing.done():
+        log.warning("worker_stopping_now", requests_cut=len(dispatcher.running))
+        # The same cut as at the end of the grace, now; the waits above then end too.
+        await asyncio.gather(dispatcher.stop(grace_s=0), stop_on_time_polls(grace_s=0))
+        for worker in workers:
+            for task in worker.tasks.values():
+                task.cancel()
+        await finishing
+    cut = sum(not task.done() for worker in workers for task in worker.tasks.values())
+    for worker in workers:
+        # close() cancels the tasks still running and re-raises their CancelledError.
+        await asyncio.gather(worker.close(), return_exceptions=True)
+    log.info("worker_wound_down", took_s=round(time.monotonic() - started, 2), arq_tasks_cut=cut)
+
+
+async def _arq_tasks_finish(workers: list[Worker], *, grace_s: float) -> None:
+    running = [task for worker in workers for task in worker.tasks.values() if not task.done()]
+    if running:
+        await asyncio.wait(running, timeout=grace_s)
+
+
 async def run_workers(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM, rebuilding the workers whenever Redis drops them."""
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+    first: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        """The first signal winds down within the grace; the same signal again cuts it
+        short. Only the same: a Ctrl-C under `darkroom up` reaches the worker as SIGINT
+        (its process group) and then as SIGTERM (from `up`), which is one request."""
+        if not first:
+            first.append(sig)
+            stop.set()
+        elif sig == first[0]:
+            hurry.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     delay = 1.0
     while not stop.is_set():
         started = loop.time()
@@ -205,11 +268,8 @@ async def run_workers(settings: Settings) -> None:
         stopper = asyncio.create_task(stop.wait())
         log.info("worker_started", queues=[w.queue_name for w in workers])
         done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
-        await dispatcher.stop(grace_s=30 if stop.is_set() else 10)
-        await stop_on_time_polls(grace_s=10)
-        for worker in workers:
-            # close() cancels the tasks still running and re-raises their CancelledError.
-            await asyncio.gather(worker.close(), return_exceptions=True)
+        grace_s = settings.shutdown_grace_s if stop.is_set() else min(settings.shutdown_grace_s, 10)
+        await wind_down(dispatcher, workers, grace_s=grace_s, hurry=hurry)
         for task in [*mains, stopper]:
             task.cancel()
         failure = next(

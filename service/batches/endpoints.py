@@ -179,10 +179,9 @@ async def cancel_batch(
     there; jobs in the middle of a synchronous request finish. Then the batch ends
     cancelled."""
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
-    event_id = await service.cancel_batch(session, batch)
+    event_ids = await service.cancel_batch(session, batch)
     await session.commit()
-    if event_id is not None:
-        await enqueue_deliveries(state, [event_id])
+    await enqueue_deliveries(state, event_ids)
     await enqueue_cancel(state, batch.id)
     return await service.present_batch(session, batch)
 

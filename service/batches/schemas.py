@@ -33,6 +33,10 @@ CallbackUrl = Annotated[
     Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000]+$"}),
 ]
 MAX_JOBS = 10_000
+NotifyUrls = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00-\x20]+$")]],
+    Field(max_length=10),
+]
 MAX_PROMPT = 4_000
 MAX_METADATA_DEPTH = 16
 
@@ -148,6 +152,12 @@ class BatchCreate(BaseModel):
         "left fail with code budget_exceeded",
     )
     callback_url: CallbackUrl | None = None
+    # notify: Apprise URLs told the summary at completion (service/notifications).
+    notify: NotifyUrls | None = Field(
+        default=None,
+        description="Apprise URLs (slack://..., mailto://..., json://host/path) told the "
+        "batch's summary when it completes; secrets: never shown again (only the scheme)",
+    )
     metadata: Metadata | None = Field(
         default=None,
         description=f"Any JSON object, nested at most {MAX_METADATA_DEPTH} levels; kept as given "
@@ -187,6 +197,9 @@ class BatchOut(BaseModel):
     completed_at: datetime | None
     metadata: dict[str, Any]
     callback_url: str | None
+    notify: list[str] = Field(
+        default_factory=list, description="The notify URLs' schemes only, e.g. slack://…"
+    )
 
 
 class BatchCreated(BatchOut):

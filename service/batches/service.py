@@ -26,6 +26,8 @@ from service.jobs.inputs import input_refs, validate_input_refs
 from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
 from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
+from service.notifications.outbox import record_notifications
+from service.notifications.urls import check_notify, redacted
 from service.providers.registry import ProviderRegistry
 from service.webhooks.service import record_event
 
@@ -87,6 +89,7 @@ async def submit_batch(
         name=body.name,
         status=BatchStatus.queued,
         callback_url=str(body.callback_url) if body.callback_url else None,
+        notify=list(body.notify) if body.notify else None,
         metadata_=body.metadata or {},
         idempotency_key=idempotency_key,
         request_hash=digest,
@@ -150,6 +153,10 @@ async def plan_batch(
 ) -> list[PlannedJob]:
     """Every job resolved, routed, mapped and estimated, and its input images checked
     (they exist and are the key's); stores nothing. A 422 names every problem."""
+    notify_problems = await check_notify(body.notify, settings)
+    if notify_problems:
+        first = notify_problems[0]
+        raise InvalidInput(f"{first.field}: {first.message}", details=notify_problems)
     cooled = await cooled_models(redis, route_candidates(body, registry, settings))
     planned = plan_jobs(body, registry, settings, cooled)
     refs = [
@@ -245,6 +252,7 @@ def batch_out(batch: Batch, totals: repository.BatchTotals) -> BatchOut:
         completed_at=batch.completed_at,
         metadata=batch.metadata_,
         callback_url=batch.callback_url,
+        notify=[redacted(url) for url in batch.notify or []],
     )
 
 
@@ -263,32 +271,35 @@ def final_status(batch: Batch, totals: repository.BatchTotals) -> BatchStatus:
     return BatchStatus.failed if succeeded == 0 else BatchStatus.partially_failed
 
 
-async def complete_batch(session: AsyncSession, batch: Batch) -> str | None:
-    """Give a batch with no active job left its final status and write batch.completed.
+async def complete_batch(session: AsyncSession, batch: Batch) -> list[str]:
+    """Give a batch with no active job left its final status and write batch.completed
+    and its notifications.
 
     The caller holds the batch row lock (repository.lock_batch), so exactly one
-    transaction completes a batch. Returns the id of the event to deliver, if any."""
+    transaction completes a batch. Returns the ids of the events to deliver."""
     if batch.status in FINAL_BATCH_STATUSES:
-        return None
+        return []
     totals = (await repository.totals_for(session, [batch.id], by_model=False))[batch.id]
     if totals.active:
-        return None
+        return []
     split = await repository.costs_by_model(session, [batch.id])
     totals = replace(totals, by_model=split.get(batch.id, {}))
     batch.status = final_status(batch, totals)
     batch.completed_at = utcnow()
     await session.flush()
     data = batch_out(batch, totals).model_dump(mode="json")
-    return await record_event(session, batch=batch, type="batch.completed", data=data)
+    completed = await record_event(session, batch=batch, type="batch.completed", data=data)
+    notified = await record_notifications(session, batch, data)
+    return ([completed] if completed is not None else []) + notified
 
 
-async def cancel_batch(session: AsyncSession, batch: Batch) -> str | None:
+async def cancel_batch(session: AsyncSession, batch: Batch) -> list[str]:
     """Queued jobs become cancelled. Running ones are cancelled at their provider after
     commit (jobs.tasks.enqueue_cancel) or finish; the batch ends cancelled once nothing
     runs. The caller holds the batch row lock."""
     if batch.status in FINAL_BATCH_STATUSES:
         if batch.status is BatchStatus.cancelled:
-            return None
+            return []
         raise Conflict(
             f"batch already finished with status {batch.status.value}", code="batch_finished"
         )

@@ -23,7 +23,9 @@ from service.devenv.signals import StopSignals
 READY_TIMEOUT_S = 300.0  # the API imports and connects in seconds; a loaded laptop needs more
 READY_POLL_S = 0.2
 WATCH_S = 1.0
-STOP_GRACE_S = 15.0
+# Past the children's own grace (DARKROOM_SHUTDOWN_GRACE_S: a worker lets its requests
+# finish, the API its HTTP requests), the time to record what finished and exit.
+STOP_MARGIN_S = 15.0
 COMMAND = [sys.executable, "-m", "service.cli"]
 
 
@@ -53,6 +55,7 @@ def run_stack(
     data_dir: Path,
     signals: StopSignals,
     announce: Callable[[str], None],
+    grace_s: float = 30.0,
 ) -> int:
     """Run until a stop signal (Stop propagates) or the API ends; returns the exit status."""
     url = f"http://{host}:{port}"
@@ -82,7 +85,7 @@ def run_stack(
     finally:
         signals.hold()
         forget_api_url(data_dir, url)
-        _stop(children)
+        _stop(children, grace_s + STOP_MARGIN_S)
 
 
 def _wait_until_ready(api: subprocess.Popen[bytes], url: str) -> None:
@@ -105,13 +108,13 @@ def _wait_until_ready(api: subprocess.Popen[bytes], url: str) -> None:
     raise StackError(f"the API at {url} was not ready after {READY_TIMEOUT_S:.0f} s ({last})")
 
 
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+def _stop(children: list[subprocess.Popen[bytes]], timeout_s: float) -> None:
     for child in children:
         if child.poll() is None:
             child.terminate()
     for child in children:
         try:
-            child.wait(timeout=STOP_GRACE_S)
+            child.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()

@@ -87,8 +87,7 @@ async def complete_idle_batches(
     events: dict[uuid.UUID, list[str]] = {}
     for batch_id in sorted(set(batch_ids) - active):
         batch = await batch_repository.lock_batch(session, batch_id)
-        completed = await complete_batch(session, batch)
-        events[batch_id] = [completed] if completed is not None else []
+        events[batch_id] = await complete_batch(session, batch)
     return events
 
 

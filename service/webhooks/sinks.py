@@ -55,7 +55,7 @@ SINKS: dict[str, Sink] = {}
 
 def longest_deadline_s(settings: Settings) -> float:
     """The longest attempt any sink may make: slot leases and arq's timeout cover it."""
-    return max(settings.webhook_timeout_s, settings.writeback_timeout_s)
+    return max(settings.webhook_timeout_s, settings.writeback_timeout_s, settings.notify_timeout_s)
 
 
 def register_sink(name: str, sink: Sink) -> None:
