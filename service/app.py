@@ -30,6 +30,8 @@ from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
 from service.state import State, build_state, close_state
+from service.ui.endpoints import router as ui_router
+from service.ui.live import router as ui_live_router
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
 from service.uploads.endpoints import router as uploads_router
@@ -86,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
+    app.include_router(ui_live_router)  # before ui_router: /ui/batches/progress is not an id
+    app.include_router(ui_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
