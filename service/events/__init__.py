@@ -12,6 +12,7 @@ from service.events.publish import (
     batch_snapshots,
     publish_batch_counts,
     publish_batch_events,
+    publish_bulk_change,
     publish_noted,
     stream_key,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "batch_snapshots",
     "publish_batch_counts",
     "publish_batch_events",
+    "publish_bulk_change",
     "publish_noted",
     "sse_response",
     "sse_stream",

@@ -110,6 +110,7 @@ class Hub:
         self.task: asyncio.Task[None] | None = None
         self.wake_key = f"dr:ev:wake:{uuid.uuid4().hex}"
         self.wake_position = "0-0"
+        self._stopping: asyncio.Task[None] | None = None
 
     @property
     def listener_count(self) -> int:
@@ -139,6 +140,8 @@ class Hub:
         stream.listeners.discard(listener)
         if not stream.listeners:
             del self.streams[key]
+            if not self.streams:  # let the reader see it has nothing left to read
+                self._stopping = asyncio.get_running_loop().create_task(self._wake_reader())
 
     async def _last_id(self, key: str) -> str:
         """Where reading starts for a stream not read yet: its last entry."""
@@ -174,7 +177,8 @@ class Hub:
             try:
                 answer = await self.state.redis.xread(
                     positions,  # type: ignore[arg-type]
-                    count=READ_COUNT,
+                    # A burst never fills a buffer that was keeping up.
+                    count=min(READ_COUNT, max(1, self.state.settings.events_listener_buffer // 2)),
                     block=BLOCK_MS,
                 )
             except asyncio.CancelledError:
@@ -197,8 +201,12 @@ class Hub:
         stream = self.streams.get(key)
         if stream is None:
             return
+        since = parse_event_id(stream.position)
         for raw_id, fields in entries:
             frame = frame_of(raw_id.decode(), fields)
+            position = parse_event_id(frame.event_id)
+            if since is not None and position is not None and position <= since:
+                continue  # read for a stream since removed and listened to again
             stream.position = frame.event_id or stream.position
             for listener in list(stream.listeners):
                 if not listener.offer(frame):

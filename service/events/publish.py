@@ -23,10 +23,11 @@ from typing import Any
 from sqlalchemy import select
 
 from service.batches.repository import BatchTotals, totals_for
-from service.events.capture import take_noted
+from service.events import repository
+from service.events.capture import job_data, take_noted
 from service.events.schemas import BatchEvent
 from service.logging import get_logger
-from service.models import Batch
+from service.models import Batch, JobStatus
 from service.state import State
 
 log = get_logger(__name__)
@@ -98,7 +99,8 @@ async def publish_noted(state: State, *sessions: Any) -> None:
         events += noted
         changed |= batches
     await publish_batch_events(state, events)
-    if changed:
+    if changed:  # now, and instead of the coalesced counts the job events asked for
+        counts_for(state).pending -= changed
         await publish_batch_counts(state, changed)
 
 
@@ -171,3 +173,26 @@ def counts_for(state: State) -> CountsCoalescer:
     if found is None or found.state is not state:
         found = _COUNTS[id(state)] = CountsCoalescer(state)
     return found
+
+
+async def publish_bulk_change(
+    state: State,
+    batch_id: uuid.UUID,
+    *,
+    job_ids: Sequence[uuid.UUID] | None = None,
+    status: JobStatus | None = None,
+    since: datetime | None = None,
+) -> None:
+    """After a bulk UPDATE committed (a batch's cancel or retry): a `job` event for each
+    job it changed (read back in a short session), then the batch's counts. Never raises."""
+    try:
+        async with state.sessionmaker() as session:
+            jobs = await repository.changed_jobs(
+                session, batch_id, job_ids=job_ids, status=status, since=since
+            )
+            events = [BatchEvent(batch_id, "job", job_data(job)) for job in jobs]
+    except Exception as exc:
+        log.warning("changed_jobs_not_read", error=repr(exc))
+        events = []
+    await publish_batch_events(state, events)
+    await publish_batch_counts(state, [batch_id])
