@@ -21,6 +21,7 @@ from service.catalog.endpoints import router as catalog_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.docs import install_docs
+from service.events.endpoints import router as events_router
 from service.integrations.endpoints import hooks_router
 from service.integrations.endpoints import router as integrations_router
 from service.jobs.endpoints import router as jobs_router
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
+    app.include_router(events_router)  # live events (service/events)
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
     app.include_router(accounts_router)
