@@ -19,9 +19,11 @@ from starlette.datastructures import FormData
 from service.auth.service import find_key
 from service.batches import repository, service
 from service.deps import SessionDep, StateDep
+from service.events import publish_bulk_change
 from service.jobs import repository as jobs_repository
 from service.jobs.endpoints import _serve_output
 from service.jobs.tasks import enqueue_cancel, enqueue_jobs
+from service.kit.base import utcnow
 from service.kit.errors import ApiError
 from service.kit.pagination import decode_time_uuid_cursor, encode_time_cursor
 from service.logging import get_logger
@@ -242,13 +244,16 @@ async def _batch_action(
         if action == "retry":
             jobs = await service.retry_batch(session, batch)
             await session.commit()
+            await publish_bulk_change(state, batch.id, job_ids=[job_id for job_id, _ in jobs])
             await enqueue_jobs(state, batch.id, batch.priority, jobs)
             return _see(f"{back}?notice=retried")
+        since = utcnow()
         event_id = await service.cancel_batch(session, batch)
         await session.commit()
     except ApiError as exc:  # 409: nothing to retry, already finished...
         await session.rollback()
         return _see(f"{back}?notice={exc.code}")
+    await publish_bulk_change(state, batch.id, status=JobStatus.cancelled, since=since)
     if event_id is not None:
         await enqueue_deliveries(state, [event_id])
     await enqueue_cancel(state, batch.id)

@@ -15,17 +15,18 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from service.batches import repository, service
 from service.db import session_scope
 from service.deps import StateDep
+from service.events import sse_response
 from service.ui import session as ui_session
-from service.ui.stream import batch_events
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 MAX_PROGRESS_IDS = 50
+MAX_EVENT_ID = 200
 
 
 @router.get("/batches/progress")
@@ -65,11 +66,9 @@ async def events(request: Request, batch_id: str, state: StateDep) -> Response:
         if batch is None:
             return Response("no such batch", status_code=404, media_type="text/plain")
     last_event_id = request.headers.get("last-event-id")
-    return StreamingResponse(
-        batch_events(state, batch.id, last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID:
+        last_event_id = None  # as the API treats a malformed id: a snapshot, then from now
+    return sse_response(state, batch.id, last_event_id)
 
 
 def _uuid(value: str) -> uuid.UUID | None:
