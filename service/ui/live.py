@@ -21,6 +21,7 @@ from service.batches import repository, service
 from service.db import session_scope
 from service.deps import StateDep
 from service.events import sse_response
+from service.ui import repository as ui_repository
 from service.ui import session as ui_session
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -42,16 +43,16 @@ async def progress(
         user = await ui_session.signed_in_key(state.redis, session, request)
         if user is None:
             return JSONResponse({"error": "sign in first"}, status_code=401)
+        batches = await ui_repository.batches_of_key(session, user.id, ids) if ids else []
+        totals = await repository.totals_for(session, [b.id for b in batches], by_model=False)
         out: dict[str, object] = {}
-        for batch_id in ids:
-            batch = await repository.get_batch(session, batch_id, user.id)
-            if batch is not None:
-                shown = await service.present_batch(session, batch)
-                out[str(batch_id)] = {
-                    "status": shown.status,
-                    "counts": shown.counts.model_dump(),
-                    "cost_usd": shown.cost_usd,
-                }
+        for batch in batches:
+            shown = service.batch_out(batch, totals[batch.id])
+            out[str(batch.id)] = {
+                "status": shown.status,
+                "counts": shown.counts.model_dump(),
+                "cost_usd": shown.cost_usd,
+            }
     return JSONResponse({"batches": out}, headers={"Cache-Control": "no-store"})
 
 

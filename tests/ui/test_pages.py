@@ -169,10 +169,10 @@ async def test_signed_out_requests_get_no_data(client: httpx.AsyncClient, caller
 async def test_gallery_cancel_retry_and_logout(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
-    body = {
-        "name": "bikes <b>",
-        "jobs": [{"prompt": f"a red bicycle {n} <script>"} for n in range(3)],
-    }
+    jobs: list[dict[str, object]] = [{"prompt": f"a red bicycle {n} <script>"} for n in range(3)]
+    video = {"width": 64, "height": 64, "duration_s": 0.5, "fps": 4}
+    jobs.append({"prompt": "waves", "model": "local/procedural-video", **video})
+    body = {"name": "bikes <b>", "jobs": jobs}
     done_id = await submit(client, caller, body)
     await run_until_idle(state)
     queued_id = await submit(client, caller, {"jobs": [{"prompt": "a blue kite"}]})
@@ -183,13 +183,18 @@ async def test_gallery_cancel_retry_and_logout(
     assert "bikes &lt;b&gt;" in listing.text
     gallery = await client.get(f"/ui/batches/{done_id}")
     assert gallery.status_code == 200
-    assert gallery.text.count('class="tile status-succeeded"') == 3
+    statuses = re.findall(r"class=\"tile status-(\w+)\"", gallery.text)
+    assert statuses == ["succeeded"] * 4
     assert "&lt;script&gt;" in gallery.text
     assert "<script>" not in gallery.text.split("</head>")[1]
     job_ids = re.findall(r'data-job="([^"]+)"', gallery.text)
     image = await client.get(f"/ui/jobs/{job_ids[0]}/output")
     assert image.status_code == 200
     assert image.headers["content-type"].startswith("image/")
+    player = re.search(r'<video class="shot" src="(/ui/jobs/[^"]+/output)"', gallery.text)
+    assert player, "the video job plays inline"
+    played = await client.get(player.group(1))
+    assert played.headers["content-type"].startswith("video/")
     tile = await client.get(f"/ui/jobs/{job_ids[0]}/tile")
     assert f'id="job-{job_ids[0]}"' in tile.text
 
@@ -208,7 +213,7 @@ async def test_gallery_cancel_retry_and_logout(
 
     progress = await client.get(f"/ui/batches/progress?id={done_id}&id={queued_id}")
     shown = progress.json()["batches"]
-    assert shown[done_id]["counts"]["succeeded"] == 3
+    assert shown[done_id]["counts"]["succeeded"] == 4
     assert shown[queued_id]["status"] == "cancelled"
 
     out = await client.post("/ui/logout", data={"csrf": csrf})
