@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 from service.jobs.polls import stop_on_time_polls
 from service.state import State
@@ -25,6 +25,10 @@ from tests.live import live_server
 
 CHROMIUM = os.environ.get("DARKROOM_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = ROOT / ".artifacts" / "ui"
+# Generous: CI machines run other suites beside this one. A wait ends as soon as its
+# condition holds, so this only matters when something is wrong.
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
 
 
 def chromium_or_skip() -> str:

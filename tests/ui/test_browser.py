@@ -12,7 +12,7 @@ import httpx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from tests.conftest import Caller
-from tests.ui.conftest import Stack, running_worker
+from tests.ui.conftest import WAIT_MS, Stack, running_worker
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
@@ -27,6 +27,7 @@ async def submit(stack: Stack, caller: Caller, body: dict[str, object]) -> str:
 
 async def signed_in(browser: Browser, stack: Stack, caller: Caller, **options: object) -> Page:
     context: BrowserContext = await browser.new_context(**options)  # type: ignore[arg-type]
+    context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     await page.goto(f"{stack.url}/ui")
     await expect(page).to_have_url(re.compile(r"/ui/login$"))
@@ -51,6 +52,7 @@ async def test_sign_in_refuses_wrong_keys_and_forged_forms_then_cancel_on_a_phon
         await context.close()
 
     context = await browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     await page.goto(f"{stack.url}/ui/login")
     await page.fill("#api_key", "dk_not-a-real-key")
@@ -141,7 +143,7 @@ async def test_progress_reaches_100_live_then_a_picture_opens_and_a_failure_is_r
 
     # Nothing ran until now: the page moves by itself, from the event stream.
     async with running_worker(stack.state):
-        await expect(head.locator("[data-pct]")).to_have_text("100%", timeout=30_000)
+        await expect(head.locator("[data-pct]")).to_have_text("100%", timeout=3 * WAIT_MS)
     await expect(head.locator("[data-status-label]")).to_have_text("partially failed")
     await expect(head.locator('[data-count="succeeded"]')).to_have_text("5")
     await expect(page.locator(".tile.status-succeeded img")).to_have_count(5)
@@ -173,7 +175,9 @@ async def test_progress_reaches_100_live_then_a_picture_opens_and_a_failure_is_r
     await page.click("#retry")
     await expect(page.locator(".notice")).to_contain_text("back in line")
     async with running_worker(stack.state):
-        await expect(head.locator("[data-status-label]")).to_have_text("succeeded", timeout=30_000)
+        await expect(head.locator("[data-status-label]")).to_have_text(
+            "succeeded", timeout=3 * WAIT_MS
+        )
     await expect(head.locator("[data-pct]")).to_have_text("100%")
     await expect(page.locator(".tile.status-succeeded")).to_have_count(6)
     await expect(page.locator("#retry")).to_be_disabled()

@@ -53,13 +53,17 @@
     }
   }
 
+  var latestFetch = {};  // job id -> number of its newest tile request
+
   function refreshTile(jobId) {
     var old = document.getElementById("job-" + jobId);
     if (!old) return;
+    var mine = (latestFetch[jobId] || 0) + 1;
+    latestFetch[jobId] = mine;
     fetch("/ui/jobs/" + encodeURIComponent(jobId) + "/tile", { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
-        if (!html) return;
+        if (!html || latestFetch[jobId] !== mine) return;  // a newer answer is coming
         var holder = document.createElement("div");
         holder.innerHTML = html.trim();
         var fresh = holder.firstElementChild;
@@ -93,7 +97,9 @@
       var data;
       try { data = JSON.parse(e.data); } catch (err) { return; }
       var id = data.id || data.job_id || (data.job && data.job.id);
-      if (id) refreshTile(id);
+      var tile = id && document.getElementById("job-" + id);
+      // Only tiles on this page, and only when what they show changed.
+      if (tile && tile.getAttribute("data-status") !== data.status) refreshTile(id);
     });
   }
 
