@@ -11,6 +11,7 @@ batch gets a fresh snapshot from Postgres, which covers whatever was lost meanwh
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import deque
@@ -30,6 +31,10 @@ READ_COUNT = 1000
 ERROR_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 
 
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_EVENT_ID = re.compile(r"([0-9]{1,15})-([0-9]{1,19})")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One SSE message, encoded once for every listener. `event_id` is the stream entry
@@ -43,12 +48,8 @@ class Frame:
 
 def parse_event_id(value: str | None) -> tuple[int, int] | None:
     """A stream entry id ("1700000000000-3") as a comparable pair; None if malformed."""
-    if value is None:
-        return None
-    ms, dash, seq = value.strip().partition("-")
-    if not dash or not ms.isdigit() or not seq.isdigit() or len(ms) > 15 or len(seq) > 19:
-        return None
-    return int(ms), int(seq)
+    match = _EVENT_ID.fullmatch(value.strip()) if value is not None else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def frame_of(event_id: str, fields: dict[bytes, bytes]) -> Frame:
