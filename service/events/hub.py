@@ -113,6 +113,14 @@ class Hub:
         self.wake_position = "0-0"
         self._stopping: asyncio.Task[None] | None = None
 
+    def end_all(self) -> None:
+        """Every stream of this hub ends now (the server is stopping); each client
+        resumes elsewhere by Last-Event-ID."""
+        for stream in self.streams.values():
+            for listener in stream.listeners:
+                listener.dropped = True
+                listener.wake.set()
+
     @property
     def listener_count(self) -> int:
         return sum(len(stream.listeners) for stream in self.streams.values())
@@ -233,6 +241,14 @@ class Hub:
 
 
 _HUBS: dict[int, Hub] = {}
+
+
+def end_all_streams() -> None:
+    """From a signal handler: end every open stream of the process, in its own loop."""
+    for hub in list(_HUBS.values()):
+        task = hub.task
+        if task is not None and not task.done():
+            task.get_loop().call_soon_threadsafe(hub.end_all)
 
 
 def hub_for(state: State) -> Hub:
