@@ -150,7 +150,10 @@ class Hub:
         if not stream.listeners:
             del self.streams[key]
             if not self.streams:  # let the reader see it has nothing left to read
-                self._stopping = asyncio.get_running_loop().create_task(self._wake_reader())
+                try:
+                    self._stopping = asyncio.get_running_loop().create_task(self._wake_reader())
+                except RuntimeError:  # no loop any more (a generator finalised late)
+                    pass
 
     async def _last_id(self, key: str) -> str:
         """Where reading starts for a stream not read yet: its last entry."""
@@ -197,11 +200,14 @@ class Hub:
                 await asyncio.sleep(ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)])
                 failures += 1
                 continue
-            if failures:
-                failures = 0
-                await self._resync()
-            for raw_key, entries in answer or []:
-                self._fan_out(raw_key.decode(), entries)
+            try:
+                if failures:
+                    failures = 0
+                    await self._resync()
+                for raw_key, entries in answer or []:
+                    self._fan_out(raw_key.decode(), entries)
+            except Exception:  # never let one bad entry stop every listener's events
+                log.exception("events_fan_out_failed")
 
     def _fan_out(self, key: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if key == self.wake_key:

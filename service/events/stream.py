@@ -28,6 +28,7 @@ from starlette.responses import StreamingResponse
 
 from service.events.hub import Frame, Listener, frame_of, hub_for, parse_event_id, snapshot_frame
 from service.events.publish import batch_snapshots, stream_key
+from service.events.schemas import HEARTBEAT
 from service.logging import get_logger
 from service.state import State
 
@@ -36,7 +37,6 @@ log = get_logger(__name__)
 RETRY_MS = 3000
 REPLAY_PAGE = 1000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-HEARTBEAT = b": ping\n\n"
 
 
 def sse_response(state: State, batch_id: uuid.UUID, last_event_id: str | None) -> StreamingResponse:
