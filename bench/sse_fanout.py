@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench._harness import BenchEnv, bench_env, log
+from bench._harness import BenchEnv, bench_env, free_port, log
 from bench._machine import BusyMeter, machine, wait_for_quiet
 from bench._payload import batch_body
 
@@ -62,6 +62,26 @@ async def listen(http: httpx.AsyncClient, key: str, batch_id: str, seen: Seen) -
     seen.ended = True
 
 
+async def start_api(env: BenchEnv, timeout_s: float = 180.0) -> str:
+    """`darkroom serve`, as BenchEnv.start_api, but patient: a loaded machine may take
+    more than 30 s to import the app."""
+    port = free_port()
+    child = env.spawn("serve", "--port", str(port), name="api")
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise RuntimeError(f"API exited with {child.returncode}; see {env.workdir}")
+            try:
+                if (await http.get(f"{base}/readyz")).status_code == 200:
+                    return base
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"API did not become ready in {timeout_s} s")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -69,7 +89,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run(env: BenchEnv, listeners: int, jobs: int, other_batches: int) -> dict[str, Any]:
     key = await env.create_api_key()
-    base = env.start_api()
+    base = await start_api(env)
     limits = httpx.Limits(max_connections=listeners + 50, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as http:
         headers = {"authorization": f"Bearer {key}"}
