@@ -49,7 +49,12 @@ def serve(
 ) -> None:
     """Run the HTTP API."""
     _check_config(get_settings())
-    uvicorn.run("service.app:create_app", factory=True, host=host, port=port, log_level="warning")
+    from service.events.server import Server  # ends live event streams on SIGTERM
+
+    config = uvicorn.Config(
+        "service.app:create_app", factory=True, host=host, port=port, log_level="warning"
+    )
+    Server(config).run()
 
 
 @app.command()

@@ -148,6 +148,9 @@ class Settings(BaseSettings):
     # After the final batch event, the stream stays open this long for events another
     # process published late, then ends.
     events_final_linger_s: float = Field(default=1.0, ge=0)
+    # A stream ends after this long (an EventSource reconnects with Last-Event-ID and
+    # resumes exactly), so connections rebalance across API replicas.
+    events_max_stream_s: float = Field(default=1800.0, gt=0)
 
     @property
     def is_production(self) -> bool:

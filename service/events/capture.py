@@ -16,7 +16,10 @@ from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
 from service.events.schemas import BatchEvent
+from service.logging import get_logger
 from service.models import Batch, Job, JobStatus
+
+log = get_logger(__name__)
 
 _KEY = "darkroom.events"
 _BATCHES_KEY = "darkroom.events.batches"
@@ -45,18 +48,28 @@ def _status_changed(obj: object) -> bool:
 
 @event.listens_for(Session, "after_flush")
 def _note_changes(session: Session, _context: UOWTransaction) -> None:
-    """Runs inside the flush: only reads attributes already in memory, never queries."""
+    """Runs inside the flush: only looks at what is in memory, never queries. The job
+    itself is kept, and read after commit: what a listener gets is what committed, even
+    when a field was set after the flush that saw the status change."""
     for obj in session.dirty:
         if isinstance(obj, Job) and _status_changed(obj):
-            events: list[BatchEvent] = session.info.setdefault(_KEY, [])
-            events.append(BatchEvent(obj.batch_id, "job", job_data(obj)))
+            jobs: dict[uuid.UUID, Job] = session.info.setdefault(_KEY, {})
+            jobs.setdefault(obj.id, obj)
         elif isinstance(obj, Batch) and _status_changed(obj):
             batches: set[uuid.UUID] = session.info.setdefault(_BATCHES_KEY, set())
             batches.add(obj.id)
 
 
 def take_noted(session: Any) -> tuple[list[BatchEvent], set[uuid.UUID]]:
-    """The job events and the batches whose status changed, noted in this session
-    (sync or async) since the last call; the notes are cleared."""
+    """After commit: an event for each job whose status changed in this session (sync or
+    async), in the order of their first change, and the batches whose status changed.
+    The notes are cleared."""
     info = session.info
-    return info.pop(_KEY, []), info.pop(_BATCHES_KEY, set())
+    jobs: dict[uuid.UUID, Job] = info.pop(_KEY, {})
+    events: list[BatchEvent] = []
+    for job in jobs.values():
+        try:
+            events.append(BatchEvent(job.batch_id, "job", job_data(job)))
+        except Exception as exc:  # an attribute expired: no reload outside the session
+            log.warning("job_event_skipped", error=repr(exc))
+    return events, info.pop(_BATCHES_KEY, set())

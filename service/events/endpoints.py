@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import BaseModel
 from starlette.responses import StreamingResponse
 
 from service.auth.service import find_key
@@ -22,12 +23,17 @@ from service.kit.errors import ERROR_RESPONSES, NotFound, Unauthorized
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
+
+def _fields(model: type[BaseModel]) -> str:
+    return ", ".join(f"`{name}`" for name in model.model_fields)
+
+
 EVENTS_DESCRIPTION = f"""Server-Sent Events (`text/event-stream`):
 
 - `event: batch`: the batch's counts (first a snapshot from the database, then after changes,
-  at most a few per second). Data: `{list(BatchEventData.model_fields)}`.
+  at most a few per second). Data: {_fields(BatchEventData)}.
 - `event: job`: one job's state changed (running, succeeded, failed, cancelled, back to
-  queued for a retry). Data: `{list(JobEventData.model_fields)}`.
+  queued for a retry). Data: {_fields(JobEventData)}.
 - `: ping` comments every 15 s (DARKROOM_EVENTS_HEARTBEAT_S) of silence.
 
 Each event's `id:` resumes the stream: send it back as `Last-Event-ID` to get exactly the

@@ -11,6 +11,7 @@ batch gets a fresh snapshot from Postgres, which covers whatever was lost meanwh
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections import deque
@@ -30,6 +31,10 @@ READ_COUNT = 1000
 ERROR_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 
 
+# ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+_EVENT_ID = re.compile(r"([0-9]{1,15})-([0-9]{1,19})")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One SSE message, encoded once for every listener. `event_id` is the stream entry
@@ -43,12 +48,8 @@ class Frame:
 
 def parse_event_id(value: str | None) -> tuple[int, int] | None:
     """A stream entry id ("1700000000000-3") as a comparable pair; None if malformed."""
-    if value is None:
-        return None
-    ms, dash, seq = value.strip().partition("-")
-    if not dash or not ms.isdigit() or not seq.isdigit() or len(ms) > 15 or len(seq) > 19:
-        return None
-    return int(ms), int(seq)
+    match = _EVENT_ID.fullmatch(value.strip()) if value is not None else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def frame_of(event_id: str, fields: dict[bytes, bytes]) -> Frame:
@@ -112,6 +113,14 @@ class Hub:
         self.wake_position = "0-0"
         self._stopping: asyncio.Task[None] | None = None
 
+    def end_all(self) -> None:
+        """Every stream of this hub ends now (the server is stopping); each client
+        resumes elsewhere by Last-Event-ID."""
+        for stream in self.streams.values():
+            for listener in stream.listeners:
+                listener.dropped = True
+                listener.wake.set()
+
     @property
     def listener_count(self) -> int:
         return sum(len(stream.listeners) for stream in self.streams.values())
@@ -141,7 +150,10 @@ class Hub:
         if not stream.listeners:
             del self.streams[key]
             if not self.streams:  # let the reader see it has nothing left to read
-                self._stopping = asyncio.get_running_loop().create_task(self._wake_reader())
+                try:
+                    self._stopping = asyncio.get_running_loop().create_task(self._wake_reader())
+                except RuntimeError:  # no loop any more (a generator finalised late)
+                    pass
 
     async def _last_id(self, key: str) -> str:
         """Where reading starts for a stream not read yet: its last entry."""
@@ -188,11 +200,14 @@ class Hub:
                 await asyncio.sleep(ERROR_BACKOFF_S[min(failures, len(ERROR_BACKOFF_S) - 1)])
                 failures += 1
                 continue
-            if failures:
-                failures = 0
-                await self._resync()
-            for raw_key, entries in answer or []:
-                self._fan_out(raw_key.decode(), entries)
+            try:
+                if failures:
+                    failures = 0
+                    await self._resync()
+                for raw_key, entries in answer or []:
+                    self._fan_out(raw_key.decode(), entries)
+            except Exception:  # never let one bad entry stop every listener's events
+                log.exception("events_fan_out_failed")
 
     def _fan_out(self, key: str, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         if key == self.wake_key:
@@ -232,6 +247,14 @@ class Hub:
 
 
 _HUBS: dict[int, Hub] = {}
+
+
+def end_all_streams() -> None:
+    """From a signal handler: end every open stream of the process, in its own loop."""
+    for hub in list(_HUBS.values()):
+        task = hub.task
+        if task is not None and not task.done():
+            task.get_loop().call_soon_threadsafe(hub.end_all)
 
 
 def hub_for(state: State) -> Hub:

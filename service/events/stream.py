@@ -4,10 +4,12 @@ them (the API's, with an API key; the UI's, with its cookie).
 The stream: a `retry:` hint; a `batch` snapshot read from Postgres (in a short session,
 closed before anything streams), unless a Last-Event-ID resumes within the batch's
 stream; the events missed since that id; then live events as they are published, with
-`: ping` comments every `events_heartbeat_s` of silence. After a `batch` event whose
-status is final, the stream stays open `events_final_linger_s` for events another
-process published late, then ends (a client should close its EventSource on the final
-`batch` event, or it reconnects and gets the final snapshot again).
+`: ping` comments every `events_heartbeat_s` of silence. A stream lasts at most
+`events_max_stream_s`; the client reconnects with Last-Event-ID and misses nothing.
+After a `batch` event whose status is final, the stream stays open
+`events_final_linger_s` for events another process published late, then ends (a client
+should close its EventSource on the final `batch` event, or it reconnects and gets the
+final snapshot again).
 
 Last-Event-ID: an id within the stream resumes after it, with exactly the events missed.
 An id older than the stream keeps (trimmed, expired, or Redis was flushed) resumes from
@@ -26,6 +28,7 @@ from starlette.responses import StreamingResponse
 
 from service.events.hub import Frame, Listener, frame_of, hub_for, parse_event_id, snapshot_frame
 from service.events.publish import batch_snapshots, stream_key
+from service.events.schemas import HEARTBEAT
 from service.logging import get_logger
 from service.state import State
 
@@ -34,7 +37,6 @@ log = get_logger(__name__)
 RETRY_MS = 3000
 REPLAY_PAGE = 1000
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-HEARTBEAT = b": ping\n\n"
 
 
 def sse_response(state: State, batch_id: uuid.UUID, last_event_id: str | None) -> StreamingResponse:
@@ -79,6 +81,7 @@ async def _stream(
     last = resume
     final = False
     ends_at: float | None = None
+    closes_at = time.monotonic() + settings.events_max_stream_s
     while True:
         for frame in frames:
             position = parse_event_id(frame.event_id)
@@ -96,11 +99,11 @@ async def _stream(
             ends_at = None
         elif ends_at is None:
             ends_at = time.monotonic() + settings.events_final_linger_s
-        timeout = settings.events_heartbeat_s
+        timeout = min(settings.events_heartbeat_s, closes_at - time.monotonic())
         if ends_at is not None:
             timeout = min(timeout, ends_at - time.monotonic())
-            if timeout <= 0:
-                return
+        if timeout <= 0:
+            return
         waited = await listener.wait(timeout)
         if waited is None and ends_at is None:
             yield HEARTBEAT

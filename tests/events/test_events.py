@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from service.events import sse_stream, stream_key
 from service.events.hub import parse_event_id
@@ -141,20 +142,16 @@ async def test_a_listener_late_or_with_a_lost_id_starts_from_a_snapshot(
     assert (snapshot.event, snapshot.json["status"]) == ("batch", "succeeded")
 
 
-async def test_quiet_streams_get_heartbeats(
-    client: httpx.AsyncClient, caller: Caller, state: State
+async def test_quiet_streams_get_heartbeats_and_end_after_their_longest(
+    client: httpx.AsyncClient, caller: Caller, state: State, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(state.settings, "events_max_stream_s", 0.9)
     batch_id = await submit(client, caller, small_batch(1))
-    stream = sse_stream(state, uuid.UUID(batch_id), None)
-    got: list[Message] = []
-    async for message in messages(stream):
-        got.append(message)
-        if sum(m.comment == "ping" for m in got) == 3:
-            break
-    await stream.aclose()
+    got = await listen(state, batch_id)  # ends although the batch is still queued
     assert got[0].event == "batch"
     assert got[0].json["status"] == "queued"
-    assert [m.comment for m in got[1:]] == ["ping"] * 3
+    assert {m.comment for m in got[1:]} == {"ping"}
+    assert len(got[1:]) >= 3  # every 0.2 s of silence
 
 
 async def test_events_need_a_key_and_the_batch_of_that_key(
@@ -235,3 +232,10 @@ async def test_a_cancel_streams_the_cancelled_jobs_and_ends(
     assert got[-1].event == "batch"
     assert got[-1].json["status"] == "cancelled"
     assert got[-1].json["counts"]["cancelled"] == 3
+
+
+def test_event_ids_are_read_strictly() -> None:
+    assert parse_event_id("1700000000000-3") == (1700000000000, 3)
+    assert parse_event_id(" 5-0 ") == (5, 0)
+    for bad in (None, "", "5", "5-", "-5", "a-1", "1-²", "²-1", "1-2-3", "9" * 16 + "-0"):
+        assert parse_event_id(bad) is None

@@ -4,16 +4,21 @@ Redis that is away."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import uvicorn
 from arq.connections import ArqRedis
 
+from service.app import create_app
 from service.events import BatchEvent, publish_batch_events, sse_stream, stream_key
 from service.events.hub import hub_for
+from service.events.server import Server
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, submit
@@ -148,3 +153,41 @@ async def test_redis_away_does_not_break_jobs_or_listeners(
     await stream.aclose()
     assert got[-1].json["status"] == "succeeded"
     await dead.aclose()
+
+
+async def test_stopping_the_server_ends_open_streams(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    """uvicorn waits for open responses before it exits: `darkroom serve` ends its
+    streams on SIGTERM, or it would wait for the batch to finish."""
+    batch_id = await submit(client, caller, small_batch(1))  # queued: its stream stays open
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = Server(uvicorn.Config(create_app(state.settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            await asyncio.sleep(0.02)
+        got: list[Message] = []
+
+        async def read() -> None:
+            async with (
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+                http.stream(
+                    "GET", f"/v1/batches/{batch_id}/events", headers=caller.headers
+                ) as response,
+            ):
+                async for message in messages(response.aiter_text()):
+                    got.append(message)
+                    if message.event == "batch":
+                        server.handle_exit(signal.SIGTERM, None)  # as the signal would
+
+        await asyncio.wait_for(read(), 20)  # ends: the server closed the stream
+        assert [m.event for m in got if m.comment is None] == ["batch"]
+        await asyncio.to_thread(thread.join, 20)
+        assert not thread.is_alive()
+    finally:
+        server.should_exit = True
+        sock.close()
