@@ -3,10 +3,12 @@ every bad id or form answered with a page, never a 500 and never the key."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from service.app import create_app
@@ -60,7 +62,13 @@ async def test_sign_in_trades_the_key_for_an_opaque_session(
     assert "Secure" in cookie
 
 
-async def test_a_wrong_key_shows_the_form_again(client: httpx.AsyncClient, caller: Caller) -> None:
+async def test_a_wrong_key_shows_the_form_again(
+    client: httpx.AsyncClient,
+    caller: Caller,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
     for key in ["dk_wrong", "not a key", "", "dk_" + "x" * 5000, "dk_\u00e9\u0000"]:
         response = await sign_in(client, key)
         assert response.status_code == 401, key
@@ -68,6 +76,12 @@ async def test_a_wrong_key_shows_the_form_again(client: httpx.AsyncClient, calle
         assert 'name="api_key"' in response.text
         assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
     assert (await client.get("/ui/batches")).status_code == 303
+    signed_in = await sign_in(client, caller.key)
+    assert signed_in.status_code == 303
+    logged = caplog.text + "".join(capsys.readouterr())
+    assert "dk_wrong" not in logged
+    assert caller.key not in logged
+    assert caller.key[:10] not in logged  # not even its prefix
 
 
 async def test_a_revoked_key_ends_its_sessions(
