@@ -10,9 +10,8 @@ Kept out of the OpenAPI schema: these are pages for people, not an API.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
@@ -58,6 +57,13 @@ async def _form(request: Request) -> FormData | None:
         return await request.form()
     except Exception:  # a body that is not a form: the 400 page, not a 500
         return None
+
+
+def _index(value: str | None) -> int | None:
+    """A job index from a "More" link; anything else shows the first page."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 7:
+        return None
+    return int(value)
 
 
 def _field(form: FormData, name: str) -> str | None:
@@ -160,13 +166,13 @@ async def batches_page(
     request: Request,
     state: StateDep,
     session: SessionDep,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: str | None = None,
 ) -> Response:
     user = await _user(request, state, session)
     if user is None:
         return _see("/ui/login")
     try:
-        after = decode_time_uuid_cursor(cursor)
+        after = decode_time_uuid_cursor(cursor[:200] if cursor else None)
     except ApiError:
         return error_page(request, 400, "Bad link", "That page link is not valid.")
     batches = await repository.list_batches(
@@ -186,8 +192,8 @@ async def batch_page(
     batch_id: str,
     state: StateDep,
     session: SessionDep,
-    after: Annotated[int | None, Query(ge=-1, le=1_000_000)] = None,
-    status: Annotated[str | None, Query(max_length=40)] = None,
+    after: str | None = None,
+    status: str | None = None,
 ) -> Response:
     user = await _user(request, state, session)
     if user is None:
@@ -201,7 +207,7 @@ async def batch_page(
         batch.id,
         status=JobStatus(wanted) if wanted else None,
         limit=TILES_PER_PAGE + 1,
-        after_index=after,
+        after_index=_index(after),
     )
     shown, more = jobs[:TILES_PER_PAGE], len(jobs) > TILES_PER_PAGE
     context = {

@@ -136,6 +136,7 @@ async def test_bad_ids_and_links_are_pages_not_500s(
         (f"/ui/batches/{missing}", 404),
         ("/ui/batches/%00", 404),
         ("/ui/batches?cursor=garbage", 400),
+        ("/ui/batches?cursor=" + "x" * 5000, 400),
         (f"/ui/batches/{missing}?status=nonsense", 404),
         ("/ui/jobs/nope/output", 404),
         (f"/ui/jobs/{missing}/output", 404),
@@ -198,6 +199,10 @@ async def test_gallery_cancel_retry_and_logout(
     assert "&lt;script&gt;" in gallery.text
     assert "<script>" not in gallery.text.split("</head>")[1]
     job_ids = re.findall(r'data-job="([^"]+)"', gallery.text)
+    odd = await client.get(f"/ui/batches/{done_id}?after=abc&status=%3Cscript%3E")
+    assert odd.text.count('class="tile ') == 4  # odd links show the first page, unfiltered
+    later = await client.get(f"/ui/batches/{done_id}?after=1&status=succeeded")
+    assert re.findall(r'data-job="([^"]+)"', later.text) == job_ids[2:]
     image = await client.get(f"/ui/jobs/{job_ids[0]}/output")
     assert image.status_code == 200
     assert image.headers["content-type"].startswith("image/")
