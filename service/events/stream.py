@@ -83,6 +83,7 @@ async def _stream(
     ends_at: float | None = None
     closes_at = time.monotonic() + settings.events_max_stream_s
     while True:
+        chunk: list[bytes] = []
         for frame in frames:
             position = parse_event_id(frame.event_id)
             if position is not None:
@@ -91,7 +92,9 @@ async def _stream(
                 last = position
             if frame.final is not None:
                 final = frame.final
-            yield frame.data
+            chunk.append(frame.data)
+        if chunk:  # what arrived together goes in one write, not one per event
+            yield b"".join(chunk)
         if listener.dropped:
             log.info("events_stream_dropped", batch_id=str(listener.batch_id))
             return
