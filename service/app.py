@@ -21,6 +21,7 @@ from service.catalog.endpoints import router as catalog_router
 from service.config import Settings, get_settings
 from service.deps import StateDep
 from service.docs import install_docs
+from service.events.endpoints import router as events_router
 from service.integrations.endpoints import hooks_router
 from service.integrations.endpoints import router as integrations_router
 from service.jobs.endpoints import router as jobs_router
@@ -31,6 +32,8 @@ from service.kit.request_context import RequestContext
 from service.logging import configure_logging
 from service.schedules.endpoints import router as schedules_router
 from service.state import State, build_state, close_state
+from service.ui.endpoints import router as ui_router
+from service.ui.live import router as ui_live_router
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
 from service.uploads.endpoints import router as uploads_router
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
+    app.include_router(events_router)  # live events (service/events)
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
     app.include_router(accounts_router)
@@ -88,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(catalog_router)
     app.include_router(schedules_router)
+    app.include_router(ui_live_router)  # before ui_router: /ui/batches/progress is not an id
+    app.include_router(ui_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -50,9 +50,11 @@ def serve(
     """Run the HTTP API."""
     settings = get_settings()
     _check_config(settings)
+    from service.events.server import Server  # ends live event streams on SIGTERM
+
     # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for this long,
     # then ends the lifespan (which closes the State).
-    uvicorn.run(
+    config = uvicorn.Config(
         "service.app:create_app",
         factory=True,
         host=host,
@@ -60,6 +62,7 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
+    Server(config).run()
 
 
 @app.command()

@@ -156,6 +156,25 @@ class Settings(BaseSettings):
     # Names are unique per batch, so an output never changes under its URL.
     storage_cache_control: str = "public, max-age=31536000, immutable"
 
+    # Live events (GET /v1/batches/{id}/events, service/events/)
+    # A comment line this often keeps proxies from closing a quiet stream.
+    events_heartbeat_s: float = Field(default=15.0, gt=0)
+    # A batch's counts are published at most once per this long per process.
+    events_coalesce_s: float = Field(default=0.2, ge=0)
+    # Each batch's Redis stream keeps about this many events (Last-Event-ID can resume
+    # within them), for this long after its last event.
+    events_stream_maxlen: int = Field(default=5000, ge=100)
+    events_stream_ttl_s: int = Field(default=86400, ge=60)
+    # Events one listener may have waiting; a listener further behind is dropped (its
+    # client reconnects with Last-Event-ID), never the others.
+    events_listener_buffer: int = Field(default=2000, ge=10)
+    # After the final batch event, the stream stays open this long for events another
+    # process published late, then ends.
+    events_final_linger_s: float = Field(default=1.0, ge=0)
+    # A stream ends after this long (an EventSource reconnects with Last-Event-ID and
+    # resumes exactly), so connections rebalance across API replicas.
+    events_max_stream_s: float = Field(default=1800.0, gt=0)
+
     @property
     def is_production(self) -> bool:
         return self.env is Environment.production

@@ -18,9 +18,11 @@ from service.batches.schemas import (
     DryRunOut,
 )
 from service.deps import ApiKeyDep, SessionDep, StateDep
+from service.events import publish_bulk_change
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
 from service.jobs.tasks import enqueue_cancel, enqueue_jobs
+from service.kit.base import utcnow
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -179,8 +181,10 @@ async def cancel_batch(
     there; jobs in the middle of a synchronous request finish. Then the batch ends
     cancelled."""
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
+    since = utcnow()
     event_ids = await service.cancel_batch(session, batch)
     await session.commit()
+    await publish_bulk_change(state, batch.id, status=JobStatus.cancelled, since=since)
     await enqueue_deliveries(state, event_ids)
     await enqueue_cancel(state, batch.id)
     return await service.present_batch(session, batch)
@@ -200,6 +204,7 @@ async def retry_batch(
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
     jobs = await service.retry_batch(session, batch)
     await session.commit()
+    await publish_bulk_change(state, batch.id, job_ids=[job_id for job_id, _ in jobs])
     await enqueue_jobs(state, batch.id, batch.priority, jobs)
     return await service.present_batch(session, batch)
 

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from service.callbacks.early import take_early_callback
 from service.catalog import health, pricing
 from service.db import session_scope
+from service.events import publish_noted
 from service.jobs import service
 from service.jobs.batching import batcher
 from service.jobs.outcomes import Failed, Outcome, RateLimited, Succeeded
@@ -185,6 +186,7 @@ async def record_cancelled(state: State, spec: ModelSpec, started: StartedJob) -
             price=pricing.estimate(spec, started.params),
             public_url=state.settings.public_url,
         )
+    await publish_noted(state, session)
     await follow(state, started, transition)
 
 

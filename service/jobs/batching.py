@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.catalog import pricing
 from service.db import session_scope
 from service.dispatch.queue import Grant
+from service.events import publish_noted
 from service.jobs import repository, service, steps, transitions
 from service.jobs.outcomes import Outcome, record_outcomes
 from service.jobs.steps import Transition
@@ -68,6 +69,7 @@ class JobBatcher:
             self._record_group, name="outcomes", key=lambda o: o.started.job_id
         )
         self.checks = Coalescer(self._check_group, name="completion_checks")
+        self.state: State | None = None  # live events are published through it (batcher())
 
     async def claim(self, grant: Grant) -> GrantClaim:
         """Claim the granted job's attempt. Claimed: send it. Moved: give the grant
@@ -118,13 +120,16 @@ class JobBatcher:
                 heads=heads,
                 account_budgets=self.registry.budgets,
             )
+        await self._publish(session)
         for (n, _, spec), result in zip(claims, started, strict=True):
             results[n] = Claimed(result, spec) if isinstance(result, StartedJob) else result
         return [results[n] for n in range(len(grants))]
 
     async def _record_group(self, outcomes: Sequence[Outcome]) -> list[Transition]:
         async with session_scope(self.sessionmaker) as session:
-            return await record_outcomes(session, outcomes, public_url=self.public_url)
+            recorded = await record_outcomes(session, outcomes, public_url=self.public_url)
+        await self._publish(session)
+        return recorded
 
     async def _check_group(self, batch_ids: Sequence[uuid.UUID]) -> list[list[str]]:
         # Mostly a batch still has active jobs: one statement, outside any transaction,
@@ -137,11 +142,17 @@ class JobBatcher:
         if idle:
             async with session_scope(self.sessionmaker) as session:
                 events = await steps.complete_idle_batches(session, idle)
+            await self._publish(session)
         # A batch completes once: its event goes to the first caller that asked.
         answers: list[list[str]] = []
         for batch_id in batch_ids:
             answers.append(events.pop(batch_id, []))
         return answers
+
+    async def _publish(self, session: AsyncSession) -> None:
+        """After the group's commit: its job and batch changes, to live listeners."""
+        if self.state is not None:
+            await publish_noted(self.state, session)
 
 
 _BATCHERS: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], JobBatcher] = (
@@ -162,4 +173,5 @@ def batcher(state: State) -> JobBatcher:
             state.sessionmaker, state.registry, state.settings.public_url, stale_after_s
         )
         _BATCHERS[state.sessionmaker] = found
+    found.state = state
     return found

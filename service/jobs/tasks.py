@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from service.config import Settings
 from service.db import session_scope
 from service.dispatch.latency import FLOOR_S
+from service.events import publish_noted
 from service.jobs import attempts, repository, service
 from service.jobs.polls import (
     enqueue_poll,
@@ -318,6 +319,7 @@ async def _fail_unconfigured(state: State, job_ids: Sequence[uuid.UUID]) -> int:
             transition = await service.fail_unconfigured(
                 session, job_id, public_url=state.settings.public_url
             )
+        await publish_noted(state, session)
         if transition is not None:
             await attempts.settle(state, transition)
     return len(job_ids)

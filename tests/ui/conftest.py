@@ -1,0 +1,113 @@
+"""A real browser on the real app: Debian's Chromium driven by Playwright, the API on a
+live port, the provider simulator behind it, and a worker running the jobs in the
+test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright, expect
+
+from service.events.publish import counts_for
+from service.jobs.polls import stop_on_time_polls
+from service.state import State
+from service.worker import build_dispatcher, build_workers
+from simulators import SimConfig, SimulatorHandle, run_simulator
+from tests.conftest import ROOT
+from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
+from tests.live import live_server
+
+CHROMIUM = os.environ.get("DARKROOM_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = ROOT / ".artifacts" / "ui"
+# Generous: CI machines run other suites beside this one. A wait ends as soon as its
+# condition holds, so this only matters when something is wrong.
+WAIT_MS = 20_000
+expect.set_options(timeout=WAIT_MS)
+
+
+def chromium_or_skip() -> str:
+    """Chromium's path. Missing, the browser tests skip on a developer's machine and fail
+    in CI (.ci/run installs it and sets CI)."""
+    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it (apt chromium)")
+        pytest.skip(f"Chromium is not installed ({CHROMIUM}): apt-get install -y chromium")
+    return path
+
+
+@pytest.fixture(autouse=True)
+async def _counts_published(state: State) -> AsyncIterator[None]:
+    """Lets the batch counts the last changes asked for finish publishing (a query, a
+    fraction of a second later) before the tables are emptied: a TRUNCATE beside that
+    query can deadlock."""
+    yield
+    task = counts_for(state).task
+    if task is not None and not task.done():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    path = chromium_or_skip()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=path)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@dataclass
+class Stack:
+    url: str
+    state: State
+    sim: SimulatorHandle
+
+
+@pytest.fixture
+async def stack(
+    state: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stack]:
+    """The API on a live port with an OpenAI account at the simulator (model `gpt-sim`).
+    Jobs take a little while there, two at a time, so progress can be watched; they run
+    only inside `running_worker`."""
+    monkeypatch.setenv(SIM_TOKEN_ENV, "sim-token")
+    async with run_simulator(SimConfig(latency={"kind": "fixed", "s": 0.3})) as sim:
+        await use_config(state, sim_config(sim.url, openai_limits={"max_concurrent": 2}), tmp_path)
+        with live_server(state.settings) as url:
+            yield Stack(url, state, sim)
+
+
+@asynccontextmanager
+async def running_worker(state: State) -> AsyncIterator[None]:
+    """A worker (dispatcher and arq workers) in this loop until the block ends."""
+    workers = build_workers(state)
+    dispatcher = build_dispatcher(state)
+    mains = [asyncio.create_task(worker.main()) for worker in workers]
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        await dispatcher.stop(grace_s=5)
+        await stop_on_time_polls(grace_s=5)
+        for main in mains:
+            main.cancel()
+        await asyncio.gather(*mains, return_exceptions=True)
+        for worker in workers:
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
