@@ -54,7 +54,13 @@ def serve(
     config = uvicorn.Config(
         "service.app:create_app", factory=True, host=host, port=port, log_level="warning"
     )
-    Server(config).run()
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run: a failed start-up exits 3
+        raise typer.Exit(3)
 
 
 @app.command()
