@@ -62,7 +62,13 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
-    Server(config).run()
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:  # as uvicorn.run: a failed start-up exits 3
+        raise typer.Exit(3)
 
 
 @app.command()
