@@ -82,6 +82,9 @@ async def build_state(settings: Settings, *, pool_size: int = 10) -> State:
 
 
 async def close_state(state: State) -> None:
+    from service.events.publish import settle_counts
+
+    await settle_counts(state)
     await state.registry.aclose()
     await state.storage.aclose()
     await state.http.aclose()

@@ -22,6 +22,7 @@ from service.config import Settings
 from service.db import session_scope
 from service.devenv import RunningServices, drop_database, ensure_services
 from service.devenv.redis_dbs import claim_redis_db, release_redis_db, with_db
+from service.events.publish import settle_counts
 from service.migrate import upgrade_to_head
 from service.state import State, build_state, close_state
 
@@ -79,6 +80,7 @@ async def state(settings: Settings) -> AsyncIterator[State]:
     try:
         yield state
     finally:
+        await settle_counts(state)  # its query beside the TRUNCATE could deadlock
         async with state.engine.begin() as connection:
             await connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
         await state.redis.flushdb()

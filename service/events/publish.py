@@ -13,6 +13,7 @@ status changed (it started, completed, was cancelled or retried).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -173,6 +174,17 @@ def counts_for(state: State) -> CountsCoalescer:
     if found is None or found.state is not state:
         found = _COUNTS[id(state)] = CountsCoalescer(state)
     return found
+
+
+async def settle_counts(state: State) -> None:
+    """Let the counts this process still owes finish publishing, then forget the State:
+    before it closes, and before tests empty the tables (a TRUNCATE beside the counts'
+    query can deadlock)."""
+    found = _COUNTS.pop(id(state), None)
+    task = found.task if found is not None and found.state is state else None
+    if task is not None and not task.done():
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=10)
 
 
 async def publish_bulk_change(

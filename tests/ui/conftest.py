@@ -5,7 +5,6 @@ test's event loop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from service.events.publish import counts_for
 from service.jobs.polls import stop_on_time_polls
 from service.state import State
 from service.worker import build_dispatcher, build_workers
@@ -42,18 +40,6 @@ def chromium_or_skip() -> str:
             pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it (apt chromium)")
         pytest.skip(f"Chromium is not installed ({CHROMIUM}): apt-get install -y chromium")
     return path
-
-
-@pytest.fixture(autouse=True)
-async def _counts_published(state: State) -> AsyncIterator[None]:
-    """Lets the batch counts the last changes asked for finish publishing (a query, a
-    fraction of a second later) before the tables are emptied: a TRUNCATE beside that
-    query can deadlock."""
-    yield
-    task = counts_for(state).task
-    if task is not None and not task.done():
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=10)
 
 
 @pytest.fixture
