@@ -77,8 +77,9 @@ async def submit_batch(
         if replay is not None:
             return replay
 
-    expanded = await expand_templates(session, api_key.id, body)
-    body = expanded.body  # every job with its prompt; the hash above is of what was sent
+    sent = body  # what the Idempotency-Key is bound to (its hash is above)
+    expanded = await expand_templates(session, api_key.id, sent)
+    body = expanded.body  # every job with its prompt
     planned = await plan_batch(
         session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
     )
@@ -111,7 +112,7 @@ async def submit_batch(
         except IntegrityError:
             # A concurrent request with this Idempotency-Key committed first: the unique
             # constraint waited for it, so its batch is visible now.
-            replay = await _replay(session, api_key.id, idempotency_key, body)
+            replay = await _replay(session, api_key.id, idempotency_key, sent)
             if replay is None:
                 raise
             return replay

@@ -15,8 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import MAX_PROMPT, BatchCreate, JobCreate
 from service.kit.errors import ErrorDetail, InvalidInput
-from service.kit.templating import TemplateError, render
+from service.kit.templating import TemplateError
 from service.kit.text import is_blank
+from service.templates.fast import render_row
 from service.templates.schemas import TemplateBody
 from service.templates.service import resolve_ref
 
@@ -125,7 +126,7 @@ def _render_job(
         if source is None or own is not None:
             continue
         try:
-            text = render(source, variables, max_chars=limit)
+            text = render_row(source, variables, max_chars=limit)
         except TemplateError as exc:
             errors.append(
                 ErrorDetail(field=f"{where}.variables", message=f"{name} template: {exc}")
