@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from service.kit.pagination import encode_cursor
 from service.state import State
 from tests.batches.files.conftest import (
     CSV,
@@ -52,7 +53,7 @@ async def test_the_csv_module_reads_quotes_newlines_and_a_bom(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     csv = (
-        '\ufeffprompt,format,metadata\r\n'
+        "\ufeffprompt,format,metadata\r\n"
         '"a red bicycle, at dawn",jpeg,"{""team"": ""blog""}"\r\n'
         '"two lines:\nsecond ""quoted""",,\r\n'
         "\r\n"
@@ -80,14 +81,10 @@ async def test_a_file_may_hold_more_rows_than_a_json_body_and_pages_past_them(
     assert response.status_code == 202, response.text
     assert response.json()["counts"]["total"] == rows
     url = f"/v1/batches/{response.json()['id']}/jobs"
-    page = (await client.get(url, params={"limit": 500}, headers=caller.headers)).json()
-    for _ in range(20):
-        page = (
-            await client.get(
-                url, params={"limit": 500, "cursor": page["next_cursor"]}, headers=caller.headers
-            )
-        ).json()
-    assert page["items"][-1]["prompt"] == f"image {rows - 1}"
+    # A cursor past index 10,000 (the JSON cap) is one a file batch's pages reach.
+    cursor = encode_cursor([10_020])
+    page = (await client.get(url, params={"cursor": cursor}, headers=caller.headers)).json()
+    assert [job["prompt"] for job in page["items"]] == [f"image {n}" for n in range(10_021, rows)]
     assert page["next_cursor"] is None
 
 
@@ -105,7 +102,10 @@ BAD_FILES = {
         {"line 2": "3 cells, but the header names 2 columns (a cell with a comma must be quoted)"},
     ),
     "an empty file": ("", {"line 1": "the file is empty: a CSV batch needs a header row and rows"}),
-    "only a BOM and blank lines": ("\ufeff\n\n", {"line 1": "the file is empty: a CSV batch needs a header row and rows"}),
+    "only a BOM and blank lines": (
+        "\ufeff\n\n",
+        {"line 1": "the file is empty: a CSV batch needs a header row and rows"},
+    ),
     "a header and no rows": (
         "prompt,width\n",
         {"line 2": "the file has a header but no rows: one row per job"},
