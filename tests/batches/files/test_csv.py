@@ -4,10 +4,12 @@ template variables; errors by line and column; nothing created when a row is bad
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from service.app import create_app
 from service.kit.pagination import encode_cursor
 from service.state import State
 from tests.batches.files.conftest import (
@@ -214,3 +216,24 @@ async def test_dry_run_and_idempotency_work_for_files(
     other = await post_raw(client, caller, csv.replace("kite", "boat"), CSV, headers=key)
     assert other.status_code == 409, other.text
     assert await counts(state) == (1, 2)
+
+
+async def test_a_body_over_the_size_cap_is_a_413_while_it_streams(
+    state: State, caller: Caller
+) -> None:
+    app = create_app(state.settings.model_copy(update={"max_request_bytes": 4096}))
+    app.state.darkroom = state
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        yield b"prompt\n"
+        for _ in range(100):
+            yield b"a red bicycle\n" * 10
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post(
+            "/v1/batches", content=chunked(), headers={**caller.headers, "content-type": CSV}
+        )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert await counts(state) == (0, 0)
