@@ -195,6 +195,16 @@ async def test_the_form_names_what_it_cannot_use(
     assert await counts(state) == (0, 0)
 
 
+async def test_a_json_body_sent_as_a_form_is_a_malformed_form(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    headers = {**caller.headers, "content-type": "multipart/form-data; boundary=x"}
+    response = await client.post("/v1/batches", content=b'{"jobs": []}', headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] in {"invalid_form", "invalid_file"}
+    assert await counts(state) == (0, 0)
+
+
 async def test_json_bodies_are_still_json(client: httpx.AsyncClient, caller: Caller) -> None:
     """The file route takes only file content types; JSON keeps its own errors."""
     response = await client.post(
