@@ -80,7 +80,7 @@ async def expand_templates(
             jobs.append(job)
             continue
         update = _render_job(index, job, template.body, errors)
-        jobs.append(job.model_copy(update=update) if update else job)
+        jobs.append(_with(job, update) if update else job)
         if len(errors) >= MAX_DETAILS:
             break
     if errors:
@@ -142,6 +142,14 @@ def _render_job(
         else:
             update[name] = text
     return update
+
+
+def _with(job: JobCreate, update: dict[str, Any]) -> JobCreate:
+    """The job with the rendered fields: model_copy(update=...) without its generic
+    copying (it costs a tenth of a second over 50,000 rows); the values are validated
+    strings, as a JobCreate holds them."""
+    fields = job.__dict__ | update
+    return JobCreate.model_construct(_fields_set=job.model_fields_set | update.keys(), **fields)
 
 
 def _unknown(index: int, name: str) -> ErrorDetail:
