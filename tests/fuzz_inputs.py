@@ -107,7 +107,7 @@ def _batch_templates_within_reach(body: dict[str, Any]) -> None:
     for job in body.get("jobs") if isinstance(body.get("jobs"), list) else []:
         if isinstance(job, dict):
             job.pop("template", None)
-            if "prompt" not in job and not isinstance(body.get("template"), dict):
+            if job.get("prompt") is None and not isinstance(body.get("template"), dict):
                 job["prompt"] = "a red bicycle"
 
 

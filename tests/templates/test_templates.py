@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from service.state import State
-from tests.batches.files.conftest import counts, rejected, stored_batch, stored_jobs
+from tests.batches.files.posting import counts, rejected, stored_batch, stored_jobs
 from tests.conftest import Caller, make_caller
 
 PHOTO = {"prompt": "E-commerce photo: {{ name }}, {{ color }}", "output_name": "{{ sku }}"}

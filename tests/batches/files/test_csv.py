@@ -12,7 +12,7 @@ import pytest
 from service.app import create_app
 from service.kit.pagination import encode_cursor
 from service.state import State
-from tests.batches.files.conftest import (
+from tests.batches.files.posting import (
     CSV,
     counts,
     post_form,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from service.state import State
-from tests.batches.files.conftest import (
+from tests.batches.files.posting import (
     JSONL,
     YAML,
     counts,
