@@ -29,6 +29,7 @@ from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
+from service.manifests.endpoints import router as manifests_router
 from service.state import State, build_state, close_state
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
+    app.include_router(manifests_router)  # manifests: /v1/batches/{id}/manifest, /archive
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
     app.include_router(accounts_router)

@@ -16,9 +16,8 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
     serves the file (local storage) or redirects to the storage's URL."""
     output = None
     if job.status is JobStatus.succeeded and job.output_key is not None:
-        url = _storage_url(storage, job.output_key) if storage is not None else None
         output = JobOutput(
-            url=url or f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output",
+            url=output_url(job, public_url, storage),
             media="video" if (job.output_content_type or "").startswith("video/") else "image",
             content_type=job.output_content_type or "application/octet-stream",
             width=job.output_width or 0,
@@ -52,6 +51,13 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def output_url(job: Job, public_url: str, storage: Storage | None) -> str:
+    """Where the job's output is fetched: the storage's own URL, or the API's route."""
+    key = job.output_key
+    url = _storage_url(storage, key) if storage is not None and key is not None else None
+    return url or f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output"
 
 
 def _storage_url(storage: Storage, key: str) -> str | None:
