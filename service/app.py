@@ -14,6 +14,8 @@ from sqlalchemy import text
 
 from service.accounts.endpoints import router as accounts_router
 from service.auth.endpoints import router as keys_router
+from service.batches.endpoints import BATCHES_PATH
+from service.batches.endpoints import files_router as batch_files_router
 from service.batches.endpoints import router as batches_router
 from service.budgets.endpoints import router as budgets_router
 from service.callbacks.endpoints import router as callbacks_router
@@ -31,6 +33,7 @@ from service.kit.request_context import RequestContext
 from service.logging import configure_logging
 from service.manifests.endpoints import router as manifests_router
 from service.state import State, build_state, close_state
+from service.templates.endpoints import router as templates_router
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
 from service.uploads.endpoints import router as uploads_router
@@ -68,13 +71,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     install_error_handlers(app)
     # Inside the size limit, which counts what it reads; an upload's body is not JSON.
-    app.add_middleware(JsonBodyGuard, raw_paths=frozenset({UPLOADS_PATH}))
+    app.add_middleware(
+        JsonBodyGuard, raw_paths=frozenset({UPLOADS_PATH}), file_paths=frozenset({BATCHES_PATH})
+    )
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
     )
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
+    app.include_router(batch_files_router)  # before batches_router: same path, files only
     app.include_router(batches_router)
     app.include_router(manifests_router)  # manifests: /v1/batches/{id}/manifest, /archive
     app.include_router(jobs_router)
@@ -88,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
+    app.include_router(templates_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import Field
 
 from service.batches import repository, service
+from service.batches.files.read import read_batch_file, relocate
+from service.batches.files.route import FileRoute, openapi_request_body
 from service.batches.schemas import (
-    MAX_JOBS,
+    MAX_FILE_ROWS,
     BatchCreate,
     BatchCreated,
     BatchOut,
@@ -21,7 +23,7 @@ from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
 from service.jobs.tasks import enqueue_cancel, enqueue_jobs
-from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound
+from service.kit.errors import ERROR_RESPONSES, ApiError, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
     Cursor,
@@ -38,7 +40,10 @@ from service.models import Batch, JobStatus
 from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
-router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
+BATCHES_PATH = "/v1/batches"
+router = APIRouter(prefix=BATCHES_PATH, tags=["batches"], responses=ERROR_RESPONSES)
+# POST /v1/batches with a CSV, JSONL or YAML file; included before `router` (app.py).
+files_router = APIRouter(prefix=BATCHES_PATH, tags=["batches"], route_class=FileRoute)
 
 # An empty key would be stored like any other, and every later request without a real
 # key would replay that batch.
@@ -52,20 +57,35 @@ IdempotencyKey = Annotated[
 ]
 
 
+DryRun = Annotated[
+    bool,
+    Query(
+        description="Validate, route, map and estimate the jobs without creating anything "
+        "(the Idempotency-Key is not looked at); a bad batch gets the same 422"
+    ),
+]
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": BatchCreated, "description": "Accepted: the batch, and its estimate"},
+    200: {
+        "model": BatchOut | DryRunOut,
+        "description": "Idempotent replay: the batch already exists (BatchOut); or, with "
+        "dry_run=true, what a submit would do (DryRunOut)",
+    },
+    409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
+    413: {
+        "model": ErrorResponse,
+        "description": f"Body over DARKROOM_MAX_REQUEST_BYTES, or a file of more than "
+        f"{MAX_FILE_ROWS:,} rows",
+    },
+}
+
+
 @router.post(
     "",
     status_code=202,
     response_model=None,
-    responses={
-        202: {"model": BatchCreated, "description": "Accepted: the batch, and its estimate"},
-        200: {
-            "model": BatchOut | DryRunOut,
-            "description": "Idempotent replay: the batch already exists (BatchOut); or, with "
-            "dry_run=true, what a submit would do (DryRunOut)",
-        },
-        409: {"model": ErrorResponse, "description": "Idempotency-Key reused with another body"},
-        413: {"model": ErrorResponse, "description": "Body over DARKROOM_MAX_REQUEST_BYTES"},
-    },
+    responses=SUBMIT_RESPONSES,
+    openapi_extra=openapi_request_body(),
 )
 async def submit_batch(
     body: BatchCreate,
@@ -74,15 +94,41 @@ async def submit_batch(
     session: SessionDep,
     api_key: ApiKeyDep,
     idempotency_key: IdempotencyKey = None,
-    dry_run: Annotated[
-        bool,
-        Query(
-            description="Validate, route, map and estimate the jobs without creating anything "
-            "(the Idempotency-Key is not looked at); a bad batch gets the same 422"
-        ),
-    ] = False,
+    dry_run: DryRun = False,
 ) -> BatchCreated | BatchOut | DryRunOut:
-    """Accept up to 10,000 jobs. They are durable when this returns."""
+    """Accept up to 10,000 jobs as JSON, or up to 100,000 rows as a file (CSV, JSONL or
+    YAML: the raw body with its Content-Type, or a multipart form's `file`; a 422 names
+    the line and column). They are durable when this returns."""
+    return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
+
+
+@files_router.post("", status_code=202, response_model=None, include_in_schema=False)
+async def submit_batch_file(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    idempotency_key: IdempotencyKey = None,
+    dry_run: DryRun = False,
+) -> BatchCreated | BatchOut | DryRunOut:
+    """The same submit, from a file (documented on the JSON route)."""
+    body, rows = await read_batch_file(request)
+    try:
+        return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
+    except ApiError as exc:
+        raise relocate(exc, rows) from None
+
+
+async def _accept(
+    body: BatchCreate,
+    response: Response,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    idempotency_key: str | None,
+    dry_run: bool,
+) -> BatchCreated | BatchOut | DryRunOut:
     if dry_run:
         response.status_code = 200
         return await service.dry_run(
@@ -152,7 +198,7 @@ async def list_batch_jobs(
     if cursor is not None:
         (after_index,) = decode_cursor(cursor, 1)
         # bool is an int to Python, not to SQL.
-        if type(after_index) is not int or not 0 <= after_index < MAX_JOBS:
+        if type(after_index) is not int or not 0 <= after_index < MAX_FILE_ROWS:
             raise bad_cursor()
     jobs = await repository.list_jobs(
         session,

@@ -31,6 +31,7 @@ JOB_COPY_COLUMNS = (
     "updated_at",
     "parent_id",
     "route",
+    "variables",
 )
 
 
@@ -69,6 +70,7 @@ def job_copy_row(
     now: datetime,
     parent_id: uuid.UUID | None = None,
     route: str | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
     return (
         job_id,
@@ -85,6 +87,7 @@ def job_copy_row(
         now,
         parent_id,
         route,
+        json.dumps(variables) if variables is not None else None,
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import (
 
 from service.catalog.config import Task
 from service.kit.text import JsonObject, Text, VisibleText
+from service.templates.schemas import TemplateBody, TemplateRef
 
 ImageFormatName = Literal["png", "jpeg", "webp"]
 OutputFormatName = Literal["png", "jpeg", "webp", "mp4", "webm"]
@@ -33,6 +34,9 @@ CallbackUrl = Annotated[
     Field(json_schema_extra={"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\u0000]+$"}),
 ]
 MAX_JOBS = 10_000
+# A batch file (CSV, JSONL, YAML) may hold more rows than a JSON body may hold jobs.
+MAX_FILE_ROWS = 100_000
+MAX_TEMPLATES = 50
 MAX_PROMPT = 4_000
 MAX_METADATA_DEPTH = 16
 
@@ -111,8 +115,15 @@ class ParentInput(BaseModel):
     )
 
 
+TemplateKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+
+
 class JobCreate(JobFields):
-    prompt: Annotated[VisibleText, Field(min_length=1, max_length=MAX_PROMPT)]
+    prompt: Annotated[VisibleText, Field(min_length=1, max_length=MAX_PROMPT)] | None = Field(
+        default=None,
+        description="Required unless the batch has a template: the template's rendering "
+        "over `variables` is the prompt then",
+    )
     output_name: Annotated[Text, Field(min_length=1, max_length=255)] | None = None
     reference_images: Annotated[list[InputRef], Field(max_length=MAX_REFERENCES)] | None = Field(
         default=None,
@@ -125,6 +136,13 @@ class JobCreate(JobFields):
         default=None,
         description="Take another job's output as this job's input (a chain): the job "
         "waits until that one succeeds, and fails with parent_failed if it fails",
+    )
+    template: TemplateKey | None = Field(
+        default=None, description="Which of the batch's named `templates` renders this job"
+    )
+    variables: Metadata | None = Field(
+        default=None,
+        description="What the batch's template sees; kept on the job (a missing one is a 422)",
     )
 
 
@@ -154,7 +172,23 @@ class BatchCreate(BaseModel):
         "and sent back in every webhook",
     )
     defaults: JobFields | None = None
+    template: TemplateBody | TemplateRef | None = Field(
+        default=None,
+        description="Sandboxed Jinja2 templates for each job's prompt, negative_prompt and "
+        "output_name over its `variables`; or a stored one, `name` or `name@version`. A job's "
+        "own field wins over the template's",
+    )
+    templates: (
+        Annotated[dict[TemplateKey, TemplateBody | TemplateRef], Field(max_length=MAX_TEMPLATES)]
+        | None
+    ) = Field(default=None, description="Named templates, which a job picks with its `template`")
     jobs: Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_JOBS)]
+
+
+class FileBatchCreate(BatchCreate):
+    """A batch read from a CSV, JSONL or YAML file: the same body, with room for more rows."""
+
+    jobs: Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_FILE_ROWS)]
 
 
 class BatchCounts(BaseModel):

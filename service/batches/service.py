@@ -27,6 +27,7 @@ from service.kit.base import utcnow
 from service.kit.errors import Conflict, ErrorDetail, InvalidInput
 from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Priority
 from service.providers.registry import ProviderRegistry
+from service.templates.expand import expand_templates
 from service.webhooks.service import record_event
 
 
@@ -76,6 +77,9 @@ async def submit_batch(
         if replay is not None:
             return replay
 
+    sent = body  # what the Idempotency-Key is bound to (its hash is above)
+    expanded = await expand_templates(session, api_key.id, sent)
+    body = expanded.body  # every job with its prompt
     planned = await plan_batch(
         session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
     )
@@ -96,6 +100,7 @@ async def submit_batch(
         reserved_usd=Decimal(0),
         created_at=now,
         integration_id=integration_id,
+        templates=expanded.templates,
     )
     if idempotency_key is None:  # nothing to collide with: no savepoint (two round trips)
         session.add(batch)
@@ -107,13 +112,13 @@ async def submit_batch(
         except IntegrityError:
             # A concurrent request with this Idempotency-Key committed first: the unique
             # constraint waited for it, so its batch is visible now.
-            replay = await _replay(session, api_key.id, idempotency_key, body)
+            replay = await _replay(session, api_key.id, idempotency_key, sent)
             if replay is None:
                 raise
             return replay
     job_ids = [uuid.uuid4() for _ in resolved]
     rows = []
-    for index, (job_id, fields) in enumerate(zip(job_ids, resolved, strict=True)):
+    for index, (job_id, fields, job) in enumerate(zip(job_ids, resolved, body.jobs, strict=True)):
         parent = fields.pop("parent")
         parent_id = job_ids[parent] if parent is not None else None
         rows.append(
@@ -123,6 +128,7 @@ async def submit_batch(
                 index=index,
                 now=now,
                 parent_id=parent_id,
+                variables=job.variables,
                 **fields,
             )
         )
@@ -176,6 +182,7 @@ async def dry_run(
 ) -> DryRunOut:
     """What a submit of this body would do: the same checks and the same 422, nothing
     stored, nothing queued."""
+    body = (await expand_templates(session, api_key.id, body)).body
     planned = await plan_batch(
         session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
     )

@@ -14,7 +14,10 @@ any parser recurses. A body is parsed here only when a scan of its bytes finds a
 that cannot be stored, to name the field; an ordinary body costs two regex passes.
 
 The one exception is a path that takes a file (`raw_paths`: POST /v1/uploads): its body
-is an image in a multipart form, not JSON, and its brackets would read as nesting.
+is an image in a multipart form, not JSON, and its brackets would read as nesting. A path
+that takes JSON or a file (`file_paths`: POST /v1/batches) is checked unless the body
+declares a Content-Type that is not JSON: its file parser checks what it reads, and
+reads it as it streams in rather than whole.
 """
 
 from __future__ import annotations
@@ -54,17 +57,23 @@ class _NonFinite:
 
 class JsonBodyGuard:
     def __init__(
-        self, app: ASGIApp, max_depth: int = MAX_DEPTH, raw_paths: frozenset[str] = frozenset()
+        self,
+        app: ASGIApp,
+        max_depth: int = MAX_DEPTH,
+        raw_paths: frozenset[str] = frozenset(),
+        file_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.max_depth = max_depth
         self.raw_paths = raw_paths
+        self.file_paths = file_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or scope["method"] not in _BODY_METHODS
             or scope["path"] in self.raw_paths
+            or (scope["path"] in self.file_paths and not _declares_json(scope))
         ):
             await self.app(scope, receive, send)
             return
@@ -110,6 +119,15 @@ class JsonBodyGuard:
             return None  # malformed: the app's own parser says where
         details = unstorable(value)
         return _error(422, "validation_error", details) if details else None
+
+
+def _declares_json(scope: Scope) -> bool:
+    """No Content-Type (parsed as JSON), or a JSON one."""
+    declared: bytes | None = dict(scope["headers"]).get(b"content-type")
+    if not declared:
+        return True
+    kind = declared.split(b";", 1)[0].strip().lower()
+    return kind == b"application/json" or kind.endswith(b"+json")
 
 
 def nesting_depth(structure: bytes, limit: int) -> int:
