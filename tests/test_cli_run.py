@@ -25,6 +25,12 @@ from tests.live import live_server
 from tests.manifests.helpers import finished_batch
 
 DARKROOM = [sys.executable, "-m", "service.cli"]
+CSV = (
+    "sku,name,prompt,output_name,format,width,height\n"
+    "A-1,Red mug,a red mug,A-1,,64,64\n"
+    'A-2,"Blue mug, large",a blue mug,A-2,png,64,64\n'
+    ",,an espresso,,jpeg,64,64\n"
+)
 BATCH = {
     "name": "covers",
     "defaults": {"width": 64, "height": 64},
@@ -33,6 +39,21 @@ BATCH = {
         {"prompt": "a fox", "output_name": "fox", "seed": 7},
         {"prompt": "an espresso", "format": "jpeg"},
     ],
+}
+FILES = {
+    "products.csv": CSV,
+    "products.jsonl": "\n".join(json.dumps({**BATCH["defaults"], **job}) for job in BATCH["jobs"])
+    + "\n",
+    "pipeline.yaml": (
+        "name: covers\n"
+        "defaults: {width: 64, height: 64}\n"
+        "template: {prompt: 'Photo: {{ name }}', output_name: '{{ sku }}'}\n"
+        "jobs:\n"
+        "  - {sku: A-1, name: mug}\n"
+        "  - {sku: A-2, name: cup}\n"
+        "  - {sku: A-3, name: bowl}\n"
+    ),
+    "covers.json": json.dumps(BATCH),
 }
 
 
@@ -95,8 +116,8 @@ async def test_run_waits_downloads_and_a_second_download_resumes(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    batch_file, out = tmp_path / "covers.json", tmp_path / "out"
-    batch_file.write_text(json.dumps(BATCH))
+    batch_file, out = tmp_path / "products.csv", tmp_path / "out"
+    batch_file.write_text(CSV)
 
     ran = await darkroom(env, "run", str(batch_file), "--out", str(out), "--json", worker=state)
     assert ran.returncode == 0, ran.stderr
@@ -108,15 +129,12 @@ async def test_run_waits_downloads_and_a_second_download_resumes(
     assert "jobs/s" in ran.stderr
     assert caller.key not in ran.stdout + ran.stderr
     manifest = assert_folder_matches_manifest(out)
-    assert sorted(row["file"] for row in manifest["jobs"]) == [
-        "00002.jpg",
-        "fox.png",
-        "lighthouse.png",
-    ]
+    assert [row["file"] for row in manifest["jobs"]] == ["A-1.png", "A-2.png", "00002.jpg"]
+    assert manifest["jobs"][1]["variables"] == {"sku": "A-2", "name": "Blue mug, large"}
 
     # Resume: a corrupted file and a missing one are fetched again, a leftover part file
     # of an interrupted download is replaced, the good one is skipped.
-    (out / "fox.png").write_bytes(b"not a fox")
+    (out / "A-1.png").write_bytes(b"not a mug")
     (out / "00002.jpg").unlink()
     (out / ".00002.jpg.part").write_bytes(b"half")
     batch_id = summary["batch_id"]
@@ -242,6 +260,26 @@ async def test_what_a_user_reads_when_it_cannot_work(
             in_process, capsys, download_command, batch, out=tmp_path / "o", as_json=True, **where
         )
         assert_one_line(result, code, text)
+
+
+async def test_run_sends_each_file_as_its_content_type(
+    api_url: str, caller: Caller, state: State, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = {"url": api_url, "key": caller.key, "settings": state.settings}
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
+        ran = await asyncio.to_thread(
+            in_process,
+            capsys,
+            run_file,
+            tmp_path / name,
+            wait=False,
+            out=None,
+            as_json=False,
+            **target,
+        )
+        assert ran.returncode == 0, (name, ran.stderr)
+        assert ": queued (3 queued)" in ran.stdout, name
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:

@@ -1,13 +1,11 @@
 """A finished batch to take manifests of: named outputs, a failed job, and each job's row
-variables as the batch-file path records them."""
+variables (sku, name, ...)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from service.providers.base import ProviderPermanentError
 from service.state import State
@@ -35,30 +33,14 @@ VARIABLES = [
 ]
 
 
-async def set_variables(
-    state: State, batch_id: str, variables: list[dict[str, Any] | None]
-) -> None:
-    """What the batch-file path stores on each job (jobs.variables)."""
-    async with state.engine.begin() as connection:
-        for index, values in enumerate(variables):
-            await connection.execute(
-                text(
-                    "UPDATE jobs SET variables = CAST(:v AS jsonb)"
-                    " WHERE batch_id = :b AND index = :i"
-                ),
-                {
-                    "v": json.dumps(values) if values is not None else None,
-                    "b": batch_id,
-                    "i": index,
-                },
-            )
-
-
 async def finished_batch(client: httpx.AsyncClient, caller: Caller, state: State) -> str:
     install(
         state, ScriptedProvider(errors=[ProviderPermanentError("content_policy", "refused: no")])
     )
-    batch_id = await submit(client, caller, {"name": "mugs", "jobs": JOBS})
-    await set_variables(state, batch_id, VARIABLES)
+    jobs = [
+        {**job, "variables": values} if values is not None else job
+        for job, values in zip(JOBS, VARIABLES, strict=True)
+    ]
+    batch_id = await submit(client, caller, {"name": "mugs", "jobs": jobs})
     await run_until_idle(state)
     return batch_id

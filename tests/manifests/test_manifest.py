@@ -16,7 +16,7 @@ from service.manifests.rows import COLUMNS, FileNames
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import Caller, make_caller, submit
-from tests.manifests.helpers import finished_batch, set_variables
+from tests.manifests.helpers import finished_batch
 
 
 async def manifest(client: httpx.AsyncClient, caller: Caller, batch_id: str) -> dict[str, Any]:
@@ -128,9 +128,10 @@ async def test_rows_come_a_page_at_a_time_in_index_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(manifests, "PAGE", 2)
-    jobs = [{"prompt": f"tile {i}", "width": 64, "height": 64} for i in range(5)]
+    jobs = [
+        {"prompt": f"tile {i}", "width": 64, "height": 64, "variables": {"n": i}} for i in range(5)
+    ]
     batch_id = await submit(client, caller, {"jobs": jobs})
-    await set_variables(state, batch_id, [{"n": i} for i in range(5)])
     body = await manifest(client, caller, batch_id)
     assert [row["index"] for row in body["jobs"]] == [0, 1, 2, 3, 4]
     assert [row["status"] for row in body["jobs"]] == ["queued"] * 5
