@@ -32,7 +32,7 @@ from service.manifests.rows import (
 )
 from service.manifests.zipstream import ZipStream
 from service.models import Batch, JobStatus
-from service.storage.base import Storage
+from service.storage.base import Storage, StorageError
 
 log = get_logger(__name__)
 
@@ -156,7 +156,11 @@ async def archive(source: Source) -> AsyncIterator[bytes]:
         name, key = row.file, row.output_key
         if name is None or key is None:
             continue
-        chunks = await _opened(source.storage, key)
+        try:
+            chunks = await _opened(source.storage, key)
+        except StorageError:
+            log.warning("archive_storage_unavailable", batch_id=str(source.batch_id), key=key)
+            raise
         if chunks is None:
             log.warning("archive_output_missing", batch_id=str(source.batch_id), key=key)
             continue

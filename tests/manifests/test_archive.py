@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ import pytest
 from service.config import Settings
 from service.manifests.zipstream import FLUSH_BYTES, ZipStream
 from service.state import State
+from service.storage.s3 import S3Storage
 from tests.conftest import Caller
 from tests.live import live_server
 from tests.manifests.helpers import finished_batch
@@ -113,6 +115,19 @@ class TestS3:
         first = manifest.json()["jobs"][0]
         assert "X-Amz-Signature=" in first["url"]  # the presigned URL, as the jobs API shows
         assert hashlib.sha256(httpx.get(first["url"]).content).hexdigest() == first["sha256"]
+
+    async def test_a_storage_that_is_down_is_a_503_before_any_byte(
+        self, client: httpx.AsyncClient, caller: Caller, state: State, bucket: str
+    ) -> None:
+        batch_id = await finished_batch(client, caller, state)
+        with socket.socket() as sock:  # a port nothing listens on
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        state.settings.s3_endpoint_url = f"http://127.0.0.1:{closed}"
+        state.storage = S3Storage.from_settings(state.settings)
+        response = await client.get(f"/v1/batches/{batch_id}/archive", headers=caller.headers)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "storage_unavailable"
 
 
 async def test_zip_stream_holds_at_most_a_flush_and_a_chunk() -> None:
