@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from service.jobs.schemas import JobError, JobOut, JobOutput
 from service.logging import get_logger
 from service.models import Job, JobStatus
@@ -17,7 +19,7 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
     output = None
     if job.status is JobStatus.succeeded and job.output_key is not None:
         output = JobOutput(
-            url=output_url(job, public_url, storage),
+            url=output_url(job.id, job.output_key, public_url, storage),
             media="video" if (job.output_content_type or "").startswith("video/") else "image",
             content_type=job.output_content_type or "application/octet-stream",
             width=job.output_width or 0,
@@ -53,11 +55,10 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
     )
 
 
-def output_url(job: Job, public_url: str, storage: Storage | None) -> str:
-    """Where the job's output is fetched: the storage's own URL, or the API's route."""
-    key = job.output_key
+def output_url(job_id: uuid.UUID, key: str | None, public_url: str, storage: Storage | None) -> str:
+    """Where a job's output is fetched: the storage's own URL, or the API's route."""
     url = _storage_url(storage, key) if storage is not None and key is not None else None
-    return url or f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output"
+    return url or f"{public_url.rstrip('/')}/v1/jobs/{job_id}/output"
 
 
 def _storage_url(storage: Storage, key: str) -> str | None:

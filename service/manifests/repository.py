@@ -6,8 +6,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import Job, JobAttempt
@@ -20,17 +21,45 @@ class AttemptFacts:
     generation_ms: int | None
 
 
+# What a manifest row needs of a job, and nothing else: a page is plain rows, not ORM
+# objects, and leaves out the JSON columns it does not show (metadata, remote_data).
+JOB_COLUMNS = (
+    Job.id,
+    # `index` would be the tuple method of a Row.
+    Job.index.label("position"),
+    Job.status,
+    Job.prompt,
+    Job.model,
+    Job.route,
+    Job.provider,
+    Job.params,
+    Job.variables,
+    Job.attempts,
+    Job.error_code,
+    Job.error_message,
+    Job.output_key,
+    Job.output_content_type,
+    Job.output_width,
+    Job.output_height,
+    Job.output_bytes,
+    Job.output_duration_s,
+    Job.output_sha256,
+    Job.cost_usd,
+    Job.finished_at,
+)
+
+
 async def jobs_page(
     session: AsyncSession, batch_id: uuid.UUID, *, after_index: int, limit: int
-) -> list[Job]:
+) -> Sequence[Row[Any]]:
     """The batch's jobs with an index above `after_index`, in index order."""
     query = (
-        select(Job)
+        select(*JOB_COLUMNS)
         .where(Job.batch_id == batch_id, Job.index > after_index)
         .order_by(Job.index)
         .limit(limit)
     )
-    return list((await session.execute(query)).scalars())
+    return (await session.execute(query)).all()
 
 
 async def attempt_facts(

@@ -15,9 +15,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Row
+
 from service.jobs.presenter import output_url
 from service.manifests.repository import AttemptFacts
-from service.models import Job, JobStatus
+from service.models import JobStatus
 from service.storage.base import Storage
 
 MANIFEST_NAME = "manifest.json"
@@ -88,7 +90,7 @@ class ManifestRow:
 
 
 def job_row(
-    job: Job,
+    job: Row[Any],
     facts: AttemptFacts | None,
     names: FileNames,
     *,
@@ -96,7 +98,7 @@ def job_row(
     storage: Storage,
 ) -> ManifestRow:
     params = job.params
-    output_name = str(params.get("output_name") or f"{job.index:05d}")
+    output_name = str(params.get("output_name") or f"{job.position:05d}")
     file_name = names.claim(output_name)
     has_output = job.status is JobStatus.succeeded and job.output_key is not None
     content_type = job.output_content_type if has_output else None
@@ -106,7 +108,7 @@ def job_row(
     generation_ms = facts.generation_ms if facts is not None else None
     error = job.error_code is not None and job.status is not JobStatus.succeeded
     values: dict[str, Any] = {
-        "index": job.index,
+        "index": job.position,
         "job_id": str(job.id),
         "file": file_name if has_output else None,
         "output_name": output_name,
@@ -115,7 +117,7 @@ def job_row(
         "route": job.route,
         "provider": job.provider,
         "status": job.status.value,
-        "url": output_url(job, public_url, storage) if has_output else None,
+        "url": output_url(job.id, job.output_key, public_url, storage) if has_output else None,
         "media": media,
         "content_type": content_type,
         "sha256": job.output_sha256 if has_output else None,

@@ -36,7 +36,7 @@ from service.storage.base import Storage, StorageError
 
 log = get_logger(__name__)
 
-PAGE = 500
+PAGE = 1000
 FLUSH_CHARS = 64 * 1024
 
 
@@ -105,7 +105,7 @@ async def rows(source: Source) -> AsyncIterator[ManifestRow]:
             yield row
         if len(jobs) < PAGE:
             return
-        after = jobs[-1].index
+        after = jobs[-1].position
 
 
 async def json_manifest(
