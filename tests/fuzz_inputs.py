@@ -72,6 +72,45 @@ def _integration_within_reach(body: dict[str, Any], models: list[str]) -> None:
             template["model"] = models[len(template["model"]) % len(models)]
 
 
+# What a file holds is beyond a schema (tests/batches/files): positive cases send one
+# that is valid, in each content type POST /v1/batches takes.
+BATCH_FILES: dict[str, Any] = {
+    "text/csv": "prompt,width,height\na red bicycle,64,64\n",
+    "application/x-ndjson": '{"prompt": "a red bicycle", "width": 64, "height": 64}\n',
+    "application/yaml": {"jobs": [{"prompt": "a red bicycle", "width": 64, "height": 64}]},
+    "multipart/form-data": {"file": b"prompt,width,height\na kite,64,64\n", "format": "csv"},
+}
+
+
+def _plain_template(template: dict[str, Any]) -> None:
+    """No Jinja delimiters (a template that does not parse is refused), and no output
+    name (one rendered the same for every job would name every job's file alike)."""
+    for name in ("prompt", "negative_prompt"):
+        if isinstance(template.get(name), str):
+            template[name] = template[name].replace("{", "(").replace("}", ")")
+    template.pop("output_name", None)
+
+
+def _templates_within_reach(body: dict[str, Any]) -> None:
+    _plain_template(body)
+
+
+def _batch_templates_within_reach(body: dict[str, Any]) -> None:
+    """Stored templates a batch names exist only if posted first; jobs without a prompt
+    need a template to render one."""
+    template = body.get("template")
+    if isinstance(template, str):
+        body["template"] = {"prompt": "a red bicycle"}
+    elif isinstance(template, dict):
+        _plain_template(template)
+    body.pop("templates", None)
+    for job in body.get("jobs") if isinstance(body.get("jobs"), list) else []:
+        if isinstance(job, dict):
+            job.pop("template", None)
+            if job.get("prompt") is None and not isinstance(body.get("template"), dict):
+                job["prompt"] = "a red bicycle"
+
+
 _MODEL_BOUND = (
     "media",
     "task",
@@ -98,7 +137,13 @@ def within_reach(models: list[str]) -> Callable[[schemathesis.Case], schemathesi
                 _integration_within_reach(body, models)
         if case.operation.label == "POST /v1/uploads" and isinstance(body, dict):
             body["file"] = UPLOAD_IMAGE
+        if case.operation.label == "POST /v1/templates" and isinstance(body, dict):
+            _templates_within_reach(body)
+        if case.operation.label == "POST /v1/batches" and case.media_type in BATCH_FILES:
+            case.body = BATCH_FILES[case.media_type]  # a file's rows are beyond a schema
+            return case
         if case.operation.label == "POST /v1/batches" and isinstance(body, dict):
+            _batch_templates_within_reach(body)
             jobs = body.get("jobs")
             fields = [body.get("defaults"), *(jobs if isinstance(jobs, list) else [])]
             stems: set[str] = set()

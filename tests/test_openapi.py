@@ -132,6 +132,9 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     }
     response = http.post(f"{base_url}/v1/integrations", json=integration, timeout=10)
     assert response.status_code == 201, response.text
+    template = {"name": "fuzz", "prompt": "A cover for {{ title }}"}
+    stored = http.post(f"{base_url}/v1/templates", json=template, timeout=10)
+    assert stored.status_code == 201, stored.text
     upload = http.post(
         f"{base_url}/v1/uploads", files={"file": ("a.png", UPLOAD_IMAGE)}, timeout=10
     )
@@ -146,8 +149,9 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         # not, and the kind name the Replicate callback URL used to be.
         "account": ["replicate", "local", "openai"],
         "upload_id": [upload.json()["id"]],
-        # Model names (GET /v1/models/{name}); one holds a slash.
-        "name": ["local/procedural"],
+        # Model names (GET /v1/models/{name}); one holds a slash. A template's name.
+        "name": ["local/procedural", "fuzz"],
+        "version": ["1"],
     }
 
 

@@ -44,6 +44,11 @@ MAX_METADATA_DEPTH = 16
 def _bounded_depth(value: dict[str, Any]) -> dict[str, Any]:
     """Metadata is stored and sent back in every webhook: keep it shallow. (What it may
     contain, the body guard in kit.json_guard has already checked.)"""
+    for child in value.values():
+        if isinstance(child, dict | list):
+            break
+    else:
+        return value  # flat, as a CSV row's variables are: nothing to walk
     stack: list[tuple[object, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()

@@ -20,6 +20,7 @@ _USER_EXTENSION = re.compile(r"(?<=[^.])\.(?=[0-9]*[A-Za-z])[A-Za-z0-9]{1,10}$")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _REPEATS = re.compile(r"([._-])[._-]+")
 _EDGE_PUNCTUATION = "._-"
+_ALNUM = re.compile(r"[A-Za-z0-9]")  # the stem is ASCII by then: what str.isalnum finds
 # Device names Windows will not create as files, whatever the extension.
 _WINDOWS_RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL"]
@@ -36,7 +37,7 @@ def safe_output_stem(name: str) -> str:
     stem = _UNSAFE_RUN.sub("-", stem)
     stem = _REPEATS.sub(r"\1", stem).strip(_EDGE_PUNCTUATION)
     stem = stem[:MAX_STEM_LENGTH].rstrip(_EDGE_PUNCTUATION)
-    if not any(char.isalnum() for char in stem):
+    if _ALNUM.search(stem) is None:
         return ""
     if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
         stem = f"{stem}_"

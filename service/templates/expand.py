@@ -46,12 +46,18 @@ async def expand_templates(
 ) -> Expanded:
     """`body` with every job's prompt in place, or a 422 naming each job that cannot have
     one (no prompt and no template, an unknown template, a variable missing)."""
-    if body.template is None and not body.templates:
-        missing = [i for i, job in enumerate(body.jobs) if job.prompt is None]
-        if missing:
-            raise _invalid([_no_prompt(i) for i in missing[:MAX_DETAILS]])
-        return Expanded(body, None)
     errors: list[ErrorDetail] = []
+    if body.template is None and not body.templates:
+        for index, job in enumerate(body.jobs):
+            if job.template is not None:
+                errors.append(_unknown(index, job.template))
+            elif job.prompt is None:
+                errors.append(_no_prompt(index))
+            if len(errors) >= MAX_DETAILS:
+                break
+        if errors:
+            raise _invalid(errors)
+        return Expanded(body, None)
     default = await _resolve(session, api_key_id, body.template, "template", errors)
     named: dict[str, _Template] = {}
     for key, given in (body.templates or {}).items():
@@ -66,12 +72,7 @@ async def expand_templates(
         if job.template is not None:
             template = named.get(job.template)
             if template is None:
-                errors.append(
-                    ErrorDetail(
-                        field=f"jobs[{index}].template",
-                        message=f"the batch has no template named {job.template!r}",
-                    )
-                )
+                errors.append(_unknown(index, job.template))
                 continue
         if template is None:
             if job.prompt is None:
@@ -79,7 +80,7 @@ async def expand_templates(
             jobs.append(job)
             continue
         update = _render_job(index, job, template.body, errors)
-        jobs.append(job.model_copy(update=update) if update else job)
+        jobs.append(_with(job, update) if update else job)
         if len(errors) >= MAX_DETAILS:
             break
     if errors:
@@ -141,6 +142,20 @@ def _render_job(
         else:
             update[name] = text
     return update
+
+
+def _with(job: JobCreate, update: dict[str, Any]) -> JobCreate:
+    """The job with the rendered fields: model_copy(update=...) without its generic
+    copying (it costs a tenth of a second over 50,000 rows); the values are validated
+    strings, as a JobCreate holds them."""
+    fields = job.__dict__ | update
+    return JobCreate.model_construct(_fields_set=job.model_fields_set | update.keys(), **fields)
+
+
+def _unknown(index: int, name: str) -> ErrorDetail:
+    return ErrorDetail(
+        field=f"jobs[{index}].template", message=f"the batch has no template named {name!r}"
+    )
 
 
 def _no_prompt(index: int) -> ErrorDetail:

@@ -35,15 +35,23 @@ async def list_latest(
     session: AsyncSession, api_key_id: uuid.UUID, *, limit: int, after: str | None
 ) -> list[PromptTemplate]:
     """The latest version of each of the key's templates, by name."""
-    query = (
-        select(PromptTemplate)
-        .distinct(PromptTemplate.name)
+    latest = (
+        select(PromptTemplate.name, func.max(PromptTemplate.version).label("version"))
         .where(PromptTemplate.api_key_id == api_key_id)
-        .order_by(PromptTemplate.name, PromptTemplate.version.desc())
-        .limit(limit)
+        .group_by(PromptTemplate.name)
     )
     if after is not None:
-        query = query.where(PromptTemplate.name > after)
+        latest = latest.where(PromptTemplate.name > after)
+    newest = latest.order_by(PromptTemplate.name).limit(limit).subquery()
+    query = (
+        select(PromptTemplate)
+        .join(
+            newest,
+            (PromptTemplate.name == newest.c.name) & (PromptTemplate.version == newest.c.version),
+        )
+        .where(PromptTemplate.api_key_id == api_key_id)
+        .order_by(PromptTemplate.name)
+    )
     return list((await session.execute(query)).scalars())
 
 

@@ -11,7 +11,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from service.kit.templating import TemplateError, check_syntax
 from service.kit.text import Text, VisibleText
 
-MAX_TEMPLATE = 8_000
+# A template's text is no longer than the prompt it renders may be (batches' MAX_PROMPT):
+# a longer one could only render a prompt that is refused.
+MAX_TEMPLATE = 4_000
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 # name, or name@version: what a batch writes to use a stored template.
 REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(@[1-9][0-9]{0,8})?$"

@@ -45,6 +45,7 @@ EXTENSIONS: dict[str, FileFormat] = {
 FORM = "multipart/form-data"
 # Batch-level settings a form may carry beside the file; `batch` is a JSON object of any.
 FORM_FIELDS = ("name", "priority", "budget_usd", "callback_url", "template")
+# `format` names the file's format when neither its part's type nor its name does.
 _CHUNK = 64 * 1024
 
 
@@ -106,12 +107,12 @@ def _parser(fmt: FileFormat) -> Callable[[Callable[[], Iterator[bytes]]], FileRo
 
 
 async def _read_form(request: Request) -> FileRows:
-    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS) + 2)
+    form = await request.form(max_files=1, max_fields=len(FORM_FIELDS) + 3)
     try:
         problems = [
             ErrorDetail(field=f'form field "{key}"', message="not a field this form takes")
             for key in form
-            if key not in (*FORM_FIELDS, "batch", "file")
+            if key not in (*FORM_FIELDS, "batch", "file", "format")
         ]
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -119,14 +120,15 @@ async def _read_form(request: Request) -> FileRows:
                 ErrorDetail(field='form field "file"', message="the batch file is missing")
             )
             raise invalid(problems)
-        fmt = _format_of(upload)
+        named = form.get("format")
+        fmt = _format_of(upload) if not isinstance(named, str) else EXTENSIONS.get(named.lower())
         if fmt is None:
             problems.append(
                 ErrorDetail(
                     field='form field "file"',
-                    message="cannot tell the file's format: name it .csv, .jsonl or .yaml, or "
+                    message="cannot tell the file's format: name it .csv, .jsonl or .yaml, "
                     "give its part a Content-Type (text/csv, application/x-ndjson, "
-                    "application/yaml)",
+                    "application/yaml), or send a `format` field (csv, jsonl or yaml)",
                 )
             )
         settings = _form_settings(form, problems)

@@ -57,6 +57,12 @@ def openapi_request_body() -> dict[str, Any]:
                     "description": "Batch-level settings as a JSON object (the JSON body's keys "
                     "but jobs), over the file's own",
                 },
+                "format": {
+                    "type": "string",
+                    "enum": ["csv", "jsonl", "yaml"],
+                    "description": "The file's format, when neither its part's Content-Type "
+                    "nor its name's extension says",
+                },
                 "name": {"type": "string", "maxLength": 200},
                 "priority": {"type": "string", "enum": ["realtime", "bulk"]},
                 "budget_usd": {"type": "string"},

@@ -86,8 +86,9 @@ def build_batch(rows: FileRows) -> FileBatchCreate:
 
 
 def locate(error: ApiError, places: Places) -> ApiError:
-    """The same error, its details addressed by line and column instead of JSON path."""
-    if not error.details:
+    """The same 422, its details addressed by line and column instead of JSON path
+    (any other error, a 409 for a reused Idempotency-Key say, is left as it is)."""
+    if not error.details or error.status_code != 422:
         return error
     details = []
     for detail in error.details:
@@ -99,9 +100,7 @@ def locate(error: ApiError, places: Places) -> ApiError:
             else:
                 where = places.batch(where)
         details.append(ErrorDetail(field=where, message=detail.message))
-    located = invalid(details, code=error.code)
-    located.status_code = error.status_code
-    return located
+    return invalid(details, code=error.code)
 
 
 def column_of(path: str | None) -> str | None:

@@ -35,7 +35,7 @@ from service.batches.files.rows import (
 from service.batches.schemas import MAX_FILE_ROWS
 
 # Aliases can make a small file a huge (or endless) value: count what they expand to.
-MAX_NODES = 5_000_000
+MAX_NODES = 2_000_000
 _Mark = tuple[int, int]
 
 

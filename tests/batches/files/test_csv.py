@@ -4,12 +4,15 @@ template variables; errors by line and column; nothing created when a row is bad
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from service.app import create_app
+from service.kit.pagination import encode_cursor
 from service.state import State
-from tests.batches.files.conftest import (
+from tests.batches.files.posting import (
     CSV,
     counts,
     post_form,
@@ -52,7 +55,7 @@ async def test_the_csv_module_reads_quotes_newlines_and_a_bom(
     client: httpx.AsyncClient, caller: Caller, state: State
 ) -> None:
     csv = (
-        '\ufeffprompt,format,metadata\r\n'
+        "\ufeffprompt,format,metadata\r\n"
         '"a red bicycle, at dawn",jpeg,"{""team"": ""blog""}"\r\n'
         '"two lines:\nsecond ""quoted""",,\r\n'
         "\r\n"
@@ -80,14 +83,10 @@ async def test_a_file_may_hold_more_rows_than_a_json_body_and_pages_past_them(
     assert response.status_code == 202, response.text
     assert response.json()["counts"]["total"] == rows
     url = f"/v1/batches/{response.json()['id']}/jobs"
-    page = (await client.get(url, params={"limit": 500}, headers=caller.headers)).json()
-    for _ in range(20):
-        page = (
-            await client.get(
-                url, params={"limit": 500, "cursor": page["next_cursor"]}, headers=caller.headers
-            )
-        ).json()
-    assert page["items"][-1]["prompt"] == f"image {rows - 1}"
+    # A cursor past index 10,000 (the JSON cap) is one a file batch's pages reach.
+    cursor = encode_cursor([10_020])
+    page = (await client.get(url, params={"cursor": cursor}, headers=caller.headers)).json()
+    assert [job["prompt"] for job in page["items"]] == [f"image {n}" for n in range(10_021, rows)]
     assert page["next_cursor"] is None
 
 
@@ -105,7 +104,10 @@ BAD_FILES = {
         {"line 2": "3 cells, but the header names 2 columns (a cell with a comma must be quoted)"},
     ),
     "an empty file": ("", {"line 1": "the file is empty: a CSV batch needs a header row and rows"}),
-    "only a BOM and blank lines": ("\ufeff\n\n", {"line 1": "the file is empty: a CSV batch needs a header row and rows"}),
+    "only a BOM and blank lines": (
+        "\ufeff\n\n",
+        {"line 1": "the file is empty: a CSV batch needs a header row and rows"},
+    ),
     "a header and no rows": (
         "prompt,width\n",
         {"line 2": "the file has a header but no rows: one row per job"},
@@ -214,3 +216,24 @@ async def test_dry_run_and_idempotency_work_for_files(
     other = await post_raw(client, caller, csv.replace("kite", "boat"), CSV, headers=key)
     assert other.status_code == 409, other.text
     assert await counts(state) == (1, 2)
+
+
+async def test_a_body_over_the_size_cap_is_a_413_while_it_streams(
+    state: State, caller: Caller
+) -> None:
+    app = create_app(state.settings.model_copy(update={"max_request_bytes": 4096}))
+    app.state.darkroom = state
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        yield b"prompt\n"
+        for _ in range(100):
+            yield b"a red bicycle\n" * 10
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await client.post(
+            "/v1/batches", content=chunked(), headers={**caller.headers, "content-type": CSV}
+        )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert await counts(state) == (0, 0)
