@@ -6,9 +6,11 @@ only when the user names one (--key / DARKROOM_API_KEY).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -77,10 +79,46 @@ class ApiClient:
     def __exit__(self, *_exc: object) -> None:
         self._http.close()
 
-    def call(self, method: str, path: str, *, json: Any = None) -> dict[str, Any]:
-        """The JSON body of a 2xx answer; ApiFailure with the reason for anything else."""
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | BinaryIO | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        """The JSON body of a 2xx answer; ApiFailure with the reason for anything else.
+        `content` sends a raw body (a batch file) with its `content_type`."""
+        headers = {"content-type": content_type} if content_type else None
+        with self._failures(method, path):
+            response = self._http.request(method, path, json=json, content=content, headers=headers)
+        if not response.is_success:
+            raise ApiFailure(f"{method} {path}: {describe_error(response)}")
         try:
-            response = self._http.request(method, path, json=json)
+            body: dict[str, Any] = response.json()
+        except ValueError as exc:
+            raise ApiFailure(f"{method} {path}: the answer is not JSON") from exc
+        return body
+
+    def download(self, path: str, into: BinaryIO) -> None:
+        """GET `path` into `into`, chunk by chunk, following a redirect to the storage (the
+        key is sent only to Darkroom itself: httpx drops it on a redirect elsewhere)."""
+        with (
+            self._failures("GET", path),
+            self._http.stream("GET", path, follow_redirects=True) as response,
+        ):
+            if not response.is_success:
+                response.read()
+                raise ApiFailure(f"GET {path}: {describe_error(response)}")
+            for chunk in response.iter_bytes():
+                into.write(chunk)
+
+    @contextmanager
+    def _failures(self, method: str, path: str) -> Iterator[None]:
+        """Transport errors as one line for the user."""
+        try:
+            yield
         except httpx.ConnectError as exc:
             raise ApiFailure(
                 f"cannot reach Darkroom at {self.url} ({_reason(exc)}): is it running? "
@@ -90,13 +128,6 @@ class ApiClient:
             raise ApiFailure(f"{self.url} did not answer {method} {path} in time") from exc
         except httpx.HTTPError as exc:
             raise ApiFailure(f"{method} {self.url}{path} failed: {_reason(exc)}") from exc
-        if not response.is_success:
-            raise ApiFailure(f"{method} {path}: {describe_error(response)}")
-        try:
-            body: dict[str, Any] = response.json()
-        except ValueError as exc:
-            raise ApiFailure(f"{method} {path}: the answer is not JSON") from exc
-        return body
 
 
 def describe_error(response: httpx.Response) -> str:

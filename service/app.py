@@ -32,6 +32,7 @@ from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
+from service.manifests.endpoints import router as manifests_router
 from service.schedules.endpoints import router as schedules_router
 from service.state import State, build_state, close_state
 from service.templates.endpoints import router as templates_router
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(batch_files_router)  # before batches_router: same path, files only
     app.include_router(batches_router)
     app.include_router(events_router)  # live events (service/events)
+    app.include_router(manifests_router)  # manifests: /v1/batches/{id}/manifest, /archive
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
     app.include_router(accounts_router)

@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from service.devenv.signals import StopSignals
 
 UP_HOST = "127.0.0.1"
+# service/run_cli.py returns these.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 every job succeeded (and every output is in DIR); 1 Darkroom refused or "
+    "could not be reached; 2 bad usage (file, key); 3 the batch finished with failed or "
+    "cancelled jobs; 4 some outputs could not be downloaded (run `darkroom download` "
+    "again); 5 the batch is not finished; 130 interrupted."
+)
 
 app = typer.Typer(help="Darkroom: images in bulk for other software.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -147,11 +154,64 @@ def submit(
     key: Annotated[
         str | None, typer.Option(envvar="DARKROOM_API_KEY", help="Default: the dev key")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The batch as one line of JSON (else indented)")
+    ] = False,
 ) -> None:
     """Submit a batch (and with --wait, follow it to the end)."""
     from service.submit_cli import submit_file
 
-    raise typer.Exit(submit_file(file, wait=wait, url=url, key=key, settings=get_settings()))
+    code = submit_file(file, wait=wait, url=url, key=key, settings=get_settings(), compact=as_json)
+    raise typer.Exit(code)
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(envvar="DARKROOM_API_URL", help="Default: where `darkroom up` runs"),
+]
+KeyOption = Annotated[
+    str | None, typer.Option(envvar="DARKROOM_API_KEY", help="Default: the dev key")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts")]
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def run(
+    file: Annotated[Path, typer.Argument(help="A batch file: .csv, .jsonl, .yaml/.yml or .json")],
+    wait: Annotated[bool, typer.Option(help="Show progress until the batch finishes")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Then download the outputs and manifest.json here (implies --wait)"),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Submit a batch file; with --wait or --out follow it live; with --out download it."""
+    from service.run_cli import run_file
+
+    code = run_file(
+        file, wait=wait, out=out, as_json=as_json, url=url, key=key, settings=get_settings()
+    )
+    raise typer.Exit(code)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def download(
+    batch: Annotated[str, typer.Argument(help="The batch id")],
+    out: Annotated[Path, typer.Option(help="The folder to download into")],
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Download a batch's outputs and manifest.json; files already there are skipped when
+    their sha256 matches, so running it again resumes."""
+    from service.run_cli import download_command
+
+    code = download_command(
+        batch, out=out, as_json=as_json, url=url, key=key, settings=get_settings()
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

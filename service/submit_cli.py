@@ -19,7 +19,13 @@ POLL_S = 0.5
 
 
 def submit_file(
-    path: Path, *, wait: bool, url: str | None, key: str | None, settings: Settings
+    path: Path,
+    *,
+    wait: bool,
+    url: str | None,
+    key: str | None,
+    settings: Settings,
+    compact: bool = False,
 ) -> int:
     console = Console(stderr=True, highlight=False)
     try:
@@ -38,7 +44,7 @@ def submit_file(
     except ApiFailure as failure:
         console.print(f"[red]darkroom: {escape(str(failure))}[/red]", soft_wrap=True)
         return failure.exit_code
-    print(json.dumps(batch, indent=2))  # noqa: T201 - the command's output
+    print(json.dumps(batch, indent=None if compact else 2))  # noqa: T201 - the command's output
     if wait:
         _say_where_outputs_are(batch, settings, target.url, console)
         return 0 if batch["status"] == "succeeded" else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from service.jobs.schemas import JobError, JobOut, JobOutput
 from service.logging import get_logger
 from service.models import Job, JobStatus
@@ -16,9 +18,8 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
     serves the file (local storage) or redirects to the storage's URL."""
     output = None
     if job.status is JobStatus.succeeded and job.output_key is not None:
-        url = _storage_url(storage, job.output_key) if storage is not None else None
         output = JobOutput(
-            url=url or f"{public_url.rstrip('/')}/v1/jobs/{job.id}/output",
+            url=output_url(job.id, job.output_key, public_url, storage),
             media="video" if (job.output_content_type or "").startswith("video/") else "image",
             content_type=job.output_content_type or "application/octet-stream",
             width=job.output_width or 0,
@@ -52,6 +53,12 @@ def job_out(job: Job, public_url: str, storage: Storage | None = None) -> JobOut
         started_at=job.started_at,
         finished_at=job.finished_at,
     )
+
+
+def output_url(job_id: uuid.UUID, key: str | None, public_url: str, storage: Storage | None) -> str:
+    """Where a job's output is fetched: the storage's own URL, or the API's route."""
+    url = _storage_url(storage, key) if storage is not None and key is not None else None
+    return url or f"{public_url.rstrip('/')}/v1/jobs/{job_id}/output"
 
 
 def _storage_url(storage: Storage, key: str) -> str | None:
