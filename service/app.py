@@ -27,8 +27,10 @@ from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
-from service.kit.request_context import RequestContext
+from service.kit.request_context import App
 from service.logging import configure_logging
+from service.metrics import multiproc
+from service.metrics.endpoints import router as metrics_router
 from service.state import State, build_state, close_state
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
@@ -47,6 +49,7 @@ class Readiness(BaseModel):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    multiproc.ensure_dir()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -55,8 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await close_state(app.state.darkroom)
+            multiproc.process_exit()
 
-    app = FastAPI(
+    app = App(  # RequestContext outermost: request ids on 500s too
         title="Darkroom",
         version="0.1.0",
         summary="Images in bulk for other software: batches in, signed webhooks out.",
@@ -73,7 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
     )
-    app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
     app.include_router(jobs_router)
     app.include_router(callbacks_router)
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -48,6 +48,16 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
 
 
+def bind_ids(**ids: object) -> None:
+    """Bind ids (a job's, its batch's, its account) to every later line of the current
+    asyncio task, as strings; None is left out. An arq task or a dispatched job runs in a
+    task of its own, so they end with it: no unbinding needed there. Inside a request or a
+    shared task, use structlog.contextvars.bound_contextvars instead."""
+    structlog.contextvars.bind_contextvars(
+        **{name: str(value) for name, value in ids.items() if value is not None}
+    )
+
+
 def redact_url(url: object) -> str:
     """scheme://host[:port]/path of a URL, for a log line. A caller's callback URL can carry
     its secret in the query (`?token=...`) or the user-info, and neither is logged."""
