@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,13 +35,28 @@ def configure_logging(settings: Settings) -> None:
         # URLs are redacted last, so that tracebacks and every field are covered.
         processors=[*shared, structlog.processors.format_exc_info, redact_urls_in_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
     redact_httpx_urls()
     # arq logs every job start/finish at INFO; at 10,000 jobs per batch that is noise.
     logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
+
+
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written. Loggers are cached on first use
+    with the file they were given: one replaced later (a test capturing output, a host
+    process redirecting it) would otherwise never see their lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -55,7 +55,10 @@ def config(sim_url: str) -> str:
                     "timeout_s": 5,
                 },
                 # Paced, so that every local job takes a rate token (the limiter's wait).
-                "local": {"kind": "local", "limits": {"rate_per_s": 500, "burst": 50, "max_concurrent": 8}},
+                "local": {
+                    "kind": "local",
+                    "limits": {"rate_per_s": 500, "burst": 50, "max_concurrent": 8},
+                },
             },
             "models": {
                 "gpt-sim": {
@@ -84,7 +87,11 @@ async def sim(
 
 
 async def test_a_batch_shows_in_the_scrape(
-    client: httpx.AsyncClient, caller: Caller, state: State, sim: SimulatorHandle
+    client: httpx.AsyncClient,
+    caller: Caller,
+    state: State,
+    sim: SimulatorHandle,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     # The provider allows 2/s with no burst; Darkroom was told nothing: it gets 429s.
     await sim.configure(rate_per_s=2, burst=1, rate_limit_hint="none")
@@ -156,3 +163,11 @@ async def test_a_batch_shows_in_the_scrape(
     assert value(after, "darkroom_metrics_source_up", source="postgres") == 1
     assert value(after, "darkroom_metrics_source_up", source="redis") == 1
     assert STABLE_NAMES <= names(after), STABLE_NAMES - names(after)
+
+    # Each 429's line in the worker's log names its job, batch and account.
+    lines = [line for line in capfd.readouterr().err.splitlines() if "job_attempt_failed" in line]
+    assert len(lines) == stats["rate_limited"]
+    for line in lines:
+        assert f"batch_id={batch_id}" in line
+        assert "job_id=" in line
+        assert "account=openai" in line
