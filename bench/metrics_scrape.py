@@ -148,6 +148,8 @@ def fill_redis(env: BenchEnv) -> None:
     redis.close()
 
 
+# What one worker process records in a day: a synchronous account generates, an
+# asynchronous one submits and polls; both meet 429s and the odd retryable error.
 WRITER = textwrap.dedent(
     """
     import sys
@@ -156,21 +158,27 @@ WRITER = textwrap.dedent(
     multiproc.prepare(Path(sys.argv[1]))
     from service.metrics import recorded
     from service.providers.base import ProviderRateLimited, ProviderRetryableError
+    sync = [None, ProviderRateLimited("slow"), ProviderRetryableError("x", "y")]
+    remote = [("submit", None), ("submit", ProviderRateLimited("slow")), ("poll", None),
+              ("poll", ProviderRetryableError("x", "y"))]
     for n in range(int(sys.argv[2])):
         account = f"acct-{n:02d}"
-        for error in (None, ProviderRateLimited("slow"), ProviderRetryableError("x", "y")):
-            for operation in ("generate", "submit", "poll"):
-                try:
-                    with recorded.provider_request(account, operation):
-                        if error is not None:
-                            raise error
-                except Exception:
-                    pass
+        calls = [("generate", e) for e in sync] if n % 2 == 0 else remote
+        for operation, error in calls:
+            try:
+                with recorded.provider_request(account, operation):
+                    if error is not None:
+                        raise error
+            except Exception:
+                pass
         with recorded.rate_token_wait(account):
             pass
     for sink in ("webhook", "writeback"):
         for delivered in (True, False):
             recorded.delivery(sink, delivered, False, 0.2)
+    for route in ("/v1/batches", "/v1/batches/{batch_id}", "/v1/jobs/{job_id}", "/metrics"):
+        for status in (200, 404):
+            recorded.http_request(route, "GET", status, 0.01)
     """
 )
 

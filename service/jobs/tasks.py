@@ -219,6 +219,7 @@ async def _cancel_remote_jobs(state: State, batch_id: uuid.UUID) -> int:
         job_ids = await repository.remote_job_ids(session, batch_id)
     cancelled = 0
     for job_id in job_ids:
+        bind_ids(job_id=job_id)  # this task's own context
         async with state.sessionmaker() as session:
             started = await service.resume_remote(session, job_id)
         spec = state.registry.model(started.model) if started is not None else None

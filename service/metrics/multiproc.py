@@ -14,6 +14,8 @@ as multiprocess gauges, so a dead process's file never leaves a stale gauge behi
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 from pathlib import Path
 
@@ -26,26 +28,51 @@ def metrics_dir(data_dir: Path) -> Path:
     return Path(given) if given else (data_dir / "metrics").resolve()
 
 
-def prepare(data_dir: Path) -> Path:
+def prepare(data_dir: Path) -> Path | None:
     """Make this process (and the processes it starts) write its metrics to the shared
-    folder. Call it before the first metric is observed."""
+    folder. Call it before the first metric is observed. A folder that cannot be made
+    (a read-only working directory) leaves this process's metrics its own, said once on
+    stderr, rather than stopping the process."""
     folder = metrics_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        os.environ.pop(ENV, None)
+        sys.stderr.write(
+            f"darkroom: metrics are this process's only: cannot make {folder} "
+            f"({exc.strerror or exc}); set {ENV} to a writable folder shared by every process\n"
+        )
+        return None
     os.environ[ENV] = str(folder)
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None:
-        # Imported before the variable was set: metrics with labels make their values
-        # when first used, so switching the value class now still covers all of ours.
-        values.ValueClass = values.get_value_class()  # type: ignore[attr-defined]
+    _use_shared_values()
     return folder
 
 
 def ensure_dir() -> None:
-    """A process started with PROMETHEUS_MULTIPROC_DIR set by hand: the folder must exist
-    before the first value is written."""
+    """A process started with PROMETHEUS_MULTIPROC_DIR set by hand (uvicorn on the app
+    factory): the folder must exist before the first value is written."""
     given = os.environ.get(ENV)
     if given:
         Path(given).mkdir(parents=True, exist_ok=True)
+        _use_shared_values()
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()) or "host"
+
+
+def process_identity() -> str:
+    """Names this process's files. The pid alone is not enough: containers sharing one
+    folder (a volume) each have their own pid 1, and would write into each other's file."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def _use_shared_values() -> None:
+    """prometheus_client picks its value class when it is imported: pick it again now,
+    with our file names. Our metrics all have labels, so their values are made on first
+    use, after this."""
+    from prometheus_client import values
+
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_identity)  # type: ignore[no-untyped-call]
 
 
 def clear(folder: Path) -> None:
@@ -62,7 +89,7 @@ def process_exit() -> None:
         return
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(process_identity())  # type: ignore[no-untyped-call]
 
 
 def active_dir() -> str | None:

@@ -79,3 +79,14 @@ def test_a_new_run_starts_from_an_empty_folder(tmp_path: Path) -> None:
     write_from_a_process(tmp_path, 1)
     samples = parse(render(Snapshot(), str(folder)).decode())
     assert value(samples, "darkroom_provider_rate_limited_total", account="openai") == 1
+
+
+def test_a_folder_that_cannot_be_made_leaves_the_process_its_own_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    assert multiproc.prepare(not_a_folder) is None
+    assert multiproc.ENV not in os.environ
+    assert "cannot make" in capsys.readouterr().err
