@@ -28,6 +28,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -249,6 +250,35 @@ async def prepare(env: BenchEnv, jobs: int) -> None:
     fill_multiproc_dir(env)
 
 
+async def breakdown(env: BenchEnv, rounds: int = 20) -> dict[str, float]:
+    """Where a scrape's time goes, measured in this process: the two sources (read
+    concurrently by a scrape) and the rendering of the multiprocess folder."""
+    from service.metrics import snapshot
+    from service.metrics.exposition import render
+    from service.state import build_state, close_state
+
+    settings = env.settings.model_copy(update={"config": Path(os.environ["DARKROOM_CONFIG"])})
+    state = await build_state(settings)
+    timings: dict[str, list[float]] = {"postgres": [], "redis": [], "render": []}
+    try:
+        current = await snapshot.read(state)
+        folder = str(env.settings.data_dir / "metrics")
+        for _ in range(rounds):
+            for name, work in (
+                ("postgres", snapshot._read_postgres(state)),
+                ("redis", snapshot._read_redis(state)),
+            ):
+                began = time.perf_counter()
+                await work
+                timings[name].append(time.perf_counter() - began)
+            began = time.perf_counter()
+            render(current, folder)
+            timings["render"].append(time.perf_counter() - began)
+    finally:
+        await close_state(state)
+    return {f"{name}_p50_ms": round(statistics.median(t) * 1000, 2) for name, t in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scrapes", type=int, default=300)
@@ -260,6 +290,7 @@ def main() -> None:
         log(f"API up at {base}; scraping {args.scrapes} times")
         quiet = wait_for_quiet(max_wait_s=60)
         times, shape = scrape_times(base, args.scrapes)
+        parts = asyncio.run(breakdown(env))
     print(
         json.dumps(
             {
@@ -274,6 +305,7 @@ def main() -> None:
                 "max_ms": round(max(times) * 1000, 2),
                 "mean_ms": round(statistics.fmean(times) * 1000, 2),
                 **shape,
+                "in_process_breakdown": parts,
                 "machine": machine(),
                 "load": quiet,
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -27,10 +28,19 @@ async def scrape(state: State) -> bytes:
     return await asyncio.to_thread(render, current, multiproc.active_dir())
 
 
+def _exists(folder: str) -> bool:
+    """Made again if someone removed it while the processes ran (they write on)."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
 def render(current: snapshot.Snapshot, folder: str | None) -> bytes:
     """Blocking (a multiprocess folder's files are read and summed): run in a thread."""
     registry = CollectorRegistry()
-    if folder is not None:
+    if folder is not None and _exists(folder):
         MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
     else:
         registry.register(_ThisProcess())
