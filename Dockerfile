@@ -21,7 +21,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DARKROOM_ENV=production \
-    DARKROOM_STORAGE_DIR=/data/outputs
+    DARKROOM_STORAGE_DIR=/data/outputs \
+    PROMETHEUS_MULTIPROC_DIR=/data/metrics
 RUN groupadd --system --gid 10001 darkroom \
     && useradd --system --uid 10001 --gid darkroom --home-dir /app --shell /usr/sbin/nologin darkroom \
     && mkdir -p /data/outputs \

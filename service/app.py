@@ -30,9 +30,11 @@ from service.jobs.endpoints import router as jobs_router
 from service.kit.body_limit import BodySizeLimit
 from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
-from service.kit.request_context import RequestContext
+from service.kit.request_context import App
 from service.logging import configure_logging
 from service.manifests.endpoints import router as manifests_router
+from service.metrics import multiproc
+from service.metrics.endpoints import router as metrics_router
 from service.schedules.endpoints import router as schedules_router
 from service.state import State, build_state, close_state
 from service.templates.endpoints import router as templates_router
@@ -55,6 +57,7 @@ class Readiness(BaseModel):
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    multiproc.ensure_dir()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,8 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await close_state(app.state.darkroom)
+            multiproc.process_exit()
 
-    app = FastAPI(
+    app = App(  # RequestContext outermost: request ids on 500s too
         title="Darkroom",
         version="0.1.0",
         summary="Images in bulk for other software: batches in, signed webhooks out.",
@@ -83,7 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_request_bytes,
         paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
     )
-    app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batch_files_router)  # before batches_router: same path, files only
     app.include_router(batches_router)
     app.include_router(events_router)  # live events (service/events)
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui_live_router)  # before ui_router: /ui/batches/progress is not an id
     app.include_router(ui_router)
     app.include_router(templates_router)
+    app.include_router(metrics_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -56,6 +56,7 @@ def serve(
 ) -> None:
     """Run the HTTP API."""
     settings = get_settings()
+    _share_metrics(settings)
     _check_config(settings)
     from service.events.server import Server  # ends live event streams on SIGTERM
 
@@ -85,9 +86,23 @@ def worker() -> None:
     from service.worker import run_workers
 
     settings = get_settings()
+    _share_metrics(settings)
     _check_config(settings)
     configure_logging(settings)
-    asyncio.run(run_workers(settings))
+    try:
+        asyncio.run(run_workers(settings))
+    finally:
+        from service.metrics import multiproc
+
+        multiproc.process_exit()
+
+
+def _share_metrics(settings: Settings) -> None:
+    """Counters and histograms go to the folder every process of this deployment shares
+    (PROMETHEUS_MULTIPROC_DIR, default <data dir>/metrics), before any is observed."""
+    from service.metrics import multiproc
+
+    multiproc.prepare(settings.data_dir)
 
 
 def _check_config(settings: Settings) -> None:
@@ -273,8 +288,10 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
             dev_key = asyncio.run(
                 ensure_dev_key(services.database_url, settings.data_dir, pepper=settings.secret_key)
             )
+            metrics_dir = _fresh_metrics_dir(settings)
             env = {
                 **os.environ,
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
                 "DARKROOM_DATABASE_URL": services.database_url,
                 "DARKROOM_REDIS_URL": services.redis_url,
                 "DARKROOM_PUBLIC_URL": os.environ.get(
@@ -293,6 +310,17 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
             )
         finally:
             signals.hold()  # however this ends, stopping the servers must not be cut short
+
+
+def _fresh_metrics_dir(settings: Settings) -> Path:
+    """Nothing of this run has started yet: the previous run's metric files go, or their
+    totals would carry on into this run's."""
+    from service.metrics import multiproc
+
+    folder = multiproc.metrics_dir(settings.data_dir)
+    multiproc.clear(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _say(message: str, *, err: bool = False) -> None:

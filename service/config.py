@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     secret_key: str = PLACEHOLDER_SECRET
 
     log_level: str = "INFO"
+    # GET /metrics is open on the API port (Prometheus' usual way) unless this is set:
+    # then a scrape must send `Authorization: Bearer <token>`.
+    metrics_token: str | None = Field(default=None, min_length=16, repr=False)
     # 10,000 jobs with long prompts fit; past this a request gets 413 before it is parsed.
     max_request_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
     default_model: str = "local/procedural"

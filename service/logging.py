@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO, cast
 from urllib.parse import urlsplit
 
 import httpx
@@ -35,7 +35,7 @@ def configure_logging(settings: Settings) -> None:
         # URLs are redacted last, so that tracebacks and every field are covered.
         processors=[*shared, structlog.processors.format_exc_info, redact_urls_in_event, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(message)s")
@@ -44,8 +44,33 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("arq.worker").setLevel(max(level, logging.WARNING))
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written. Loggers are cached on first use
+    with the file they were given: one replaced later (a test capturing output, a host
+    process redirecting it) would otherwise never see their lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     return structlog.get_logger(name)  # type: ignore[no-any-return]
+
+
+def bind_ids(**ids: object) -> None:
+    """Bind ids (a job's, its batch's, its account) to every later line of the current
+    asyncio task, as strings; None is left out. An arq task or a dispatched job runs in a
+    task of its own, so they end with it: no unbinding needed there. Inside a request or a
+    shared task, use structlog.contextvars.bound_contextvars instead."""
+    structlog.contextvars.bind_contextvars(
+        **{name: str(value) for name, value in ids.items() if value is not None}
+    )
 
 
 def redact_url(url: object) -> str:

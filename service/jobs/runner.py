@@ -31,6 +31,7 @@ from service.jobs.batching import Claimed, Moved, batcher
 from service.jobs.requests import generation_request
 from service.jobs.service import StartedJob, Transition
 from service.logging import get_logger
+from service.metrics import recorded as metrics
 from service.providers.base import (
     AsyncProvider,
     GenerationRequest,
@@ -94,7 +95,8 @@ async def _run_granted(state: State, grant: Grant) -> None:
         return
     request = prepared
     if grant.paced:
-        await limiter.wait_turn(grant.job_id)
+        with metrics.rate_token_wait(grant.account):
+            await limiter.wait_turn(grant.job_id)
     sent_at = now_ms()
     if grant.paced:
         # Told once the request is on its way (the task runs after submit's first await,
@@ -141,9 +143,11 @@ async def _prepare(
 
 async def _send(provider: Provider, request: GenerationRequest) -> Output | RemoteHandle:
     if isinstance(provider, SyncProvider):
-        return await provider.generate(request)
+        with metrics.provider_request(provider.name, "generate"):
+            return await provider.generate(request)
     assert isinstance(provider, AsyncProvider)
-    return await provider.submit(request)
+    with metrics.provider_request(provider.name, "submit"):
+        return await provider.submit(request)
 
 
 async def _claim(state: State, grant: Grant) -> tuple[StartedJob, ModelSpec] | None:

@@ -35,7 +35,8 @@ from service.jobs.polls import (
 )
 from service.jobs.queue import missing_from_queue
 from service.kit.base import utcnow
-from service.logging import get_logger
+from service.logging import bind_ids, get_logger
+from service.metrics import recorded as metrics
 from service.models import JobStatus, Priority
 from service.providers.base import (
     AsyncProvider,
@@ -106,6 +107,7 @@ async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float
         started = await service.resume_remote(session, job_id)
     if started is None or started.remote_id is None:
         return None
+    bind_ids(batch_id=started.batch_id, account=started.account)  # this task's own context
     spec = state.registry.model(started.model)
     provider = state.registry.providers.get(started.account)
     if spec is None or not isinstance(provider, AsyncProvider):
@@ -114,7 +116,8 @@ async def _poll_job_now(state: State, job_id: uuid.UUID, *, polls: int) -> float
     remote: RemoteHandle | None = None
     again_in: float | None = None
     try:
-        remote = await provider.poll(started.handle)
+        with metrics.provider_request(started.account, "poll"):
+            remote = await provider.poll(started.handle)
     except ProviderRateLimited as error:
         again_in = error.retry_after_s
     except ProviderRetryableError as error:
@@ -193,6 +196,7 @@ async def _finish_remote_job(
         started = await service.resume_remote(session, job_id)
     if provider is None or started is None or started.account != account:
         return None
+    bind_ids(batch_id=started.batch_id, account=account)  # this task's own context
     remote = RemoteHandle.from_json(payload)
     spec = state.registry.model(started.model)
     if remote.id != started.remote_id or not remote.finished or spec is None:
@@ -216,6 +220,7 @@ async def _cancel_remote_jobs(state: State, batch_id: uuid.UUID) -> int:
         job_ids = await repository.remote_job_ids(session, batch_id)
     cancelled = 0
     for job_id in job_ids:
+        bind_ids(job_id=job_id)  # this task's own context
         async with state.sessionmaker() as session:
             started = await service.resume_remote(session, job_id)
         spec = state.registry.model(started.model) if started is not None else None

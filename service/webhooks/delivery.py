@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import session_scope
 from service.kit.base import utcnow
-from service.logging import get_logger
+from service.logging import bind_ids, get_logger
+from service.metrics import recorded as metrics
 from service.models import DeliveryStatus, WebhookAttempt, WebhookEndpoint, WebhookEvent
 from service.state import State
 from service.webhooks import repository, service
@@ -95,6 +96,7 @@ async def plan(state: State, event_id: str) -> Plan:
 
 async def attempt_and_record(state: State, event: WebhookEvent, endpoint: WebhookEndpoint) -> None:
     """The attempt, under its deadline; then the shielded recording and hand-over."""
+    bind_ids(batch_id=event.batch_id, job_id=event.job_id)  # the task's own context
     sink = SINKS.get(event.sink)
     started_at, began = utcnow(), time.perf_counter()
     outcome: AttemptOutcome | None = None
@@ -117,6 +119,7 @@ async def attempt_and_record(state: State, event: WebhookEvent, endpoint: Webhoo
     finally:
         duration_ms = int((time.perf_counter() - began) * 1000)
         final = outcome or AttemptOutcome(None, "the attempt was interrupted")
+        metrics.delivery(event.sink, final.delivered, final.permanent, duration_ms / 1000)
         task = asyncio.ensure_future(
             _record_and_hand_over(state, event, endpoint, started_at, duration_ms, final)
         )
