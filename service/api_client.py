@@ -151,6 +151,8 @@ def describe_error(response: httpx.Response) -> str:
         body = " ".join(response.text.split())[:200] if plain else ""
         text = f"{head} {response.reason_phrase}" + (f": {body}" if body else "")
         return f"{text} (is this Darkroom?)"
+    # The message often is the first detail already: say each thing once.
+    details = [detail for detail in details if detail not in text]
     return f"{text} ({'; '.join(details)})" if details else text
 
 

@@ -205,8 +205,7 @@ def run(
 ) -> None:
     """Submit a batch file; with --wait or --out follow it live; with --out download it.
 
-    --template, or --prompt with --output-name and --negative-prompt, give the template each
-    row renders from its columns (a CSV's other columns are its variables)."""
+    Each row renders from its columns: --template REF, or --prompt and --output-name."""
     from service.run_cli import run_file
     from service.run_template import BatchOptions
 

@@ -146,6 +146,7 @@ async def test_a_row_missing_a_variable_exits_1_naming_its_line_and_creates_noth
     )
     assert_one_line(ran, 1, "line 3: prompt template: UndefinedError: 'color' is undefined")
     assert "HTTP 422" in ran.stderr
+    assert ran.stderr.count("is undefined") == 1  # said once, not again as its detail
     assert not (tmp_path / "o").exists()
     assert await counts(state) == (0, 0)
 
