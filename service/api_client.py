@@ -6,7 +6,7 @@ only when the user names one (--key / DARKROOM_API_KEY).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,12 +87,17 @@ class ApiClient:
         json: Any = None,
         content: bytes | BinaryIO | None = None,
         content_type: str | None = None,
+        form: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, BinaryIO, str]] | None = None,
     ) -> dict[str, Any]:
         """The JSON body of a 2xx answer; ApiFailure with the reason for anything else.
-        `content` sends a raw body (a batch file) with its `content_type`."""
+        `content` sends a raw body (a batch file) with its `content_type`; `form` and
+        `files` send a multipart form (a batch file beside its settings), streamed."""
         headers = {"content-type": content_type} if content_type else None
         with self._failures(method, path):
-            response = self._http.request(method, path, json=json, content=content, headers=headers)
+            response = self._http.request(
+                method, path, json=json, content=content, headers=headers, data=form, files=files
+            )
         if not response.is_success:
             raise ApiFailure(f"{method} {path}: {describe_error(response)}")
         try:
@@ -146,6 +151,8 @@ def describe_error(response: httpx.Response) -> str:
         body = " ".join(response.text.split())[:200] if plain else ""
         text = f"{head} {response.reason_phrase}" + (f": {body}" if body else "")
         return f"{text} (is this Darkroom?)"
+    # The message often is the first detail already: say each thing once.
+    details = [detail for detail in details if detail not in text]
     return f"{text} ({'; '.join(details)})" if details else text
 
 

@@ -20,7 +20,7 @@ UP_HOST = "127.0.0.1"
 # service/run_cli.py returns these.
 EXIT_CODES_HELP = (
     "Exit codes: 0 every job succeeded (and every output is in DIR); 1 Darkroom refused or "
-    "could not be reached; 2 bad usage (file, key); 3 the batch finished with failed or "
+    "could not be reached; 2 bad usage (file, key, options); 3 the batch finished with failed or "
     "cancelled jobs; 4 some outputs could not be downloaded (run `darkroom download` "
     "again); 5 the batch is not finished; 130 interrupted."
 )
@@ -198,15 +198,42 @@ def run(
         Path | None,
         typer.Option(help="Then download the outputs and manifest.json here (implies --wait)"),
     ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(metavar="REF", help="A stored template for every row: name or name@version"),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(help="A Jinja2 prompt template over each row's columns: '{{ name }}, studio'"),
+    ] = None,
+    negative_prompt: Annotated[
+        str | None, typer.Option(help="A Jinja2 negative prompt template (with --prompt)")
+    ] = None,
+    output_name: Annotated[
+        str | None,
+        typer.Option(help="A Jinja2 template for each output's file name: '{{ sku }}'"),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="The batch's name")] = None,
     as_json: JsonOption = False,
     url: UrlOption = None,
     key: KeyOption = None,
 ) -> None:
-    """Submit a batch file; with --wait or --out follow it live; with --out download it."""
-    from service.run_cli import run_file
+    """Submit a batch file; with --wait or --out follow it live; with --out download it.
 
+    Each row renders from its columns: --template REF, or --prompt and --output-name."""
+    from service.run_cli import run_file
+    from service.run_template import BatchOptions
+
+    options = BatchOptions(template, prompt, negative_prompt, output_name, name)
     code = run_file(
-        file, wait=wait, out=out, as_json=as_json, url=url, key=key, settings=get_settings()
+        file,
+        wait=wait,
+        out=out,
+        as_json=as_json,
+        url=url,
+        key=key,
+        settings=get_settings(),
+        options=options,
     )
     raise typer.Exit(code)
 

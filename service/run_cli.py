@@ -4,7 +4,7 @@ manifest out, with live progress on stderr and, with --json, one JSON object on 
 Exit codes (also in `darkroom run --help`: service/cli.py EXIT_CODES_HELP):
   0  done: every job succeeded (and, with --out, every output is in DIR)
   1  Darkroom refused the request or could not be reached
-  2  bad usage: unreadable file, unknown file type, no API key
+  2  bad usage: unreadable file, unknown file type, no API key, options that clash
   3  the batch finished with failed or cancelled jobs (the others' outputs are in DIR)
   4  some outputs could not be downloaded: run `darkroom download` again to resume
   5  the batch is not finished (download: what was ready is in DIR)
@@ -26,6 +26,7 @@ from service.api_client import ApiClient, ApiFailure, Target, resolve_target
 from service.config import Settings
 from service.download_cli import Downloaded, download_batch
 from service.progress import follow
+from service.run_template import BadOptions, BatchOptions, submit
 
 OK, REFUSED, USAGE, JOBS_FAILED, DOWNLOAD_FAILED, NOT_FINISHED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 FINAL = {"succeeded", "failed", "partially_failed", "cancelled"}
@@ -52,19 +53,23 @@ def run_file(
     url: str | None,
     key: str | None,
     settings: Settings,
+    options: BatchOptions | None = None,
 ) -> int:
-    """Submit a batch file; with --wait or --out, follow it to the end; with --out,
-    download its outputs and manifest into the folder."""
+    """Submit a batch file (with the template and name `options` give: run_template.py);
+    with --wait or --out, follow it to the end; with --out, download its outputs and
+    manifest into the folder."""
     console = Console(stderr=True, highlight=False)
+    options = options or BatchOptions()
     try:
+        options.check()
         content_type = _content_type(path)
-        body = path.open("rb")
-    except (Usage, OSError) as exc:
+        path.open("rb").close()
+    except (Usage, BadOptions, OSError) as exc:
         return _fail(console, _os_message(exc, path), USAGE)
     try:
         target = resolve_target(url, key, settings.data_dir)
-        with body, ApiClient(target) as api:
-            batch = api.call("POST", "/v1/batches", content=body, content_type=content_type)
+        with ApiClient(target) as api:
+            batch = submit(api, path, content_type, options)
         console.print(f"batch [bold]{batch['id']}[/bold]: {batch['counts']['total']} jobs queued")
         if not (wait or out):
             _emit(batch_summary(batch), as_json, console)
@@ -72,6 +77,8 @@ def run_file(
         return _finish(target, batch, out=out, as_json=as_json, console=console)
     except ApiFailure as failure:
         return _fail(console, str(failure), failure.exit_code)
+    except OSError as exc:  # the file went away between the check and the upload
+        return _fail(console, _os_message(exc, path), USAGE)
     except KeyboardInterrupt:
         return _fail(console, "interrupted: the batch goes on in Darkroom", INTERRUPTED)
 
