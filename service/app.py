@@ -29,6 +29,11 @@ from service.kit.errors import install_error_handlers
 from service.kit.json_guard import JsonBodyGuard
 from service.kit.request_context import RequestContext
 from service.logging import configure_logging
+from service.openai_compat.endpoints import EDITS_PATH as OPENAI_EDITS_PATH
+from service.openai_compat.endpoints import router as openai_router
+from service.openai_compat.errors import OpenAIErrorShape
+from service.openai_compat.files import FILES_PATH as OPENAI_FILES_PATH
+from service.openai_compat.files import router as openai_files_router
 from service.state import State, build_state, close_state
 from service.uploads.endpoints import BODY_LIMIT as UPLOAD_BODY_LIMIT
 from service.uploads.endpoints import UPLOADS_PATH
@@ -67,12 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_docs(app)
     install_error_handlers(app)
     # Inside the size limit, which counts what it reads; an upload's body is not JSON.
-    app.add_middleware(JsonBodyGuard, raw_paths=frozenset({UPLOADS_PATH}))
+    app.add_middleware(
+        JsonBodyGuard,
+        raw_paths=frozenset({UPLOADS_PATH, OPENAI_EDITS_PATH, OPENAI_FILES_PATH}),
+    )
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
     )
+    app.add_middleware(OpenAIErrorShape)  # /openai/ paths: OpenAI's error shape
     app.add_middleware(RequestContext)  # outermost: its log line covers everything inside
     app.include_router(batches_router)
     app.include_router(jobs_router)
@@ -86,6 +95,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads_router)
     app.include_router(usage_router)
     app.include_router(catalog_router)
+    app.include_router(openai_router)
+    app.include_router(openai_files_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,170 @@
+"""/openai/v1/images: OpenAI's images API on Darkroom. Thin handlers; the work is in
+images.py."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+
+from service.deps import ApiKeyDep, SessionDep, StateDep
+from service.jobs.tasks import enqueue_jobs
+from service.models import JobStatus
+from service.openai_compat import images, repository
+from service.openai_compat.errors import (
+    OPENAI_ERROR_RESPONSES,
+    OpenAIError,
+    OpenAIErrorResponse,
+    OpenAIRoute,
+    bad_request,
+)
+from service.openai_compat.outputs import signature_valid
+from service.openai_compat.params import ImageParams
+from service.openai_compat.schemas import ImagesResponse
+from service.openai_compat.uploads import edit_inputs
+from service.storage.base import StorageError
+
+router = APIRouter(
+    prefix="/openai/v1",
+    tags=["openai"],
+    route_class=OpenAIRoute,
+    responses=OPENAI_ERROR_RESPONSES,
+)
+EDITS_PATH = "/openai/v1/images/edits"
+
+_WAIT_RESPONSES: dict[int | str, dict[str, object]] = {
+    429: {"model": OpenAIErrorResponse, "description": "The budget ran out"},
+    502: {"model": OpenAIErrorResponse, "description": "The generation failed"},
+    504: {"model": OpenAIErrorResponse, "description": "Not ready in time: names the batch"},
+}
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="Send the same request again safely: the same images are waited for",
+    ),
+]
+
+
+async def _run(
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    params: ImageParams,
+    inputs: images.Inputs | None,
+    idempotency_key: str | None,
+) -> ImagesResponse:
+    submitted = await images.submit_images(
+        session,
+        state,
+        api_key=api_key,
+        params=params,
+        inputs=inputs,
+        idempotency_key=idempotency_key or None,
+    )
+    await session.commit()  # lets go of the connection for the wait
+    batch = submitted.batch
+    if submitted.created:
+        await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
+    jobs = await images.wait_for_jobs(state, batch.id, state.settings.openai_wait_timeout_s)
+    return await images.present(state, batch.id, jobs, params.response_format or "b64_json")
+
+
+@router.post("/images/generations", responses=_WAIT_RESPONSES)
+async def create_image(
+    params: ImageParams,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> ImagesResponse:
+    """OpenAI's `images.generate`: a realtime Darkroom batch of `n` jobs, waited for."""
+    return await _run(state, session, api_key, params, None, idempotency_key)
+
+
+_EDIT_FIELDS = frozenset({"image", "mask", *ImageParams.model_fields})
+
+
+@router.post("/images/edits", responses=_WAIT_RESPONSES)
+async def edit_image(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    api_key: ApiKeyDep,
+    prompt: Annotated[str, Form()],
+    image: Annotated[
+        list[UploadFile] | None, File(description="One or more PNG, JPEG or WebP images")
+    ] = None,
+    image_list: Annotated[
+        list[UploadFile] | None, File(alias="image[]", description="The same, as image[]")
+    ] = None,
+    mask: Annotated[UploadFile | None, File(description="Where to paint")] = None,
+    model: Annotated[str | None, Form()] = None,
+    n: Annotated[int | None, Form(ge=1, le=10)] = None,
+    size: Annotated[str | None, Form()] = None,
+    quality: Annotated[str | None, Form()] = None,
+    output_format: Annotated[str | None, Form()] = None,
+    response_format: Annotated[str | None, Form()] = None,
+    background: Annotated[str | None, Form()] = None,
+    input_fidelity: Annotated[str | None, Form()] = None,
+    output_compression: Annotated[int | None, Form()] = None,
+    user: Annotated[str | None, Form()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> ImagesResponse:
+    """OpenAI's `images.edit`: the images become uploads, the jobs' reference images (and
+    mask), on a model that takes them."""
+    form = await request.form()
+    for key in form:
+        if key.split("[")[0] not in _EDIT_FIELDS:
+            raise bad_request(f"Unrecognized request argument supplied: {key}", key)
+    files = [*(image or []), *(image_list or [])]
+    fields = {
+        "prompt": prompt,
+        "model": model,
+        "n": n,
+        "size": size,
+        "quality": quality,
+        "output_format": output_format,
+        "response_format": response_format,
+        "background": background,
+        "input_fidelity": input_fidelity,
+        "output_compression": output_compression,
+        "user": user,
+    }
+    params = images.edit_params({k: v for k, v in fields.items() if v is not None})
+    inputs = await edit_inputs(session, state, api_key, files, mask)
+    return await _run(state, session, api_key, params, inputs, idempotency_key)
+
+
+@router.get(
+    "/outputs/{job_id}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
+async def get_output(
+    job_id: uuid.UUID,
+    state: StateDep,
+    session: SessionDep,
+    expires: Annotated[int, Query(ge=0, le=2**40)],
+    signature: Annotated[str, Query(max_length=128)],
+) -> Response:
+    """An output by the signed URL the door handed out (no API key: the signature is the
+    permission, for a while)."""
+    missing = OpenAIError(404, "No such output, or its URL has expired.", code="not_found")
+    if not signature_valid(state.settings.secret_key, job_id, expires, signature):
+        raise missing
+    job = await repository.get_job(session, job_id)
+    if job is None or job.status is not JobStatus.succeeded or job.output_key is None:
+        raise missing
+    await session.commit()
+    try:
+        if not await state.storage.exists(job.output_key):
+            raise missing
+    except StorageError as exc:
+        raise OpenAIError(503, "the output storage is unavailable; try again shortly") from exc
+    chunks = state.storage.open(job.output_key)
+    return StreamingResponse(chunks, media_type=job.output_content_type)
