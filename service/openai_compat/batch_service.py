@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.batches.schemas import BatchCreate
 from service.batches.service import SubmittedBatch, submit_batch
 from service.kit.base import new_id, utcnow
-from service.kit.errors import ApiError
+from service.kit.errors import ApiError, field_path
 from service.models import (
     FINAL_BATCH_STATUSES,
     FINAL_JOB_STATUSES,
@@ -35,8 +37,8 @@ from service.models import (
 )
 from service.openai_compat import repository
 from service.openai_compat.batch_lines import ReadLines, read_lines
-from service.openai_compat.errors import OpenAIError, bad_request, openai_param
-from service.openai_compat.images import batch_body, job_failure
+from service.openai_compat.errors import OpenAIError, bad_request, from_validation, openai_param
+from service.openai_compat.images import job_failure
 from service.openai_compat.outputs import BATCH_URL_TTL_S, output_url
 from service.openai_compat.schemas import BatchObject, FileObject, RequestCounts
 from service.state import State
@@ -138,24 +140,38 @@ class CreatedBatch:
     submitted: SubmittedBatch
 
 
-def _line_of(read: ReadLines, error: ApiError) -> OpenAIError:
-    """A submit's 422 on jobs[i] as a 400 naming i's input line."""
-    field = error.details[0].field if error.details else None
-    index = None
-    if field and field.startswith("jobs["):
-        index = int(field[5 : field.index("]")])
-    if index is None or index >= len(read.line_of_job):
-        raise error
+def _at_line(read: ReadLines, field: str | None, message: str) -> OpenAIError | None:
+    """A problem with jobs[i] as a 400 naming i's input line (None: not a job's)."""
+    if not field or not field.startswith("jobs["):
+        return None
+    index = int(field[5 : field.index("]")])
+    if index >= len(read.line_of_job):
+        return None
     line = read.line_of_job[index]
     param = f"body.{openai_param(field)}"
-    detail = error.details[0].message
     return OpenAIError(
         400,
-        f"line {line}, {param}: {detail}",
+        f"line {line}, {param}: {message}",
         param="input_file_id",
         code="invalid_batch_line",
         extra={"line": line, "field": param},
     )
+
+
+def _batch_body(read: ReadLines, input_file_id: str, endpoint: str) -> BatchCreate:
+    try:
+        return BatchCreate.model_validate(
+            {
+                "name": f"openai batch {input_file_id}"[:200],
+                "priority": "bulk",
+                "metadata": {"openai": {"endpoint": endpoint, "input_file_id": input_file_id}},
+                "jobs": read.jobs,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        error = _at_line(read, field_path(first["loc"]), str(first["msg"]))
+        raise error or from_validation(exc.errors()) from None
 
 
 async def create_batch(
@@ -188,12 +204,7 @@ async def create_batch(
             f"File {input_file_id} has purpose '{file.purpose}', not 'batch'.", "input_file_id"
         )
     read = read_lines(await read_file(state, file), endpoint, state.registry, state.settings)
-    body = batch_body(
-        read.jobs,
-        name=f"openai batch {input_file_id}"[:200],
-        priority="bulk",
-        metadata={"openai": {"endpoint": endpoint, "input_file_id": input_file_id}},
-    )
+    body = _batch_body(read, input_file_id, endpoint)
     try:
         submitted = await submit_batch(
             session,
@@ -205,9 +216,11 @@ async def create_batch(
             redis=state.redis,
         )
     except ApiError as exc:
-        if exc.status_code != 422:
+        first = exc.details[0] if exc.details else None
+        error = _at_line(read, first.field, first.message) if first else None
+        if exc.status_code != 422 or error is None:
             raise
-        raise _line_of(read, exc) from None
+        raise error from None
     row = OpenAIBatch(
         id=new_id(),
         api_key_id=api_key.id,
