@@ -47,6 +47,8 @@ OPENAI_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": OpenAIErrorResponse, "description": "Invalid request; `param` names it"},
     401: {"model": OpenAIErrorResponse, "description": "Missing or invalid API key"},
     404: {"model": OpenAIErrorResponse, "description": "Not found (or another key's)"},
+    413: {"model": OpenAIErrorResponse, "description": "The body is too large"},
+    503: {"model": OpenAIErrorResponse, "description": "A backing service is unavailable"},
 }
 
 

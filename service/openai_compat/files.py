@@ -3,7 +3,7 @@ batches. Thin handlers; the work is in batch_service.py."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import Response
@@ -18,10 +18,11 @@ from service.models import FINAL_BATCH_STATUSES
 from service.openai_compat import batch_service as svc
 from service.openai_compat import repository
 from service.openai_compat.errors import (
+    NO_RETRY,
     OPENAI_ERROR_RESPONSES,
     OpenAIError,
+    OpenAIErrorResponse,
     OpenAIRoute,
-    bad_request,
 )
 from service.openai_compat.schemas import BatchList, BatchObject, FileObject
 from service.webhooks.tasks import enqueue_deliveries
@@ -36,27 +37,25 @@ router = APIRouter(
 )
 
 FileId = Annotated[str, Field(max_length=100)]
+BatchId = Annotated[str, Field(max_length=100)]
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": OpenAIErrorResponse, "description": "The batch already finished"}
+}
 MetadataValue = Annotated[str, Field(max_length=512)]
 
 
 @router.post("/files")
 async def create_file(
     file: Annotated[UploadFile, File(description="JSONL: one request per line")],
-    purpose: Annotated[str, Form(max_length=40)],
+    purpose: Annotated[Literal["batch"], Form(description="Only batch")],
     state: StateDep,
     session: SessionDep,
     api_key: ApiKeyDep,
 ) -> FileObject:
     """A batch's input file (purpose=batch). Its lines are checked by POST /batches."""
-    if purpose != "batch":
-        raise bad_request(
-            f"Invalid value: '{purpose}'. Only 'batch' files are supported.", "purpose"
-        )
     data = await file.read(svc.MAX_FILE_BYTES + 1)
     if len(data) > svc.MAX_FILE_BYTES:
-        raise bad_request(f"A file is at most {svc.MAX_FILE_BYTES} bytes.", "file")
-    if not data.strip():
-        raise bad_request("The file is empty.", "file")
+        raise OpenAIError(413, f"A file is at most {svc.MAX_FILE_BYTES} bytes.", param="file")
     stored = await svc.store_file(
         session, state, api_key_id=api_key.id, data=data, filename=file.filename, purpose=purpose
     )
@@ -88,10 +87,8 @@ class BatchCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: FileId
-    endpoint: Annotated[str, Field(max_length=100)] = Field(
-        description="Only /v1/images/generations"
-    )
-    completion_window: Annotated[str, Field(max_length=20)] = Field(description="Only 24h")
+    endpoint: Literal["/v1/images/generations"]
+    completion_window: Literal["24h"]
     metadata: (
         Annotated[dict[Annotated[str, Field(max_length=64)], MetadataValue], Field(max_length=16)]
         | None
@@ -137,11 +134,11 @@ async def _look(
     return await svc.present(session, row, batch)
 
 
-@router.get("/batches/{batch_id}")
+@router.get("/batches/{openai_batch_id}")
 async def get_batch(
-    batch_id: FileId, state: StateDep, session: SessionDep, api_key: ApiKeyDep
+    openai_batch_id: BatchId, state: StateDep, session: SessionDep, api_key: ApiKeyDep
 ) -> BatchObject:
-    return await _look(session, state, batch_id, api_key)
+    return await _look(session, state, openai_batch_id, api_key)
 
 
 @router.get("/batches")
@@ -171,16 +168,16 @@ async def list_batches(
     )
 
 
-@router.post("/batches/{batch_id}/cancel")
+@router.post("/batches/{openai_batch_id}/cancel", responses=_CONFLICT)
 async def cancel(
-    batch_id: FileId, state: StateDep, session: SessionDep, api_key: ApiKeyDep
+    openai_batch_id: BatchId, state: StateDep, session: SessionDep, api_key: ApiKeyDep
 ) -> BatchObject:
     """Queued images are cancelled at once, running ones at their provider; the batch
     is `cancelling` until nothing runs, then `cancelled`."""
-    uid = svc.parse_id(batch_id, svc.BATCH_PREFIX, "batch")
+    uid = svc.parse_id(openai_batch_id, svc.BATCH_PREFIX, "batch")
     found = await repository.get_batch(session, uid, api_key.id)
     if found is None:
-        raise OpenAIError(404, f"No such batch: '{batch_id[:100]}'", code="not_found")
+        raise OpenAIError(404, f"No such batch: '{openai_batch_id[:100]}'", code="not_found")
     batch = found[1]
     locked = await batches_repository.get_batch(session, batch.id, api_key.id, for_update=True)
     assert locked is not None
@@ -188,12 +185,13 @@ async def cancel(
         event_id = await cancel_batch(session, locked)
     except Conflict:
         raise OpenAIError(
-            400,
+            409,
             f"Cannot cancel a batch that already finished ({locked.status.value}).",
             code="batch_finished",
+            headers=NO_RETRY,
         ) from None
     await session.commit()
     if event_id is not None:
         await enqueue_deliveries(state, [event_id])
     await enqueue_cancel(state, locked.id)
-    return await _look(session, state, batch_id, api_key)
+    return await _look(session, state, openai_batch_id, api_key)

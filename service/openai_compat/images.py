@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.batches.schemas import BatchCreate
 from service.batches.service import SubmittedBatch, submit_batch
 from service.kit.errors import ApiError
+from service.kit.json_guard import unstorable
 from service.models import FINAL_JOB_STATUSES, ApiKey, Job, JobStatus
 from service.openai_compat import repository
 from service.openai_compat.errors import NO_RETRY, OpenAIError, bad_request, from_validation
@@ -44,7 +45,11 @@ class Inputs:
 
 
 def edit_params(fields: dict[str, Any]) -> ImageParams:
-    """An edit's form fields as ImageParams (a bad value: a 400 naming it)."""
+    """An edit's form fields as ImageParams (a bad value: a 400 naming it). A form is not
+    JSON, so the body guard has not seen it: what cannot be stored is refused here."""
+    problems = unstorable(fields)
+    if problems:
+        raise bad_request(f"{problems[0].field}: {problems[0].message}", problems[0].field)
     try:
         return ImageParams.model_validate(fields)
     except ValidationError as exc:

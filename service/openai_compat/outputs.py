@@ -28,7 +28,7 @@ def signature(secret_key: str, job_id: uuid.UUID, expires: int) -> str:
 def signature_valid(secret_key: str, job_id: uuid.UUID, expires: int, given: str) -> bool:
     if expires < time.time():
         return False
-    return hmac.compare_digest(signature(secret_key, job_id, expires), given)
+    return hmac.compare_digest(signature(secret_key, job_id, expires).encode(), given.encode())
 
 
 def output_url(job: Job, storage: Storage, *, public_url: str, secret_key: str, ttl_s: int) -> str:

@@ -13,12 +13,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.batches.schemas import MAX_PROMPT
 from service.config import Settings
+from service.kit.text import Text, VisibleText
 from service.openai_compat.errors import OpenAIError, bad_request
 from service.providers.registry import ProviderRegistry
 
 MAX_N = 10
+# 64 to 4096 on each side, or "auto"; said in the schema so that clients see it.
+_SIDE = "(?:6[4-9]|[7-9][0-9]|[1-9][0-9]{2}|[1-3][0-9]{3}|40[0-8][0-9]|409[0-6])"
+SIZE_PATTERN = f"^(?:auto|{_SIDE}x{_SIDE})$"
 _SIZE = re.compile(r"(\d{1,5})x(\d{1,5})")
+Short = Annotated[Text, Field(max_length=255)]
 
 # Passed to the model as `options` (Darkroom checks them against what the model declares);
 # these values mean "the default" and are dropped.
@@ -38,8 +44,10 @@ class ImageParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="What to make; rendered as the job's prompt")
-    model: str | None = Field(
+    prompt: Annotated[VisibleText, Field(min_length=1, max_length=MAX_PROMPT)] = Field(
+        description="What to make: the job's prompt"
+    )
+    model: Annotated[Text, Field(min_length=1, max_length=200)] | None = Field(
         default=None,
         description="A Darkroom model or route name (GET /v1/models, /v1/routes); "
         "default: the server's default model",
@@ -47,22 +55,22 @@ class ImageParams(BaseModel):
     n: Annotated[int, Field(ge=1, le=MAX_N)] | None = Field(
         default=None, description="How many images: one job each"
     )
-    size: str | None = Field(
+    size: Annotated[str, Field(pattern=SIZE_PATTERN)] | None = Field(
         default=None,
-        description='"WIDTHxHEIGHT" (each 64 to 4096, a multiple of 8) or "auto" (the '
-        "model's default); mapped to what the model takes",
+        description='"WIDTHxHEIGHT" (each 64 to 4096; rounded to a multiple of 8) or "auto" '
+        "(the model's default); then mapped to what the model takes",
     )
-    quality: str | None = Field(
+    quality: Short | None = Field(
         default=None, description="The model's `quality` option; auto and standard: default"
     )
     output_format: Literal["png", "jpeg", "webp"] | None = None
     response_format: Literal["url", "b64_json"] | None = Field(
         default=None, description="b64_json (the default) or url"
     )
-    background: str | None = Field(default=None, description="The model's `background` option")
-    moderation: str | None = Field(default=None, description="The model's `moderation` option")
-    style: str | None = Field(default=None, description="The model's `style` option")
-    input_fidelity: str | None = Field(
+    background: Short | None = Field(default=None, description="The model's `background` option")
+    moderation: Short | None = Field(default=None, description="The model's `moderation` option")
+    style: Short | None = Field(default=None, description="The model's `style` option")
+    input_fidelity: Short | None = Field(
         default=None, description="The model's `input_fidelity` option (edits)"
     )
     output_compression: Annotated[int, Field(ge=0, le=100)] | None = None
@@ -70,12 +78,10 @@ class ImageParams(BaseModel):
         default=None, description="Streaming is not supported: only 0"
     )
     stream: Literal[False] | None = Field(default=None, description="Only false")
-    user: Annotated[str, Field(max_length=255)] | None = Field(
+    user: Short | None = Field(
         default=None, description="Kept in the jobs' metadata as openai_user"
     )
-    safety_identifier: Annotated[str, Field(max_length=255)] | None = Field(
-        default=None, description="Kept in the jobs' metadata"
-    )
+    safety_identifier: Short | None = Field(default=None, description="Kept in the jobs' metadata")
 
 
 def check_model(name: str, registry: ProviderRegistry) -> None:
@@ -92,14 +98,19 @@ def parse_size(size: str | None) -> tuple[int | None, int | None]:
     if size is None or size == "auto":
         return None, None
     match = _SIZE.fullmatch(size)
-    if match is None:
+    if match is None or not all(64 <= int(side) <= 4096 for side in match.groups()):
         raise bad_request(
-            f"Invalid value: '{size[:50]}'. size must be 'auto' or 'WIDTHxHEIGHT', "
-            "e.g. '1024x1024'.",
+            f"Invalid value: '{size[:50]}'. size must be 'auto' or 'WIDTHxHEIGHT', each side "
+            "64 to 4096, e.g. '1024x1024'.",
             "size",
             "invalid_value",
         )
-    return int(match[1]), int(match[2])
+    return _multiple_of_8(int(match[1])), _multiple_of_8(int(match[2]))
+
+
+def _multiple_of_8(side: int) -> int:
+    """Darkroom's sizes are multiples of 8; OpenAI's callers may send any number."""
+    return max(64, min(4096, round(side / 8) * 8))
 
 
 def job_fields(

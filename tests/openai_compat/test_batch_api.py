@@ -85,6 +85,10 @@ async def test_requests_the_batch_api_refuses(client: httpx.AsyncClient, caller:
     )
     assert wrong_purpose.status_code == 400
     assert wrong_purpose.json()["error"]["param"] == "purpose"
+    empty = await upload(client, caller, b"\n")
+    response = await create(client, caller, input_file_id=empty)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "empty_file"
 
 
 async def test_bad_lines_are_named(client: httpx.AsyncClient, caller: Caller) -> None:
