@@ -4,13 +4,16 @@ images.py."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
 
+from service.batches.schemas import MAX_PROMPT
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.tasks import enqueue_jobs
+from service.kit.text import Text, VisibleText
 from service.models import JobStatus
 from service.openai_compat import images, repository
 from service.openai_compat.errors import (
@@ -21,7 +24,7 @@ from service.openai_compat.errors import (
     bad_request,
 )
 from service.openai_compat.outputs import signature_valid
-from service.openai_compat.params import ImageParams
+from service.openai_compat.params import MAX_N, SIZE_PATTERN, ImageParams
 from service.openai_compat.schemas import ImagesResponse
 from service.openai_compat.uploads import edit_inputs
 from service.storage.base import StorageError
@@ -35,16 +38,16 @@ router = APIRouter(
 EDITS_PATH = "/openai/v1/images/edits"
 
 _WAIT_RESPONSES: dict[int | str, dict[str, object]] = {
+    409: {"model": OpenAIErrorResponse, "description": "Idempotency-Key used with another body"},
     429: {"model": OpenAIErrorResponse, "description": "The budget ran out"},
     502: {"model": OpenAIErrorResponse, "description": "The generation failed"},
     504: {"model": OpenAIErrorResponse, "description": "Not ready in time: names the batch"},
 }
 
 IdempotencyKey = Annotated[
-    str | None,
+    Annotated[VisibleText, Field(min_length=1, max_length=255)] | None,
     Header(
         alias="Idempotency-Key",
-        max_length=255,
         description="Send the same request again safely: the same images are waited for",
     ),
 ]
@@ -95,7 +98,7 @@ async def edit_image(
     state: StateDep,
     session: SessionDep,
     api_key: ApiKeyDep,
-    prompt: Annotated[str, Form()],
+    prompt: Annotated[VisibleText, Form(min_length=1, max_length=MAX_PROMPT)],
     image: Annotated[
         list[UploadFile] | None, File(description="One or more PNG, JPEG or WebP images")
     ] = None,
@@ -103,16 +106,16 @@ async def edit_image(
         list[UploadFile] | None, File(alias="image[]", description="The same, as image[]")
     ] = None,
     mask: Annotated[UploadFile | None, File(description="Where to paint")] = None,
-    model: Annotated[str | None, Form()] = None,
-    n: Annotated[int | None, Form(ge=1, le=10)] = None,
-    size: Annotated[str | None, Form()] = None,
-    quality: Annotated[str | None, Form()] = None,
-    output_format: Annotated[str | None, Form()] = None,
-    response_format: Annotated[str | None, Form()] = None,
-    background: Annotated[str | None, Form()] = None,
-    input_fidelity: Annotated[str | None, Form()] = None,
-    output_compression: Annotated[int | None, Form()] = None,
-    user: Annotated[str | None, Form()] = None,
+    model: Annotated[Text | None, Form(max_length=200)] = None,
+    n: Annotated[int | None, Form(ge=1, le=MAX_N)] = None,
+    size: Annotated[str | None, Form(pattern=SIZE_PATTERN)] = None,
+    quality: Annotated[Text | None, Form(max_length=255)] = None,
+    output_format: Annotated[Literal["png", "jpeg", "webp"] | None, Form()] = None,
+    response_format: Annotated[Literal["url", "b64_json"] | None, Form()] = None,
+    background: Annotated[Text | None, Form(max_length=255)] = None,
+    input_fidelity: Annotated[Text | None, Form(max_length=255)] = None,
+    output_compression: Annotated[int | None, Form(ge=0, le=100)] = None,
+    user: Annotated[Text | None, Form(max_length=255)] = None,
     idempotency_key: IdempotencyKey = None,
 ) -> ImagesResponse:
     """OpenAI's `images.edit`: the images become uploads, the jobs' reference images (and

@@ -14,6 +14,7 @@ from service.batches.service import cancel_batch
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.tasks import enqueue_cancel, enqueue_jobs
 from service.kit.errors import Conflict
+from service.kit.text import Text, _NamesAreText
 from service.models import FINAL_BATCH_STATUSES
 from service.openai_compat import batch_service as svc
 from service.openai_compat import repository
@@ -41,7 +42,10 @@ BatchId = Annotated[str, Field(max_length=100)]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": OpenAIErrorResponse, "description": "The batch already finished"}
 }
-MetadataValue = Annotated[str, Field(max_length=512)]
+# OpenAI's metadata: string values; keys and values text Postgres can keep.
+Metadata = Annotated[
+    dict[Text, Annotated[Text, Field(max_length=512)]], _NamesAreText(), Field(max_length=16)
+]
 
 
 @router.post("/files")
@@ -89,10 +93,9 @@ class BatchCreateRequest(BaseModel):
     input_file_id: FileId
     endpoint: Literal["/v1/images/generations"]
     completion_window: Literal["24h"]
-    metadata: (
-        Annotated[dict[Annotated[str, Field(max_length=64)], MetadataValue], Field(max_length=16)]
-        | None
-    ) = None
+    metadata: Metadata | None = Field(
+        default=None, description="Up to 16 pairs, each value up to 512 characters"
+    )
 
 
 @router.post("/batches")
