@@ -24,7 +24,7 @@ def png_bytes(size: tuple[int, int] = (64, 64)) -> bytes:
     return out.getvalue()
 
 
-async def test_generate_answers_b64_json(door: Door) -> None:
+async def test_generate_answers_b64_json_or_a_url(door: Door) -> None:
     result = await door.client.images.generate(
         model="local/procedural", prompt="a red fox", size="256x128", n=2
     )
@@ -38,8 +38,7 @@ async def test_generate_answers_b64_json(door: Door) -> None:
     assert result.created > 0
     assert result.size == "256x128"
 
-
-async def test_generate_answers_a_url_fetchable_without_a_key(door: Door) -> None:
+    # A URL instead: fetched with no key, as OpenAI's are.
     result = await door.client.images.generate(
         model="local/procedural",
         prompt="a lighthouse",
@@ -80,8 +79,7 @@ async def test_edit_sends_the_image_as_a_reference(door: Door) -> None:
         [upload_id] = job["params"]["reference_images"]
         assert (await http.get(f"/v1/uploads/{upload_id}")).status_code == 200
 
-
-async def test_edit_with_several_images(door: Door) -> None:
+    # Several images: each a reference.
     result = await door.client.images.edit(
         model="local/procedural",
         image=[("a.png", png_bytes(), "image/png"), ("b.png", png_bytes((32, 32)), "image/png")],
