@@ -131,7 +131,7 @@ def _openai_images_within_reach(label: str, body: dict[str, Any]) -> None:
     body["n"] = 1
     body["size"] = "64x64"
     if label == "POST /openai/v1/images/edits":
-        body["image"] = UPLOAD_IMAGE
+        body["image"] = [UPLOAD_IMAGE]  # an array of files in the schema
         body.pop("image[]", None)
         body.pop("mask", None)
 

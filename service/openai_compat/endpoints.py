@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
@@ -21,7 +21,6 @@ from service.openai_compat.errors import (
     OpenAIError,
     OpenAIErrorResponse,
     OpenAIRoute,
-    bad_request,
 )
 from service.openai_compat.outputs import signature_valid
 from service.openai_compat.params import MAX_N, SIZE_PATTERN, ImageParams
@@ -89,22 +88,20 @@ async def create_image(
     return await _run(state, session, api_key, params, None, idempotency_key)
 
 
-_EDIT_FIELDS = frozenset({"image", "mask", *ImageParams.model_fields})
-
-
 @router.post("/images/edits", responses=_WAIT_RESPONSES)
 async def edit_image(
-    request: Request,
     state: StateDep,
     session: SessionDep,
     api_key: ApiKeyDep,
     prompt: Annotated[VisibleText, Form(min_length=1, max_length=MAX_PROMPT)],
     image: Annotated[
-        list[UploadFile] | None, File(description="One or more PNG, JPEG or WebP images")
-    ] = None,
+        list[UploadFile],
+        File(default_factory=list, description="One or more PNG, JPEG or WebP images"),
+    ],
     image_list: Annotated[
-        list[UploadFile] | None, File(alias="image[]", description="The same, as image[]")
-    ] = None,
+        list[UploadFile],
+        File(default_factory=list, alias="image[]", description="The same, as image[]"),
+    ],
     mask: Annotated[UploadFile | None, File(description="Where to paint")] = None,
     model: Annotated[Text | None, Form(max_length=200)] = None,
     n: Annotated[int | None, Form(ge=1, le=MAX_N)] = None,
@@ -119,12 +116,8 @@ async def edit_image(
     idempotency_key: IdempotencyKey = None,
 ) -> ImagesResponse:
     """OpenAI's `images.edit`: the images become uploads, the jobs' reference images (and
-    mask), on a model that takes them."""
-    form = await request.form()
-    for key in form:
-        if key.split("[")[0] not in _EDIT_FIELDS:
-            raise bad_request(f"Unrecognized request argument supplied: {key}", key)
-    files = [*(image or []), *(image_list or [])]
+    mask), on a model that takes them. Form fields it does not know are ignored."""
+    files = [*image, *image_list]
     fields = {
         "prompt": prompt,
         "model": model,
