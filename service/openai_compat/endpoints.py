@@ -102,21 +102,24 @@ async def edit_image(
         list[UploadFile],
         File(default_factory=list, alias="image[]", description="The same, as image[]"),
     ],
-    mask: Annotated[UploadFile | None, File(description="Where to paint")] = None,
-    model: Annotated[Text | None, Form(max_length=200)] = None,
-    n: Annotated[int | None, Form(ge=1, le=MAX_N)] = None,
-    size: Annotated[str | None, Form(pattern=SIZE_PATTERN)] = None,
-    quality: Annotated[Text | None, Form(max_length=255)] = None,
-    output_format: Annotated[Literal["png", "jpeg", "webp"] | None, Form()] = None,
-    response_format: Annotated[Literal["url", "b64_json"] | None, Form()] = None,
-    background: Annotated[Text | None, Form(max_length=255)] = None,
-    input_fidelity: Annotated[Text | None, Form(max_length=255)] = None,
-    output_compression: Annotated[int | None, Form(ge=0, le=100)] = None,
-    user: Annotated[Text | None, Form(max_length=255)] = None,
+    mask: Annotated[UploadFile, File(description="Where to paint")] = None,  # type: ignore[assignment]
+    model: Annotated[Text, Form(max_length=200)] = None,  # type: ignore[assignment]
+    n: Annotated[int, Form(ge=1, le=MAX_N)] = None,  # type: ignore[assignment]  # noqa: RUF013
+    size: Annotated[str, Form(pattern=SIZE_PATTERN)] = None,  # type: ignore[assignment]  # noqa: RUF013
+    quality: Annotated[Text, Form(max_length=255)] = None,  # type: ignore[assignment]
+    output_format: Annotated[Literal["png", "jpeg", "webp"], Form()] = None,  # type: ignore[assignment]  # noqa: RUF013
+    response_format: Annotated[Literal["url", "b64_json"], Form()] = None,  # type: ignore[assignment]  # noqa: RUF013
+    background: Annotated[Text, Form(max_length=255)] = None,  # type: ignore[assignment]
+    input_fidelity: Annotated[Text, Form(max_length=255)] = None,  # type: ignore[assignment]
+    output_compression: Annotated[int, Form(ge=0, le=100)] = None,  # type: ignore[assignment]  # noqa: RUF013
+    user: Annotated[Text, Form(max_length=255)] = None,  # type: ignore[assignment]
     idempotency_key: IdempotencyKey = None,
 ) -> ImagesResponse:
     """OpenAI's `images.edit`: the images become uploads, the jobs' reference images (and
-    mask), on a model that takes them. Form fields it does not know are ignored."""
+    mask), on a model that takes them. Form fields it does not know are ignored.
+
+    A form has no null: the optional fields default to None without saying `null` in the
+    schema (hence the type: ignore), or clients would send the string "null"."""
     files = [*image, *image_list]
     fields = {
         "prompt": prompt,
