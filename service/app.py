@@ -35,6 +35,11 @@ from service.logging import configure_logging
 from service.manifests.endpoints import router as manifests_router
 from service.metrics import multiproc
 from service.metrics.endpoints import router as metrics_router
+from service.openai_compat.endpoints import EDITS_PATH as OPENAI_EDITS_PATH
+from service.openai_compat.endpoints import router as openai_router
+from service.openai_compat.errors import OpenAIErrorShape
+from service.openai_compat.files import FILES_PATH as OPENAI_FILES_PATH
+from service.openai_compat.files import router as openai_files_router
 from service.schedules.endpoints import router as schedules_router
 from service.state import State, build_state, close_state
 from service.templates.endpoints import router as templates_router
@@ -80,13 +85,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Inside the size limit, which counts what it reads; an upload's body is not JSON.
     app.add_middleware(
-        JsonBodyGuard, raw_paths=frozenset({UPLOADS_PATH}), file_paths=frozenset({BATCHES_PATH})
+        JsonBodyGuard,
+        raw_paths=frozenset({UPLOADS_PATH, OPENAI_EDITS_PATH, OPENAI_FILES_PATH}),
+        file_paths=frozenset({BATCHES_PATH}),
     )
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_request_bytes,
         paths={UPLOADS_PATH: UPLOAD_BODY_LIMIT},
     )
+    app.add_middleware(OpenAIErrorShape)  # /openai/ paths: OpenAI's error shape
     app.include_router(batch_files_router)  # before batches_router: same path, files only
     app.include_router(batches_router)
     app.include_router(events_router)  # live events (service/events)
@@ -107,6 +115,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ui_router)
     app.include_router(templates_router)
     app.include_router(metrics_router)
+    app.include_router(openai_router)
+    app.include_router(openai_files_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

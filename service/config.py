@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     # development only.
     ssrf_allow_cidrs: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # The OpenAI-compatible door (/openai/v1/images/*) waits this long for its images, then
+    # answers a timeout error naming the Darkroom batch, which goes on.
+    openai_wait_timeout_s: float = Field(default=120.0, gt=0)
+
     # Output storage: "local" (storage_dir) or "s3". S3 credentials come from the standard
     # AWS environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, roles),
     # never from these settings, and are never logged.

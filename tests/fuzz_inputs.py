@@ -137,6 +137,8 @@ def within_reach(models: list[str]) -> Callable[[schemathesis.Case], schemathesi
                 _integration_within_reach(body, models)
         if case.operation.label == "POST /v1/uploads" and isinstance(body, dict):
             body["file"] = UPLOAD_IMAGE
+        if case.operation.path.startswith("/openai/v1/images/") and isinstance(body, dict):
+            _openai_images_within_reach(case.operation.label, body)
         if case.operation.label == "POST /v1/templates" and isinstance(body, dict):
             _templates_within_reach(body)
         if case.operation.label == "POST /v1/batches" and case.media_type in BATCH_FILES:
@@ -183,6 +185,19 @@ def _schedule_within_reach(body: dict[str, Any]) -> None:
         body["cron"] = _CRONS[len(body["cron"]) % len(_CRONS)]
     if isinstance(body.get("timezone"), str):
         body["timezone"] = _TIMEZONES[len(body["timezone"]) % len(_TIMEZONES)]
+
+
+def _openai_images_within_reach(label: str, body: dict[str, Any]) -> None:
+    """The OpenAI door waits for its images: small ones, one each, on the built-in
+    renderer (the default model); an edit sends a real picture and no mask, which that
+    model does not take (tests/openai_compat covers the rest)."""
+    body.pop("model", None)
+    body["n"] = 1
+    body["size"] = "64x64"
+    if label == "POST /openai/v1/images/edits":
+        body["image"] = [UPLOAD_IMAGE]  # an array of files in the schema
+        body.pop("image[]", None)
+        body.pop("mask", None)
 
 
 def _usage_window_within_reach(query: dict[str, Any]) -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,6 +43,7 @@ from tests.conftest import ROOT, Caller
 from tests.fuzz_inputs import UPLOAD_IMAGE, runnable_models, unsound_bodies, within_reach
 from tests.jobs.scripted import run_attempt
 from tests.live import live_server
+from tests.openai_compat.conftest import running_worker
 
 SCHEMA_PATH = ROOT / "openapi" / "openapi.json"
 CHECKS = [
@@ -142,7 +146,8 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
     schedule = {"name": "fuzz", "cron": "30 6 * * 1", "batch": {"jobs": body["jobs"]}}
     scheduled = http.post(f"{base_url}/v1/schedules", json=schedule, timeout=10)
     assert scheduled.status_code == 201, scheduled.text
-    return {
+    openai_ids = _seed_openai(http, base_url)
+    return openai_ids | {
         "batch_id": batches,
         "job_id": job_ids[queued] + job_ids[finished],
         "event_id": [event["id"] for event in events],
@@ -157,6 +162,55 @@ def seed(base_url: str, caller: Caller, settings: Settings) -> dict[str, list[st
         "name": ["local/procedural", "fuzz"],
         "version": ["1"],
     }
+
+
+def _seed_openai(http: requests.Session, base_url: str) -> dict[str, list[str]]:
+    """An OpenAI Batch API input file and a batch made from it (left in progress)."""
+    line = {
+        "custom_id": "fuzz-1",
+        "method": "POST",
+        "url": "/v1/images/generations",
+        "body": {"prompt": "a red kite", "size": "64x64"},
+    }
+    uploaded = http.post(
+        f"{base_url}/openai/v1/files",
+        data={"purpose": "batch"},
+        files={"file": ("in.jsonl", json.dumps(line).encode() + b"\n")},
+        timeout=10,
+    )
+    assert uploaded.status_code == 200, uploaded.text
+    body = {
+        "input_file_id": uploaded.json()["id"],
+        "endpoint": "/v1/images/generations",
+        "completion_window": "24h",
+    }
+    batch = http.post(f"{base_url}/openai/v1/batches", json=body, timeout=10)
+    assert batch.status_code == 200, batch.text
+    return {"file_id": [uploaded.json()["id"]], "openai_batch_id": [batch.json()["id"]]}
+
+
+@contextmanager
+def worker_thread(settings: Settings) -> Iterator[None]:
+    """A worker (dispatcher and arq loops) in a thread of its own, for the OpenAI door's
+    image operations, which wait for their images."""
+    stop = threading.Event()
+
+    async def work() -> None:
+        state = await build_state(settings, pool_size=4)
+        try:
+            async with running_worker(state):
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+        finally:
+            await close_state(state)
+
+    thread = threading.Thread(target=lambda: asyncio.run(work()), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 @dataclass
@@ -257,12 +311,16 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
     # Strings from all of Unicode, NUL included (the defaults, stated because they matter).
     schema.config.generation.update(codec="utf-8", allow_x00=True)
     operations = [result.ok() for result in schema.get_all_operations()]
+    # The OpenAI door's image operations wait for a worker: fuzzed last, with one running.
+    waiting = [op for op in operations if op.path.startswith("/openai/v1/images/")]
     # A batch's live events stream until it finishes: a queued one's ends quickly here.
     served = state.settings.model_copy(update={"events_max_stream_s": 0.5})
     with live_server(served) as base_url:
         known = seed(base_url, caller, state.settings)
         fuzzer = Fuzzer(base_url, runnable_models(state.registry))
         for operation in operations:
+            if operation in waiting:
+                continue
             for mode in modes_for(operation):
                 fuzzer.fuzz(operation, who="valid key", headers=caller.headers, mode=mode)
             for who, headers in UNAUTHENTICATED.items():
@@ -283,6 +341,18 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
                         max_examples=MAX_EXAMPLES // 4,
                         path_parameters={parameter.name: value},
                     )
+        with worker_thread(state.settings):
+            for operation in waiting:
+                for mode in modes_for(operation):
+                    fuzzer.fuzz(
+                        operation,
+                        who="valid key",
+                        headers=caller.headers,
+                        mode=mode,
+                        max_examples=MAX_EXAMPLES // 4,
+                    )
+                for who, headers in UNAUTHENTICATED.items():
+                    fuzzer.fuzz(operation, who=who, headers=headers, max_examples=5)
         submit = schema["/v1/batches"]["POST"]
         batches = submit.as_strategy(generation_mode=GenerationMode.POSITIVE)
         hook = f"/v1/hooks/{known['integration_id'][0]}"
@@ -297,8 +367,17 @@ def test_fuzz_the_api_from_openapi_json(state: State, caller: Caller) -> None:
         "POST /v1/callbacks/{account}",
         "POST /v1/hooks/{integration_id}",
         "POST /v1/batches/{batch_id}/retry",
+        # The OpenAI door: an output URL needs the signature the door handed out, a batch
+        # the id of an uploaded file (tests/openai_compat).
+        "GET /openai/v1/outputs/{job_id}",
+        "POST /openai/v1/batches",
     }
     succeeded = {label for label, status in fuzzer.answered if status < 300}
     assert succeeded == {op.label for op in operations} - out_of_reach, fuzzer.answered
     unauthorized = {label for label, status in fuzzer.answered if status == 401}
-    assert unauthorized == {op.label for op in operations if op.path.startswith("/v1/")}
+    keyed = {
+        op.label
+        for op in operations
+        if op.path.startswith(("/v1/", "/openai/v1/")) and "/outputs/" not in op.path
+    }
+    assert unauthorized == keyed

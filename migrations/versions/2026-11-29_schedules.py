@@ -1,6 +1,6 @@
 """schedules: a batch body run at every due time of a cron expression, and its runs
 
-Revision ID: 0012_schedules
+Revision ID: 0010_schedules
 Revises: 0009_pipelines
 Create Date: 2026-11-29 16:00:00.000000
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0012_schedules"
+revision: str = "0010_schedules"
 down_revision: str | None = "0009_pipelines"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -13,6 +13,8 @@ from service.models.job import (
     JobStatus,
 )
 from service.models.job_attempt import JobAttempt
+from service.models.openai_batch import OpenAIBatch
+from service.models.openai_file import OpenAIFile
 from service.models.prompt_template import PromptTemplate
 from service.models.schedule import CatchUp, RunStatus, Schedule, ScheduleRun
 from service.models.upload import Upload
@@ -36,6 +38,8 @@ __all__ = [
     "JobAttempt",
     "JobStatus",
     "KeyBudget",
+    "OpenAIBatch",
+    "OpenAIFile",
     "Priority",
     "PromptTemplate",
     "RunStatus",
