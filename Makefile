@@ -12,11 +12,12 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format typecheck lock
+.PHONY: help install run test browser lint format typecheck lock
 
 help:
 	@echo "make run        install, then start everything (darkroom up)"
 	@echo "make test       install, then run the tests (ARGS=... passed to pytest)"
+	@echo "make browser    install Debian's chromium for the /ui browser tests (make test does)"
 	@echo "make lint       ruff check"
 	@echo "make typecheck  mypy --strict service"
 	@echo "make lock       regenerate $(LOCK) and $(PROD_LOCK) from pyproject.toml"
@@ -40,8 +41,20 @@ install: $(STAMP)
 run: $(STAMP)
 	exec $(BIN)/darkroom up $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(ARGS)
+
+# The /ui tests drive Debian's Chromium with Playwright (the python package is in the lock).
+# Installed from apt when missing, as root or with sudo; where neither can, the browser tests
+# say so and skip (in CI they fail instead).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then sudo=""; \
+		elif sudo -n true 2>/dev/null; then sudo="sudo"; \
+		else echo "make browser: $(CHROMIUM) is missing and apt needs root: the /ui browser tests will skip"; exit 0; fi; \
+		$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
