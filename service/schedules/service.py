@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import BatchCreate
-from service.batches.service import SubmittedBatch, plan_batch, submit_batch
+from service.batches.service import SubmittedBatch, check_submit, submit_batch
 from service.config import Settings
 from service.kit.base import utcnow
 from service.kit.errors import (
@@ -124,10 +124,10 @@ def stored_body(body: BatchCreate) -> dict[str, Any]:
 async def check_batch(
     session: AsyncSession, api_key: ApiKey, body: BatchCreate, planner: Planner
 ) -> None:
-    """The checks of a submit (models, routes, media, input images), storing nothing; a
-    problem is a 422 naming `batch.jobs[3].width`."""
+    """The checks of a submit (templates, models, routes, media, input images), storing
+    nothing; a problem is a 422 naming `batch.jobs[3].width`."""
     try:
-        await plan_batch(
+        await check_submit(
             session,
             api_key=api_key,
             body=body,
