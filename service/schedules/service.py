@@ -31,6 +31,7 @@ from service.kit.errors import (
 )
 from service.logging import get_logger
 from service.models import ApiKey, CatchUp, RunStatus, Schedule, ScheduleRun
+from service.notifications.urls import redacted
 from service.providers.registry import ProviderRegistry
 from service.schedules import repository
 from service.schedules.cron import BadCron, latest_due, next_due
@@ -161,12 +162,11 @@ def present(schedule: Schedule) -> ScheduleOut:
 
 def _redacted(batch: dict[str, Any]) -> dict[str, Any]:
     """A batch's notify URLs carry credentials (Slack tokens, SMTP passwords): shown by
-    their scheme only, as a batch shows them."""
+    their scheme only, as a batch shows them (notifications.urls.redacted)."""
     notify = batch.get("notify")
     if not isinstance(notify, list):
         return batch
-    shown = [f"{str(url).split(':', 1)[0]}://…" for url in notify]
-    return {**batch, "notify": shown}
+    return {**batch, "notify": [redacted(str(url)) for url in notify]}
 
 
 def present_run(run: ScheduleRun, batch_status: str | None) -> ScheduleRunOut:

@@ -199,3 +199,15 @@ async def test_a_batch_body_is_expanded_as_a_submit_expands_it(
         "/v1/schedules", json=schedule_body(batch=ok), headers=caller.headers
     )
     assert response.status_code == 201, response.text
+
+
+async def test_notify_urls_are_shown_as_a_batch_shows_them(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    notify = ["JSON://127.0.0.1:9/secret-token"]
+    batch = {"notify": notify, "jobs": [{"prompt": "a red bicycle", "width": 64, "height": 64}]}
+    submitted = await client.post("/v1/batches", json=batch, headers=caller.headers)
+    assert submitted.status_code == 202, submitted.text
+    schedule = await create(client, caller, batch=batch)
+    assert schedule["batch"]["notify"] == submitted.json()["notify"] == ["json://…"]
+    assert "secret-token" not in str(schedule)
