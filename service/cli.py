@@ -91,9 +91,11 @@ def worker() -> None:
     asyncio.run(run_workers(settings))
 
 
-def _check_config(settings: Settings) -> None:
+def _check_config(settings: Settings, *, warn: bool = True) -> None:
     """A broken DARKROOM_CONFIG, or a storage bucket that is missing or unreachable, stops
-    the process at once, saying in one line what is broken."""
+    the process at once, saying in one line what is broken. `warn`: also say (one line,
+    not an error) what is risky (grace_warning); `darkroom up` leaves that to the serve
+    and worker processes it starts."""
     from service.providers.config import ConfigError, load_config
     from service.state import check_storage
     from service.storage.base import StorageConfigError
@@ -104,7 +106,7 @@ def _check_config(settings: Settings) -> None:
     except (ConfigError, StorageConfigError) as exc:
         typer.echo(f"darkroom: {exc}", err=True)
         raise typer.Exit(2) from exc
-    warning = asyncio.run(grace_warning(settings, config))
+    warning = asyncio.run(grace_warning(settings, config)) if warn else None
     if warning is not None:
         typer.echo(f"darkroom: warning: {warning}", err=True)
 
@@ -297,7 +299,7 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
     from service.migrate import upgrade_to_head
 
     settings = get_settings()
-    _check_config(settings)
+    _check_config(settings, warn=False)
     with ensure_services(
         database_url=os.environ.get("DARKROOM_DATABASE_URL"),
         redis_url=os.environ.get("DARKROOM_REDIS_URL"),
