@@ -15,6 +15,7 @@ from service.config import Settings, get_settings
 
 if TYPE_CHECKING:
     from service.devenv.signals import StopSignals
+    from service.providers.config import DarkroomConfig
 
 UP_HOST = "127.0.0.1"
 # service/run_cli.py returns these.
@@ -105,19 +106,57 @@ def _share_metrics(settings: Settings) -> None:
     multiproc.prepare(settings.data_dir)
 
 
-def _check_config(settings: Settings) -> None:
+def _check_config(settings: Settings, *, warn: bool = True) -> None:
     """A broken DARKROOM_CONFIG, or a storage bucket that is missing or unreachable, stops
-    the process at once, saying in one line what is broken."""
+    the process at once, saying in one line what is broken. `warn`: also say (one line,
+    not an error) what is risky (grace_warning); `darkroom up` leaves that to the serve
+    and worker processes it starts."""
     from service.providers.config import ConfigError, load_config
     from service.state import check_storage
     from service.storage.base import StorageConfigError
 
     try:
-        load_config(settings.config)
+        config = load_config(settings.config)
         asyncio.run(check_storage(settings))
     except (ConfigError, StorageConfigError) as exc:
         typer.echo(f"darkroom: {exc}", err=True)
         raise typer.Exit(2) from exc
+    warning = asyncio.run(grace_warning(settings, config)) if warn else None
+    if warning is not None:
+        typer.echo(f"darkroom: warning: {warning}", err=True)
+
+
+async def grace_warning(settings: Settings, config: DarkroomConfig) -> str | None:
+    """A warning when DARKROOM_SHUTDOWN_GRACE_S is shorter than the longest timeout of a
+    synchronous provider a model uses: a request still running when the grace ends is
+    cut, and its job sent again (billed twice). Accounts without their token (their
+    jobs are refused) and the built-in local renderer (a rerun costs nothing) are left
+    out."""
+    from service.providers.base import SyncProvider
+    from service.providers.catalogue import build_provider
+
+    longest: tuple[float, str, str] | None = None
+    for name, model in sorted(config.models.items()):
+        account = config.providers[model.provider]
+        if account.kind == "local" or account.missing_env():
+            continue
+        if longest is not None and account.timeout_s <= longest[0]:
+            continue
+        provider = build_provider(model.provider, account)
+        try:
+            if isinstance(provider, SyncProvider):
+                longest = (account.timeout_s, name, model.provider)
+        finally:
+            await provider.aclose()
+    if longest is None or settings.shutdown_grace_s >= longest[0]:
+        return None
+    timeout_s, model_name, account_name = longest
+    return (
+        f"DARKROOM_SHUTDOWN_GRACE_S={settings.shutdown_grace_s:g} is below the "
+        f"{timeout_s:g} s timeout of model {model_name!r} (synchronous account "
+        f"{account_name!r}): a request still running when the grace ends is cut and its "
+        "job sent again"
+    )
 
 
 @app.command()
@@ -302,7 +341,7 @@ def _up(*, port: int, workers: int, signals: StopSignals) -> int:
     from service.migrate import upgrade_to_head
 
     settings = get_settings()
-    _check_config(settings)
+    _check_config(settings, warn=False)
     with ensure_services(
         database_url=os.environ.get("DARKROOM_DATABASE_URL"),
         redis_url=os.environ.get("DARKROOM_REDIS_URL"),

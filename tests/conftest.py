@@ -29,7 +29,7 @@ from service.state import State, build_state, close_state
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = (
     "inbound_events, webhook_attempts, webhook_events, job_attempts, jobs, batches, "
-    "integrations, budget_ledgers, api_keys"
+    "integrations, budget_ledgers, api_keys, schedule_clock"
 )
 
 

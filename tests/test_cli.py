@@ -371,3 +371,49 @@ def test_an_api_that_cannot_bind_ends_the_stack_with_its_reason(
                 signals=signals,
                 announce=lambda url: pytest.fail(f"announced {url}"),
             )
+
+
+def test_a_grace_shorter_than_a_synchronous_timeout_is_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One line on stderr, and the process goes on starting: a synchronous request cut
+    at the grace's end is sent again. Asynchronous accounts, accounts without their
+    token, and the local renderer are not counted."""
+    from service.cli import _check_config
+    from service.config import Settings
+
+    monkeypatch.setenv("PAID_TOKEN", "sk-test")
+    monkeypatch.delenv("UNSET_TOKEN", raising=False)
+    config = {
+        "providers": {
+            "paid": {"kind": "openai", "token_env": "PAID_TOKEN", "timeout_s": 300},
+            "idle": {"kind": "openai", "token_env": "UNSET_TOKEN", "timeout_s": 900},
+            "polled": {"kind": "replicate", "token_env": "PAID_TOKEN", "timeout_s": 600},
+            "local": {"kind": "local", "timeout_s": 1200},
+        },
+        "models": {
+            "sync-model": {"provider": "paid", "ref": "gpt-image-1"},
+            "no-token": {"provider": "idle", "ref": "gpt-image-1"},
+            "async-model": {"provider": "polled", "ref": "owner/model"},
+            "cpu": {"provider": "local", "ref": "noise"},
+        },
+    }
+    path = tmp_path / "darkroom.yaml"
+    path.write_text(json.dumps(config))
+
+    def check(grace_s: float) -> list[str]:
+        settings = Settings(
+            config=path,
+            storage_dir=tmp_path / "outputs",
+            shutdown_grace_s=grace_s,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        _check_config(settings)  # returns: a warning, not an error
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        return captured.err.splitlines()
+
+    [line] = check(30)
+    assert line.startswith("darkroom: warning: DARKROOM_SHUTDOWN_GRACE_S=30 is below the 300 s")
+    assert "'sync-model'" in line
+    assert check(300) == []

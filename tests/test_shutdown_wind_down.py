@@ -5,6 +5,9 @@ SIGTERM: tests/test_shutdown.py.)"""
 from __future__ import annotations
 
 import asyncio
+import uuid
+
+from structlog.testing import capture_logs
 
 from service.state import State
 from service.worker import build_dispatcher, wind_down
@@ -43,3 +46,22 @@ async def test_a_second_signal_cuts_the_grace_short(state: State) -> None:
     hurry.set()
     await asyncio.wait_for(winding, timeout=60)
     assert task.cancelled()
+
+
+async def test_each_cut_request_is_logged_with_its_job(state: State) -> None:
+    dispatcher = build_dispatcher(state)
+    started = asyncio.Event()
+
+    async def request() -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    job_id = str(uuid.uuid4())
+    task = asyncio.create_task(request(), name=f"job:{job_id}")  # as the dispatcher names it
+    dispatcher.running.add(task)
+    await started.wait()
+    with capture_logs() as logged:
+        await wind_down(dispatcher, [], grace_s=0)
+    assert task.cancelled()
+    cut = [entry for entry in logged if entry["event"] == "job_request_cut"]
+    assert [(entry["log_level"], entry["job_id"]) for entry in cut] == [("warning", job_id)]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import Field
 
 from service.batches import repository, service
+from service.batches.actions import cancel_and_notify, retry_and_enqueue
 from service.batches.files.read import read_batch_file, relocate
 from service.batches.files.route import FileRoute, openapi_request_body
 from service.batches.schemas import (
@@ -20,11 +21,9 @@ from service.batches.schemas import (
     DryRunOut,
 )
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.events import publish_bulk_change
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
-from service.jobs.tasks import enqueue_cancel, enqueue_jobs
-from service.kit.base import utcnow
+from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ApiError, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -39,7 +38,6 @@ from service.kit.pagination import (
 from service.kit.text import VisibleText
 from service.logging import get_logger
 from service.models import Batch, JobStatus
-from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
 BATCHES_PATH = "/v1/batches"
@@ -227,12 +225,7 @@ async def cancel_batch(
     there; jobs in the middle of a synchronous request finish. Then the batch ends
     cancelled."""
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
-    since = utcnow()
-    event_ids = await service.cancel_batch(session, batch)
-    await session.commit()
-    await publish_bulk_change(state, batch.id, status=JobStatus.cancelled, since=since)
-    await enqueue_deliveries(state, event_ids)
-    await enqueue_cancel(state, batch.id)
+    await cancel_and_notify(state, session, batch)
     return await service.present_batch(session, batch)
 
 
@@ -248,10 +241,7 @@ async def retry_batch(
 ) -> BatchOut:
     """Put the batch's failed jobs back in line, each with a fresh set of attempts."""
     batch = await _own_batch(session, batch_id, api_key.id, for_update=True)
-    jobs = await service.retry_batch(session, batch)
-    await session.commit()
-    await publish_bulk_change(state, batch.id, job_ids=[job_id for job_id, _ in jobs])
-    await enqueue_jobs(state, batch.id, batch.priority, jobs)
+    await retry_and_enqueue(state, session, batch)
     return await service.present_batch(session, batch)
 
 

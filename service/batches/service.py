@@ -29,7 +29,7 @@ from service.models import FINAL_BATCH_STATUSES, ApiKey, Batch, BatchStatus, Pri
 from service.notifications.outbox import record_notifications
 from service.notifications.urls import check_notify, redacted
 from service.providers.registry import ProviderRegistry
-from service.templates.expand import expand_templates
+from service.templates.expand import Expanded, expand_templates
 from service.webhooks.service import record_event
 
 
@@ -80,11 +80,10 @@ async def submit_batch(
             return replay
 
     sent = body  # what the Idempotency-Key is bound to (its hash is above)
-    expanded = await expand_templates(session, api_key.id, sent)
-    body = expanded.body  # every job with its prompt
-    planned = await plan_batch(
-        session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
+    expanded, planned = await check_submit(
+        session, api_key=api_key, body=sent, registry=registry, settings=settings, redis=redis
     )
+    body = expanded.body  # every job with its prompt
     resolved = [job.fields for job in planned]
     now = utcnow()
     batch = Batch(
@@ -148,6 +147,30 @@ async def submit_batch(
     )
 
 
+async def check_submit(
+    session: AsyncSession,
+    *,
+    api_key: ApiKey,
+    body: BatchCreate,
+    registry: ProviderRegistry,
+    settings: Settings,
+    redis: Redis | None,
+) -> tuple[Expanded, list[PlannedJob]]:
+    """The one check of a batch body, whatever takes it (a submit, a dry run, a schedule):
+    its templates expanded, then every job planned. Stores nothing; a 422 names each
+    problem. Checking in one place keeps what a schedule accepts what a submit accepts."""
+    expanded = await expand_templates(session, api_key.id, body)
+    planned = await plan_batch(
+        session,
+        api_key=api_key,
+        body=expanded.body,
+        registry=registry,
+        settings=settings,
+        redis=redis,
+    )
+    return expanded, planned
+
+
 async def plan_batch(
     session: AsyncSession,
     *,
@@ -189,8 +212,7 @@ async def dry_run(
 ) -> DryRunOut:
     """What a submit of this body would do: the same checks and the same 422, nothing
     stored, nothing queued."""
-    body = (await expand_templates(session, api_key.id, body)).body
-    planned = await plan_batch(
+    _, planned = await check_submit(
         session, api_key=api_key, body=body, registry=registry, settings=settings, redis=redis
     )
     total, by_model = estimates(planned)

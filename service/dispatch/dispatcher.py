@@ -63,6 +63,8 @@ class Dispatcher:
         if self.running:
             _, pending = await asyncio.wait(set(self.running), timeout=grace_s)
             for task in pending:
+                # Its job runs again elsewhere: a synchronous request is sent again.
+                log.warning("job_request_cut", job_id=task.get_name().removeprefix("job:"))
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
@@ -79,7 +81,7 @@ class Dispatcher:
                 continue
             grants = [outcome for outcome in outcomes if isinstance(outcome, Grant)]
             for grant in grants:
-                task = asyncio.create_task(self._run(grant))
+                task = asyncio.create_task(self._run(grant), name=f"job:{grant.job_id}")
                 self.running.add(task)
                 task.add_done_callback(self.running.discard)
             self._give_back(room - len(grants))

@@ -10,16 +10,14 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
-from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from starlette.responses import StreamingResponse
 
-from service.auth.service import find_key
 from service.batches import repository
-from service.deps import StateDep, _bearer
+from service.deps import BearerDep, StateDep, authenticate
 from service.events.schemas import BatchEventData, JobEventData
 from service.events.stream import sse_response
-from service.kit.errors import ERROR_RESPONSES, NotFound, Unauthorized
+from service.kit.errors import ERROR_RESPONSES, NotFound
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], responses=ERROR_RESPONSES)
 
@@ -43,17 +41,10 @@ close the EventSource then, or it reconnects and gets the final snapshot again."
 
 
 async def _readable_batch(
-    batch_id: uuid.UUID,
-    state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    batch_id: uuid.UUID, state: StateDep, credentials: BearerDep
 ) -> uuid.UUID:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthorized("missing API key: send Authorization: Bearer dk_...", headers=challenge)
     async with state.sessionmaker() as session:
-        api_key = await find_key(session, credentials.credentials, pepper=state.settings.secret_key)
-        if api_key is None:
-            raise Unauthorized("invalid or revoked API key", headers=challenge)
+        api_key = await authenticate(session, state, credentials)
         batch = await repository.get_batch(session, batch_id, api_key.id)
     if batch is None:
         raise NotFound(f"no batch {batch_id}")

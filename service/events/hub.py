@@ -44,6 +44,8 @@ class Frame:
     data: bytes
     # A `batch` event: whether the batch is final. None for a `job` event.
     final: bool | None
+    # A `job` event putting its job back in line (a retry): the batch is live again.
+    requeued: bool = False
 
 
 def parse_event_id(value: str | None) -> tuple[int, int] | None:
@@ -56,7 +58,8 @@ def frame_of(event_id: str, fields: dict[bytes, bytes]) -> Frame:
     event_type = fields.get(b"t", b"job").decode()
     data = fields.get(b"d", b"{}")
     final = fields.get(b"f") == b"1" if event_type == "batch" else None
-    return Frame(event_id, sse_frame(event_type, data, event_id), final)
+    requeued = fields.get(b"q") == b"1"
+    return Frame(event_id, sse_frame(event_type, data, event_id), final, requeued)
 
 
 def snapshot_frame(state: State, event: BatchEvent) -> Frame:

@@ -34,6 +34,7 @@ from service.state import State
 log = get_logger(__name__)
 
 STREAM_PREFIX = "dr:ev:"
+MAX_ENDED = 10_000
 
 
 def stream_key(batch_id: uuid.UUID | str) -> str:
@@ -42,7 +43,8 @@ def stream_key(batch_id: uuid.UUID | str) -> str:
 
 def encode_event(event: BatchEvent, state: State, published_at: float) -> dict[str, bytes]:
     """The stream entry's fields: `t` (type), `d` (the JSON the client gets), `f` (1 if
-    the batch is final: the stream may end)."""
+    the batch is final: the stream may end), `q` (1 for a job put back in line: what
+    lets a stream take the batch's non-final counts after its final ones, a retry)."""
     data = dict(event.data)
     if event.type == "job":
         key = data.pop("output_key", None)
@@ -52,6 +54,7 @@ def encode_event(event: BatchEvent, state: State, published_at: float) -> dict[s
         "t": event.type.encode(),
         "d": json.dumps(data, separators=(",", ":"), default=str).encode(),
         "f": b"1" if event.final else b"0",
+        "q": b"1" if event.requeued else b"0",
     }
 
 
@@ -64,10 +67,24 @@ def _output_url(state: State, job_id: str, key: str) -> str:
     return url or f"{state.settings.public_url.rstrip('/')}/v1/jobs/{job_id}/output"
 
 
-async def publish_batch_events(state: State, events: Sequence[BatchEvent]) -> None:
+async def publish_batch_events(
+    state: State, events: Sequence[BatchEvent], *, coalesced: bool = False
+) -> None:
     """XADD each event to its batch's stream, in order, in one round trip. Call after
     commit. Never raises: Redis away is logged and skipped. Job events also mark their
-    batches for a coalesced `batch` event."""
+    batches for a coalesced `batch` event. `coalesced`: counts the coalescer read a
+    while ago, dropped if not final for a batch this process has seen end since
+    (CountsCoalescer.ended): read before the completion, they would follow its event."""
+    ended = counts_for(state).ended
+    if coalesced:
+        events = [e for e in events if e.final or e.batch_id not in ended]
+    for event in events:
+        if event.final:
+            ended[event.batch_id] = None
+            while len(ended) > MAX_ENDED:
+                del ended[next(iter(ended))]
+        elif event.requeued:  # retried: its counts are news again
+            ended.pop(event.batch_id, None)
     if not events:
         return
     settings = state.settings
@@ -135,14 +152,16 @@ def _batch_event(batch: Batch, totals: BatchTotals) -> BatchEvent:
     return BatchEvent(batch.id, "batch", data)
 
 
-async def publish_batch_counts(state: State, batch_ids: Iterable[uuid.UUID]) -> None:
+async def publish_batch_counts(
+    state: State, batch_ids: Iterable[uuid.UUID], *, coalesced: bool = False
+) -> None:
     """Publish the batches' counts now (one grouped query). Never raises."""
     try:
         events = await batch_snapshots(state, batch_ids)
     except Exception as exc:
         log.warning("batch_counts_not_read", error=repr(exc))
         return
-    await publish_batch_events(state, events)
+    await publish_batch_events(state, events, coalesced=coalesced)
 
 
 class CountsCoalescer:
@@ -153,6 +172,9 @@ class CountsCoalescer:
         self.state = state
         self.pending: set[uuid.UUID] = set()
         self.task: asyncio.Task[None] | None = None
+        # Batches whose final event this process published (oldest first, at most
+        # MAX_ENDED), until a job of theirs is put back in line.
+        self.ended: dict[uuid.UUID, None] = {}
 
     def mark(self, batch_ids: Iterable[uuid.UUID]) -> None:
         self.pending.update(batch_ids)
@@ -163,7 +185,7 @@ class CountsCoalescer:
         while self.pending:
             await asyncio.sleep(self.state.settings.events_coalesce_s)
             batch_ids, self.pending = self.pending, set()
-            await publish_batch_counts(self.state, batch_ids)
+            await publish_batch_counts(self.state, batch_ids, coalesced=True)
 
 
 _COUNTS: dict[int, CountsCoalescer] = {}

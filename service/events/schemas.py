@@ -33,6 +33,11 @@ class BatchEvent:
         """A `batch` event saying the batch is over: the stream may end after it."""
         return self.type == "batch" and self.data.get("status") in FINAL_STATUSES
 
+    @property
+    def requeued(self) -> bool:
+        """A `job` event putting the job back in line (a retry): its batch is live again."""
+        return self.type == "job" and self.data.get("status") == "queued"
+
 
 class JobEventData(BaseModel):
     """`event: job`: a job's state changed (claimed, finished, put back in line)."""

@@ -11,10 +11,17 @@ After a `batch` event whose status is final, the stream stays open
 should close its EventSource on the final `batch` event, or it reconnects and gets the
 final snapshot again).
 
+Stale counts: a process may publish counts it read just before the batch completed
+after the final event (another process's coalesced counts). So once a stream has sent a
+final `batch` event it drops later non-final ones, unless a `job` event putting a job
+back in line came between: a batch retry publishes its requeued jobs before its counts,
+and only a retry makes a finished batch live again.
+
 Last-Event-ID: an id within the stream resumes after it, with exactly the events missed.
 An id older than the stream keeps (trimmed, expired, or Redis was flushed) resumes from
-the oldest kept, after a fresh snapshot that covers the gap. A malformed id is treated
-as none: snapshot, then from now.
+the oldest kept, after a fresh snapshot that covers the gap. A malformed id, or one
+newer than the stream's last entry (or for a stream with none), is treated as none:
+snapshot, then from now (an id from the future would otherwise hide every event).
 """
 
 from __future__ import annotations
@@ -71,7 +78,11 @@ async def _stream(
     frames: list[Frame] = []
     covered = False
     if resume is not None:
-        frames, covered = await _replay(state, listener.batch_id, resume)
+        replayed = await _replay(state, listener.batch_id, resume)
+        if replayed is None:
+            resume = None  # not an id of this stream: as if malformed
+        else:
+            frames, covered = replayed
     if not covered:  # after the replayed events, which it is newer than
         snapshot = await _snapshot(state, listener.batch_id)
         if snapshot is False:
@@ -80,6 +91,7 @@ async def _stream(
             frames.append(snapshot)
     last = resume
     final = False
+    requeued = False  # a job was put back in line since the last final `batch` event
     ends_at: float | None = None
     closes_at = time.monotonic() + settings.events_max_stream_s
     while True:
@@ -91,7 +103,11 @@ async def _stream(
                     continue  # already sent (read by the replay and by the hub)
                 last = position
             if frame.final is not None:
-                final = frame.final
+                if final and not frame.final and not requeued:
+                    continue  # stale counts, read before the batch ended
+                final, requeued = frame.final, False
+            elif frame.requeued:
+                requeued = True
             chunk.append(frame.data)
         if chunk:  # what arrived together goes in one write, not one per event
             yield b"".join(chunk)
@@ -115,13 +131,18 @@ async def _stream(
 
 async def _replay(
     state: State, batch_id: uuid.UUID, after: tuple[int, int]
-) -> tuple[list[Frame], bool]:
+) -> tuple[list[Frame], bool] | None:
     """The stream's entries after `after`, and whether they are all the events since
-    (False: the id is older than the oldest entry kept, or the stream is gone)."""
+    (False: the id is older than the oldest entry kept, or Redis cannot say). None: the
+    id is newer than the stream's last entry, or the stream has none."""
     key = stream_key(batch_id)
     start = f"({after[0]}-{after[1]}"
     frames: list[Frame] = []
     try:
+        newest = await state.redis.xrevrange(key, count=1)
+        last = parse_event_id(newest[0][0].decode()) if newest else None
+        if last is None or after > last:
+            return None
         oldest = await state.redis.xrange(key, count=1)
         while True:
             entries = await state.redis.xrange(key, min=start, count=REPLAY_PAGE)

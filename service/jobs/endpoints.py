@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
 
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs import repository
 from service.jobs.presenter import job_out
 from service.jobs.schemas import AttemptOut, JobOut
+from service.jobs.serve import serve_output
 from service.kit.errors import ERROR_RESPONSES, ErrorResponse, NotFound, ServiceUnavailable
 from service.logging import get_logger
 from service.models import Job, JobStatus
-from service.storage.base import Storage, StorageError
-from service.storage.local import LocalStorage
+from service.storage.base import StorageError
 
 log = get_logger(__name__)
 
@@ -59,33 +59,12 @@ async def get_job_output(
     if job.status is not JobStatus.succeeded or job.output_key is None:
         raise NotFound(f"job {job_id} has no output (status {job.status.value})", code="no_output")
     try:
-        return await _serve_output(state.storage, job, job.output_key)
+        return await serve_output(state.storage, job, job.output_key)
     except StorageError as exc:
         log.warning("output_storage_unavailable", error=str(exc))
         raise ServiceUnavailable(
             "the output storage is unavailable; try again shortly", code="storage_unavailable"
         ) from exc
-
-
-async def _serve_output(storage: Storage, job: Job, key: str) -> Response:
-    """A redirect to the storage's URL when it has one; else the file, from the API."""
-    url = storage.url(key)
-    if url is not None:
-        return RedirectResponse(url, status_code=307)
-    missing = NotFound(f"output of job {job.id} is missing from storage", code="output_missing")
-    if isinstance(storage, LocalStorage):
-        path = storage.path_for(key)
-        if not path.is_file():
-            raise missing
-        return FileResponse(
-            path,
-            media_type=job.output_content_type,
-            filename=path.name,
-            content_disposition_type="inline",
-        )
-    if not await storage.exists(key):
-        raise missing
-    return StreamingResponse(storage.open(key), media_type=job.output_content_type)
 
 
 async def _own_job(session: SessionDep, job_id: uuid.UUID, api_key_id: uuid.UUID) -> Job:

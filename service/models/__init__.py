@@ -16,7 +16,7 @@ from service.models.job_attempt import JobAttempt
 from service.models.openai_batch import OpenAIBatch
 from service.models.openai_file import OpenAIFile
 from service.models.prompt_template import PromptTemplate
-from service.models.schedule import CatchUp, RunStatus, Schedule, ScheduleRun
+from service.models.schedule import CatchUp, RunStatus, Schedule, ScheduleClock, ScheduleRun
 from service.models.upload import Upload
 from service.models.webhook_endpoint import WebhookEndpoint
 from service.models.webhook_event import DeliveryStatus, WebhookAttempt, WebhookEvent
@@ -44,6 +44,7 @@ __all__ = [
     "PromptTemplate",
     "RunStatus",
     "Schedule",
+    "ScheduleClock",
     "ScheduleRun",
     "Upload",
     "Verdict",

@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -65,3 +65,19 @@ class ScheduleRun(IdMixin, TimestampMixin, Base):
         ForeignKey("batches.id", ondelete="SET NULL"), index=True
     )
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScheduleClock(Base):
+    """When the schedule ticks last ran, one row: what tells a due time missed while
+    nothing ran (catch_up "skip") from one merely waiting in a tick's backlog.
+
+    `beat_at` is the latest instant a tick was seen working; `alive_since` the start of
+    the current unbroken run of ticks (a gap between beats longer than the tolerance
+    starts a new one). A due time is missed when it fell due more than the grace before
+    `alive_since`: the ticks were down then, not busy."""
+
+    __tablename__ = "schedule_clock"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    alive_since: Mapped[datetime]
+    beat_at: Mapped[datetime]

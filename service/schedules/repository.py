@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import case, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import ApiKey, Batch, BatchStatus, RunStatus, Schedule, ScheduleRun
+from service.models import (
+    ApiKey,
+    Batch,
+    BatchStatus,
+    RunStatus,
+    Schedule,
+    ScheduleClock,
+    ScheduleRun,
+)
 
 
 async def own_schedule(
@@ -93,3 +101,27 @@ async def insert_run(
         .returning(ScheduleRun.id)
     )
     return (await session.execute(statement)).scalar()
+
+
+async def beat(session: AsyncSession, now: datetime, *, outage_s: float) -> datetime:
+    """Record that a tick works at `now`; returns since when the ticks have run unbroken.
+    A gap of more than `outage_s` since the last beat means nothing ran in between: the
+    unbroken run starts again at `now`. The first beat ever starts one too."""
+    table = ScheduleClock.__table__
+    statement = (
+        insert(ScheduleClock)
+        .values(id=1, alive_since=now, beat_at=now)
+        .on_conflict_do_update(
+            index_elements=[table.c.id],
+            set_={
+                "alive_since": case(
+                    (table.c.beat_at < now - timedelta(seconds=outage_s), now),
+                    else_=table.c.alive_since,
+                ),
+                "beat_at": func.greatest(table.c.beat_at, now),
+            },
+        )
+        .returning(table.c.alive_since)
+    )
+    alive_since: datetime = (await session.execute(statement)).scalar_one()
+    return alive_since

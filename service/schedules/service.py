@@ -19,7 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import BatchCreate
-from service.batches.service import SubmittedBatch, plan_batch, submit_batch
+from service.batches.service import SubmittedBatch, check_submit, submit_batch
 from service.config import Settings
 from service.kit.base import utcnow
 from service.kit.errors import (
@@ -31,6 +31,7 @@ from service.kit.errors import (
 )
 from service.logging import get_logger
 from service.models import ApiKey, CatchUp, RunStatus, Schedule, ScheduleRun
+from service.notifications.urls import redacted
 from service.providers.registry import ProviderRegistry
 from service.schedules import repository
 from service.schedules.cron import BadCron, latest_due, next_due
@@ -124,10 +125,10 @@ def stored_body(body: BatchCreate) -> dict[str, Any]:
 async def check_batch(
     session: AsyncSession, api_key: ApiKey, body: BatchCreate, planner: Planner
 ) -> None:
-    """The checks of a submit (models, routes, media, input images), storing nothing; a
-    problem is a 422 naming `batch.jobs[3].width`."""
+    """The checks of a submit (templates, models, routes, media, input images), storing
+    nothing; a problem is a 422 naming `batch.jobs[3].width`."""
     try:
-        await plan_batch(
+        await check_submit(
             session,
             api_key=api_key,
             body=body,
@@ -161,12 +162,11 @@ def present(schedule: Schedule) -> ScheduleOut:
 
 def _redacted(batch: dict[str, Any]) -> dict[str, Any]:
     """A batch's notify URLs carry credentials (Slack tokens, SMTP passwords): shown by
-    their scheme only, as a batch shows them."""
+    their scheme only, as a batch shows them (notifications.urls.redacted)."""
     notify = batch.get("notify")
     if not isinstance(notify, list):
         return batch
-    shown = [f"{str(url).split(':', 1)[0]}://…" for url in notify]
-    return {**batch, "notify": shown}
+    return {**batch, "notify": [redacted(str(url)) for url in notify]}
 
 
 def present_run(run: ScheduleRun, batch_status: str | None) -> ScheduleRunOut:
@@ -197,14 +197,17 @@ async def run_due_schedule(
     now: datetime,
     planner: Planner,
     skip: frozenset[uuid.UUID] = frozenset(),
+    alive_since: datetime | None = None,
 ) -> Ran | None:
     """Lock one due schedule (SKIP LOCKED: other workers take others), make the run of
-    its most recent due time, and move next_run_at past `now`. None: nothing is due."""
+    its most recent due time, and move next_run_at past `now`. None: nothing is due.
+    `alive_since`: since when the ticks have run unbroken (the schedule clock); a due
+    time is missed only if it fell due more than the grace before it. None: `now`."""
     schedule = await repository.lock_due_schedule(session, now, skip=skip)
     if schedule is None:
         return None
     try:
-        return await _run(session, schedule, now, planner)
+        return await _run(session, schedule, now, planner, alive_since or now)
     except Exception as exc:
         if dependency_unavailable(exc):
             raise
@@ -220,7 +223,13 @@ class ScheduleRunError(Exception):
         self.schedule_id = schedule_id
 
 
-async def _run(session: AsyncSession, schedule: Schedule, now: datetime, planner: Planner) -> Ran:
+async def _run(
+    session: AsyncSession,
+    schedule: Schedule,
+    now: datetime,
+    planner: Planner,
+    alive_since: datetime,
+) -> Ran:
     try:
         due = latest_due(schedule.cron, schedule.timezone, now)
         following = next_due(schedule.cron, schedule.timezone, now)
@@ -232,7 +241,9 @@ async def _run(session: AsyncSession, schedule: Schedule, now: datetime, planner
     assert floor is not None  # the query found next_run_at <= now
     # Never a due time before the one recorded as next: that one's run was made.
     due = floor if due is None or due < floor else due
-    late_s = (now - due).total_seconds()
+    # Late against when the ticks resumed, not against now: waiting in a backlog while
+    # the ticks ran is no miss.
+    late_s = (min(now, alive_since) - due).total_seconds()
     ran: Ran
     if schedule.catch_up is CatchUp.skip and late_s > planner.settings.schedule_grace_s:
         await repository.insert_run(

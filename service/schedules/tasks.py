@@ -6,38 +6,65 @@ unique (schedule, due time) row makes each due time one batch whatever overlaps.
 
 from __future__ import annotations
 
+import math
+import time
 import uuid
 from datetime import datetime
 from typing import Any
 
+from service.config import Settings
 from service.db import session_scope
 from service.jobs.tasks import enqueue_jobs
 from service.kit.base import utcnow
 from service.logging import get_logger
+from service.schedules import repository
 from service.schedules.service import Planner, ScheduleRunError, run_due_schedule
 from service.state import State
 
 log = get_logger(__name__)
 
-# Per tick: a backlog larger than this (thousands of schedules due at one minute) is
-# worked off by the next ticks.
-MAX_PER_TICK = 200
+# A tick stops taking schedules after this share of its timeout (arq's job_timeout_s):
+# a backlog (thousands of schedules due at one minute) is worked off by the next ticks.
+TICK_SHARE = 0.8
 
 
-async def run_schedules(
-    state: State, *, now: datetime | None = None, limit: int = MAX_PER_TICK
-) -> int:
-    """Make the run of every due schedule (up to `limit`); returns how many were
-    handled. `now` is for tests: the instant the tick believes it is."""
-    planner = Planner(state.registry, state.settings, state.redis)
+def outage_s(settings: Settings) -> float:
+    """A gap between the ticks' beats longer than this means nothing ran: never less than
+    what a working tick can leave between two beats (one schedule's run within its
+    timeout, plus the interval to the next tick) however small the grace."""
+    return float(
+        max(settings.schedule_grace_s, settings.job_timeout_s + 2 * settings.schedule_interval_s)
+    )
+
+
+async def run_schedules(state: State, *, now: datetime | None = None) -> int:
+    """Make the run of every due schedule, for up to TICK_SHARE of the tick's timeout;
+    returns how many were handled. `now` is for tests: the instant the tick believes it is.
+
+    Each tick beats the schedule clock (at its start, and every interval while it works),
+    and a catch_up "skip" schedule's due time is judged missed against when the ticks
+    resumed, not against when this tick reached it: a backlog never makes a miss."""
+    settings = state.settings
+    planner = Planner(state.registry, settings, state.redis)
+    deadline = time.monotonic() + TICK_SHARE * settings.job_timeout_s
     handled = 0
     broken: set[uuid.UUID] = set()
-    while handled < limit:
+    beaten = -math.inf
+    alive_since = now or utcnow()
+    while time.monotonic() < deadline:
         at = now or utcnow()
+        if time.monotonic() - beaten >= settings.schedule_interval_s:
+            async with session_scope(state.sessionmaker) as session:
+                alive_since = await repository.beat(session, at, outage_s=outage_s(settings))
+            beaten = time.monotonic()
         try:
             async with session_scope(state.sessionmaker) as session:
                 ran = await run_due_schedule(
-                    session, now=at, planner=planner, skip=frozenset(broken)
+                    session,
+                    now=at,
+                    planner=planner,
+                    skip=frozenset(broken),
+                    alive_since=alive_since,
                 )
         except ScheduleRunError as exc:
             # A bug must not stop the others: this one stays due, logged, and is left

@@ -1,7 +1,7 @@
 """/ui: sign-in, the batches list, a batch's gallery, retry and cancel.
 
-Thin like the REST endpoints: the same repository queries and the same service
-functions (retry_batch, cancel_batch, then the enqueue after commit), so a button does
+Thin like the REST endpoints: the same repository queries and the same functions
+(service.batches.actions: retry_and_enqueue, cancel_and_notify), so a button does
 exactly what POST /v1/batches/{id}/retry or /cancel does. Every answer is a page, never
 a 500 and never JSON: a bad id is the 404 page, a bad form the 400 or 403 page.
 Kept out of the OpenAPI schema: these are pages for people, not an API.
@@ -9,28 +9,23 @@ Kept out of the OpenAPI schema: these are pages for people, not an API.
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.datastructures import FormData
 
 from service.auth.service import find_key
 from service.batches import repository, service
+from service.batches.actions import cancel_and_notify, retry_and_enqueue
 from service.deps import SessionDep, StateDep
-from service.events import publish_bulk_change
 from service.jobs import repository as jobs_repository
-from service.jobs.endpoints import _serve_output
-from service.jobs.tasks import enqueue_cancel, enqueue_jobs
-from service.kit.base import utcnow
+from service.jobs.serve import serve_output
 from service.kit.errors import ApiError
 from service.kit.pagination import decode_time_uuid_cursor, encode_time_cursor
 from service.logging import get_logger
 from service.models import ApiKey, Batch, JobStatus
 from service.storage.base import StorageError
 from service.ui import session as ui_session
-from service.ui.render import STATIC_DIR, error_page, page, tile
-from service.webhooks.tasks import enqueue_deliveries
+from service.ui.render import STATIC_DIR, error_page, page, parse_uuid, tile
 
 log = get_logger(__name__)
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -43,13 +38,6 @@ STATIC_FILES = {"ui.css": "text/css", "ui.js": "text/javascript"}
 
 def _see(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303)
-
-
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 async def _form(request: Request) -> FormData | None:
@@ -248,20 +236,12 @@ async def _batch_action(
     back = f"/ui/batches/{batch.id}"
     try:
         if action == "retry":
-            jobs = await service.retry_batch(session, batch)
-            await session.commit()
-            await publish_bulk_change(state, batch.id, job_ids=[job_id for job_id, _ in jobs])
-            await enqueue_jobs(state, batch.id, batch.priority, jobs)
+            await retry_and_enqueue(state, session, batch)
             return _see(f"{back}?notice=retried")
-        since = utcnow()
-        event_ids = await service.cancel_batch(session, batch)
-        await session.commit()
+        await cancel_and_notify(state, session, batch)
     except ApiError as exc:  # 409: nothing to retry, already finished...
         await session.rollback()
         return _see(f"{back}?notice={exc.code}")
-    await publish_bulk_change(state, batch.id, status=JobStatus.cancelled, since=since)
-    await enqueue_deliveries(state, event_ids)
-    await enqueue_cancel(state, batch.id)
     return _see(f"{back}?notice=cancelled")
 
 
@@ -271,7 +251,7 @@ async def job_output(
 ) -> Response:
     """The output for the signed-in browser: the file, or a redirect to its storage URL."""
     user = await _user(request, state, session)
-    parsed = _uuid(job_id)
+    parsed = parse_uuid(job_id)
     job = None
     if user is not None and parsed is not None:
         job = await jobs_repository.get_job_for_key(session, parsed, user.id)
@@ -280,7 +260,7 @@ async def job_output(
     if job is None or job.status is not JobStatus.succeeded or job.output_key is None:
         return Response("no such output", status_code=404, media_type="text/plain")
     try:
-        response = await _serve_output(state.storage, job, job.output_key)
+        response = await serve_output(state.storage, job, job.output_key)
     except ApiError as exc:
         return Response(exc.message, status_code=exc.status_code, media_type="text/plain")
     except StorageError:
@@ -295,7 +275,7 @@ async def job_tile(request: Request, job_id: str, state: StateDep, session: Sess
     user = await _user(request, state, session)
     if user is None:
         return Response("sign in first", status_code=401, media_type="text/plain")
-    parsed = _uuid(job_id)
+    parsed = parse_uuid(job_id)
     job = await jobs_repository.get_job_for_key(session, parsed, user.id) if parsed else None
     if job is None:
         return Response("no such job", status_code=404, media_type="text/plain")
@@ -305,7 +285,7 @@ async def job_tile(request: Request, job_id: str, state: StateDep, session: Sess
 async def _own_batch(
     session: SessionDep, batch_id: str, user: ApiKey, *, for_update: bool = False
 ) -> Batch | None:
-    parsed = _uuid(batch_id)
+    parsed = parse_uuid(batch_id)
     if parsed is None:
         return None
     return await repository.get_batch(session, parsed, user.id, for_update=for_update)

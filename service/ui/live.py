@@ -11,7 +11,6 @@ instead of one stream each.
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -23,6 +22,7 @@ from service.deps import StateDep
 from service.events import sse_response
 from service.ui import repository as ui_repository
 from service.ui import session as ui_session
+from service.ui.render import parse_uuid
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
@@ -38,7 +38,7 @@ async def progress(
 ) -> Response:
     """{"batches": {id: {status, counts, cost_usd}}} for the signed-in key's batches
     among `id` (others, and ids that are not ids, are left out)."""
-    ids = [parsed for raw in (id or [])[:MAX_PROGRESS_IDS] if (parsed := _uuid(raw))]
+    ids = [parsed for raw in (id or [])[:MAX_PROGRESS_IDS] if (parsed := parse_uuid(raw))]
     async with session_scope(state.sessionmaker) as session:
         user = await ui_session.signed_in_key(state.redis, session, request)
         if user is None:
@@ -58,7 +58,7 @@ async def progress(
 
 @router.get("/batches/{batch_id}/events")
 async def events(request: Request, batch_id: str, state: StateDep) -> Response:
-    parsed = _uuid(batch_id)
+    parsed = parse_uuid(batch_id)
     async with session_scope(state.sessionmaker) as session:
         user = await ui_session.signed_in_key(state.redis, session, request)
         if user is None:
@@ -70,10 +70,3 @@ async def events(request: Request, batch_id: str, state: StateDep) -> Response:
     if last_event_id is not None and len(last_event_id) > MAX_EVENT_ID:
         last_event_id = None  # as the API treats a malformed id: a snapshot, then from now
     return sse_response(state, batch.id, last_event_id)
-
-
-def _uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None

@@ -8,6 +8,7 @@ from the storage's own URL (S3, presigned), so images and videos may load from a
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,12 @@ def tile(job: Job) -> Tile:
         error_message=(job.error_message or "") if failed else None,
         attempts=job.attempts,
     )
+
+
+def parse_uuid(value: str) -> uuid.UUID | None:
+    """An id from a page's path or query; None for a malformed one (the 404 page or
+    nothing, never a 500)."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from service.events import sse_stream, stream_key
+from service.events import BatchEvent, publish_batch_events, sse_stream, stream_key
 from service.events.hub import parse_event_id
 from service.providers.base import ProviderPermanentError, ProviderRetryableError
 from service.state import State
@@ -239,3 +239,49 @@ def test_event_ids_are_read_strictly() -> None:
     assert parse_event_id(" 5-0 ") == (5, 0)
     for bad in (None, "", "5", "5-", "-5", "a-1", "1-²", "²-1", "1-2-3", "9" * 16 + "-0"):
         assert parse_event_id(bad) is None
+
+
+async def test_stale_counts_after_the_final_event_are_dropped_until_a_retry(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    provider = ScriptedProvider(errors=[ProviderPermanentError("nope", "no")])
+    install(state, provider)
+    batch_id = await submit(client, caller, small_batch(1, model="test/scripted"))
+    jobs_page = await client.get(f"/v1/batches/{batch_id}/jobs", headers=caller.headers)
+    job_id = uuid.UUID(jobs_page.json()["items"][0]["id"])
+    await run_attempt(state, job_id)  # failed, and the batch with it
+    await asyncio.sleep(state.settings.events_coalesce_s * 4)
+    key = stream_key(batch_id)
+    before = [raw.decode() for raw, _ in await state.redis.xrange(key)]
+    stale = BatchEvent(uuid.UUID(batch_id), "batch", {"id": batch_id, "status": "running"})
+    # This process saw the batch end: counts its coalescer read before are not published.
+    await publish_batch_events(state, [stale], coalesced=True)
+    assert [raw.decode() for raw, _ in await state.redis.xrange(key)] == before
+    # Another process's are: a stream that sent the final event drops them, and ends.
+    await publish_batch_events(state, [stale])
+    got = events(await listen(state, batch_id, before[0]))
+    assert [m.json["status"] for m in got if m.event == "batch"][-1] == "failed"
+    assert got[-1].event == "batch"
+
+    retried = await client.post(f"/v1/batches/{batch_id}/retry", headers=caller.headers)
+    assert retried.status_code == 202
+    await run_attempt(state, job_id)
+    await asyncio.sleep(state.settings.events_coalesce_s * 4)
+    got = events(await listen(state, batch_id, before[0]))
+    statuses = [m.json["status"] for m in got if m.event == "batch"]
+    after = statuses[statuses.index("failed") + 1 :]
+    assert after[0] == "running"  # a retry's counts are no stale counts
+    assert after[-1] == "succeeded"
+
+
+async def test_a_last_event_id_newer_than_the_stream_is_treated_as_malformed(
+    client: httpx.AsyncClient, caller: Caller, state: State
+) -> None:
+    batch_id = await submit(client, caller, small_batch(2))
+    await run_until_idle(state)
+    [(newest, _)] = await state.redis.xrevrange(stream_key(batch_id), count=1)
+    first, sequence = parse_event_id(newest.decode()) or (0, 0)
+    for future in (f"{first}-{sequence + 1}", f"{first + 10**9}-0"):
+        [snapshot] = events(await listen(state, batch_id, future))
+        assert (snapshot.event, snapshot.id) == ("batch", None)
+        assert snapshot.json["status"] == "succeeded"

@@ -171,3 +171,43 @@ async def test_delete(client: httpx.AsyncClient, caller: Caller) -> None:
     assert response.status_code == 204
     assert (await client.get(url, headers=caller.headers)).status_code == 404
     assert (await client.delete(url, headers=caller.headers)).status_code == 404
+
+
+async def test_a_batch_body_is_expanded_as_a_submit_expands_it(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    """A schedule is checked by the submit's own check: templates expanded, then planned."""
+    for batch, field in [
+        ({"jobs": [{"width": 64, "height": 64}]}, "batch.jobs[0].prompt"),
+        (
+            {"template": {"prompt": "a {{ colour }} bicycle"}, "jobs": [{"variables": {}}]},
+            "batch.jobs[0].variables",
+        ),
+        ({"template": "nosuch@3", "jobs": [{"variables": {"x": "y"}}]}, "batch.template"),
+    ]:
+        response = await client.post(
+            "/v1/schedules", json=schedule_body(batch=batch), headers=caller.headers
+        )
+        assert_rejected(response, field)
+    listed = (await client.get("/v1/schedules", headers=caller.headers)).json()
+    assert listed["items"] == []
+    ok = {
+        "template": {"prompt": "a {{ colour }} bicycle"},
+        "jobs": [{"variables": {"colour": "red"}}],
+    }
+    response = await client.post(
+        "/v1/schedules", json=schedule_body(batch=ok), headers=caller.headers
+    )
+    assert response.status_code == 201, response.text
+
+
+async def test_notify_urls_are_shown_as_a_batch_shows_them(
+    client: httpx.AsyncClient, caller: Caller
+) -> None:
+    notify = ["JSON://127.0.0.1:9/secret-token"]
+    batch = {"notify": notify, "jobs": [{"prompt": "a red bicycle", "width": 64, "height": 64}]}
+    submitted = await client.post("/v1/batches", json=batch, headers=caller.headers)
+    assert submitted.status_code == 202, submitted.text
+    schedule = await create(client, caller, batch=batch)
+    assert schedule["batch"]["notify"] == submitted.json()["notify"] == ["json://…"]
+    assert "secret-token" not in str(schedule)
