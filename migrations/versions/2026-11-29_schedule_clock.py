@@ -1,7 +1,7 @@
 """schedule clock: when the schedule ticks last ran (catch_up "skip" judges misses by it)
 
-Revision ID: 0015_schedule_clock
-Revises: 0012_schedules
+Revision ID: 0012_schedule_clock
+Revises: 0011_openai
 Create Date: 2026-11-29 16:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015_schedule_clock"
-down_revision: str | None = "0012_schedules"
+revision: str = "0012_schedule_clock"
+down_revision: str | None = "0011_openai"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

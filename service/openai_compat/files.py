@@ -10,9 +10,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.batches import repository as batches_repository
-from service.batches.service import cancel_batch
+from service.batches.actions import cancel_and_notify
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.jobs.tasks import enqueue_cancel, enqueue_jobs
+from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import Conflict
 from service.kit.text import Text, _NamesAreText
 from service.models import FINAL_BATCH_STATUSES
@@ -26,7 +26,6 @@ from service.openai_compat.errors import (
     OpenAIRoute,
 )
 from service.openai_compat.schemas import BatchList, BatchObject, FileObject
-from service.webhooks.tasks import enqueue_deliveries
 
 FILES_PATH = "/openai/v1/files"
 
@@ -185,15 +184,14 @@ async def cancel(
     locked = await batches_repository.get_batch(session, batch.id, api_key.id, for_update=True)
     assert locked is not None
     try:
-        event_ids = await cancel_batch(session, locked)
+        await cancel_and_notify(state, session, locked)
     except Conflict:
+        status = locked.status.value  # read before the rollback expires the row
+        await session.rollback()
         raise OpenAIError(
             409,
-            f"Cannot cancel a batch that already finished ({locked.status.value}).",
+            f"Cannot cancel a batch that already finished ({status}).",
             code="batch_finished",
             headers=NO_RETRY,
         ) from None
-    await session.commit()
-    await enqueue_deliveries(state, event_ids)
-    await enqueue_cancel(state, locked.id)
     return await _look(session, state, openai_batch_id, api_key)
