@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import json.encoder
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -79,10 +79,11 @@ class BatchTotals:
         return self.counts.get("queued", 0) + self.counts.get("running", 0)
 
 
-async def copy_jobs(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+async def copy_jobs(session: AsyncSession, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert many jobs with one COPY, inside the session's transaction.
 
-    One INSERT per job costs a round trip each; COPY streams them all at once."""
+    One INSERT per job costs a round trip each; COPY streams them all at once. `rows`
+    may be a generator: asyncpg sends each ~512 KiB as it is encoded."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
