@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import json.encoder
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -15,6 +16,37 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.jobs import fallbacks
 from service.models import Batch, Job, JobAttempt, JobStatus
+
+_QUEUED = JobStatus.queued.value
+_ZERO = Decimal(0)
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """json.dumps with its defaults, minus the ~8 us each call spends building its C
+    encoder: a 50,000-job COPY dumps 150,000 small dicts. The values come from parsed
+    JSON (never cyclic), so the circular-reference markers are left out."""
+    make: Any = getattr(json.encoder, "c_make_encoder", None)  # not in the stubs
+    if make is None:  # no _json C module: the plain way
+        return json.dumps
+    iterencode = make(
+        None,  # markers
+        json.JSONEncoder().default,  # raises TypeError for what JSON cannot hold
+        json.encoder.encode_basestring_ascii,  # ensure_ascii=True
+        None,  # indent
+        ": ",
+        ", ",
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+
+    def dumps(value: Any) -> str:
+        return "".join(iterencode(value, 0))
+
+    return dumps
+
+
+_dumps = _json_encoder()
 
 JOB_COPY_COLUMNS = (
     "id",
@@ -47,10 +79,11 @@ class BatchTotals:
         return self.counts.get("queued", 0) + self.counts.get("running", 0)
 
 
-async def copy_jobs(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> None:
+async def copy_jobs(session: AsyncSession, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert many jobs with one COPY, inside the session's transaction.
 
-    One INSERT per job costs a round trip each; COPY streams them all at once."""
+    One INSERT per job costs a round trip each; COPY streams them all at once. `rows`
+    may be a generator: asyncpg sends each ~512 KiB as it is encoded."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection
@@ -76,18 +109,18 @@ def job_copy_row(
         job_id,
         batch_id,
         index,
-        JobStatus.queued.value,
+        _QUEUED,
         prompt,
         model,
-        json.dumps(params),
-        json.dumps(metadata),
+        _dumps(params),
+        _dumps(metadata) if metadata else "{}",
         0,
-        Decimal(0),
+        _ZERO,
         now,
         now,
         parent_id,
         route,
-        json.dumps(variables) if variables is not None else None,
+        _dumps(variables) if variables is not None else None,
     )
 
 

@@ -7,6 +7,7 @@ a file, a schedule or the OpenAI door is planned, routed and estimated like any 
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -145,11 +146,14 @@ def _render_job(
 
 
 def _with(job: JobCreate, update: dict[str, Any]) -> JobCreate:
-    """The job with the rendered fields: model_copy(update=...) without its generic
-    copying (it costs a tenth of a second over 50,000 rows); the values are validated
-    strings, as a JobCreate holds them."""
-    fields = job.__dict__ | update
-    return JobCreate.model_construct(_fields_set=job.model_fields_set | update.keys(), **fields)
+    """The job with the rendered fields: model_copy(update=...) and model_construct cost
+    ~20 us a row (a second over 50,000 rows); a shallow copy (new __dict__ and fields set,
+    the caller's job untouched: schedules and dry runs re-use their body) costs a tenth.
+    The values are validated strings, as a JobCreate holds them."""
+    new = copy.copy(job)
+    new.__dict__.update(update)
+    new.__pydantic_fields_set__.update(update)
+    return new
 
 
 def _unknown(index: int, name: str) -> ErrorDetail:

@@ -31,6 +31,16 @@ from service.storage.naming import MAX_STEM_LENGTH, output_file_name, safe_outpu
         ("CON.png", "CON_"),
         (".png", "png"),  # a hidden file called "png", not an extension alone
         ("under_score-and.dot", "under_score-and"),
+        # Names already safe (a CSV's SKU column) take a shortcut that must agree.
+        ("SKU-1-000042", "SKU-1-000042"),
+        ("a_b-c", "a_b-c"),
+        ("a--b", "a-b"),
+        ("nul", "nul_"),
+        ("LPT9", "LPT9_"),
+        ("com1-x", "com1-x"),
+        ("x" * 120, "x" * 120),
+        ("x" * 121, "x" * 120),
+        ("y" * 119 + "-z", "y" * 119),
     ],
 )
 def test_safe_output_stem(name: str, stem: str) -> None:
