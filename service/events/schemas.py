@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from service.batches.schemas import BatchCounts
 from service.models import FINAL_BATCH_STATUSES
 
 EventType = Literal["job", "batch"]
@@ -52,15 +53,6 @@ class JobEventData(BaseModel):
     cost_usd: float
     output_url: str | None
     published_at: datetime
-
-
-class BatchCounts(BaseModel):
-    total: int
-    queued: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int
 
 
 class BatchEventData(BaseModel):
