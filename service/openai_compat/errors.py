@@ -152,6 +152,8 @@ def from_validation(errors: Sequence[Any]) -> OpenAIError:
     if first.get("type") == "json_invalid":
         return bad_request("We could not parse the JSON body of your request.", None)
     message = str(first.get("msg", "invalid request"))
+    if first.get("type") == "string_pattern_mismatch" and param == "size":
+        message = "must be 'auto' or 'WIDTHxHEIGHT', each side 64 to 4096 (e.g. '1024x1024')"
     if first.get("type") == "missing":
         message = f"Missing required parameter: '{param}'."
     elif param:

@@ -49,6 +49,9 @@ async def test_bad_parameters_are_400s_naming_the_param(
         response = await client.post(GENERATIONS, json=body, headers=caller.headers)
         error = openai_error(response, 400)
         assert (error["param"], error["type"]) == (param, "invalid_request_error"), (body, error)
+        if param == "size":  # said in words, not as the schema's pattern
+            assert "WIDTHxHEIGHT" in error["message"], error
+            assert "(?:" not in error["message"], error
     # Nothing was created.
     batches = await client.get("/v1/batches", headers=caller.headers)
     assert batches.json()["items"] == []
