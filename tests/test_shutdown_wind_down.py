@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from structlog.testing import capture_logs
+import pytest
+import structlog
+from structlog.testing import LogCapture
 
+from service.dispatch import dispatcher as dispatcher_module
 from service.state import State
 from service.worker import build_dispatcher, wind_down
 
@@ -48,7 +51,13 @@ async def test_a_second_signal_cuts_the_grace_short(state: State) -> None:
     assert task.cancelled()
 
 
-async def test_each_cut_request_is_logged_with_its_job(state: State) -> None:
+async def test_each_cut_request_is_logged_with_its_job(
+    state: State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module's logger is swapped: structlog caches loggers on first use, so
+    # capture_logs would miss the lines of one an earlier test already used.
+    capture = LogCapture()
+    monkeypatch.setattr(dispatcher_module, "log", structlog.wrap_logger(None, processors=[capture]))
     dispatcher = build_dispatcher(state)
     started = asyncio.Event()
 
@@ -60,8 +69,7 @@ async def test_each_cut_request_is_logged_with_its_job(state: State) -> None:
     task = asyncio.create_task(request(), name=f"job:{job_id}")  # as the dispatcher names it
     dispatcher.running.add(task)
     await started.wait()
-    with capture_logs() as logged:
-        await wind_down(dispatcher, [], grace_s=0)
+    await wind_down(dispatcher, [], grace_s=0)
     assert task.cancelled()
-    cut = [entry for entry in logged if entry["event"] == "job_request_cut"]
+    cut = [entry for entry in capture.entries if entry["event"] == "job_request_cut"]
     assert [(entry["log_level"], entry["job_id"]) for entry in cut] == [("warning", job_id)]

@@ -175,6 +175,8 @@ class CountsCoalescer:
         # Batches whose final event this process published (oldest first, at most
         # MAX_ENDED), until a job of theirs is put back in line.
         self.ended: dict[uuid.UUID, None] = {}
+        # Set when the process closes: what is owed is published now, not after the wait.
+        self.hurry = asyncio.Event()
 
     def mark(self, batch_ids: Iterable[uuid.UUID]) -> None:
         self.pending.update(batch_ids)
@@ -183,7 +185,8 @@ class CountsCoalescer:
 
     async def _flush(self) -> None:
         while self.pending:
-            await asyncio.sleep(self.state.settings.events_coalesce_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hurry.wait(), self.state.settings.events_coalesce_s)
             batch_ids, self.pending = self.pending, set()
             await publish_batch_counts(self.state, batch_ids, coalesced=True)
 
@@ -203,10 +206,11 @@ async def settle_counts(state: State) -> None:
     before it closes, and before tests empty the tables (a TRUNCATE beside the counts'
     query can deadlock)."""
     found = _COUNTS.pop(id(state), None)
-    task = found.task if found is not None and found.state is state else None
-    if task is not None and not task.done():
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=10)
+    if found is None or found.state is not state or found.task is None or found.task.done():
+        return
+    found.hurry.set()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(found.task, timeout=10)
 
 
 async def publish_bulk_change(
