@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from arq import cron
@@ -135,6 +137,43 @@ def build_workers(state: State) -> list[Worker]:
     return [jobs, webhooks, cancellations]
 
 
+@dataclass(frozen=True)
+class Loops:
+    """A worker's loops, started in the current event loop."""
+
+    dispatcher: Dispatcher
+    workers: list[Worker]
+    mains: list[asyncio.Task[None]]  # each arq Worker's main(): done when it exits
+
+
+def start_loops(state: State) -> Loops:
+    """The dispatcher and the arq Workers, running; the one way every runner of them
+    (the worker process, run_until_idle, a test) starts them."""
+    workers = build_workers(state)
+    dispatcher = build_dispatcher(state)
+    mains = [asyncio.create_task(worker.main()) for worker in workers]
+    dispatcher.start()
+    return Loops(dispatcher, workers, mains)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(state: State) -> AsyncIterator[Loops]:
+    """A worker's loops in the caller's event loop until the block ends (run_until_idle,
+    and tests that need a worker beside a live server). They stop at once, with a short
+    grace: nothing here outlives the block, unlike the process's wind_down."""
+    loops = start_loops(state)
+    try:
+        yield loops
+    finally:
+        await loops.dispatcher.stop(grace_s=5)
+        await stop_on_time_polls(grace_s=5)
+        for main in loops.mains:
+            main.cancel()
+        await asyncio.gather(*loops.mains, return_exceptions=True)
+        for worker in loops.workers:
+            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
 async def run_until_idle(
     state: State, *, wait_for_deferred: bool = False, poll_s: float = 0.05
 ) -> None:
@@ -144,24 +183,14 @@ async def run_until_idle(
     With `wait_for_deferred`, also until no poll or backed-off job is waiting for later
     (webhook retries, hours away, never count). A running arq job stays in its queue
     until it finishes, so "nothing due" also means "nothing running"."""
-    workers = build_workers(state)
-    dispatcher = build_dispatcher(state)
-    mains = [asyncio.create_task(worker.main()) for worker in workers]
-    dispatcher.start()
-    try:
+    async with running_worker(state) as loops:
         quiet = 0
-        while quiet < 3 and not any(main.done() for main in mains):
+        while quiet < 3 and not any(main.done() for main in loops.mains):
             await asyncio.sleep(poll_s)
-            idle = not dispatcher.busy and await _nothing_due(state, workers, wait_for_deferred)
+            idle = not loops.dispatcher.busy and await _nothing_due(
+                state, loops.workers, wait_for_deferred
+            )
             quiet = quiet + 1 if idle else 0
-    finally:
-        await dispatcher.stop(grace_s=5)
-        await stop_on_time_polls(grace_s=5)
-        for main in mains:
-            main.cancel()
-        await asyncio.gather(*mains, return_exceptions=True)
-        for worker in workers:
-            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
 
 
 async def _nothing_due(state: State, workers: list[Worker], wait_for_deferred: bool) -> bool:
@@ -261,16 +290,13 @@ async def run_workers(settings: Settings) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, 30.0)
             continue
-        workers = build_workers(state)
-        dispatcher = build_dispatcher(state)
-        mains = [asyncio.create_task(worker.main()) for worker in workers]
-        dispatcher.start()
+        loops = start_loops(state)
         stopper = asyncio.create_task(stop.wait())
-        log.info("worker_started", queues=[w.queue_name for w in workers])
-        done, _ = await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
+        log.info("worker_started", queues=[w.queue_name for w in loops.workers])
+        done, _ = await asyncio.wait([*loops.mains, stopper], return_when=asyncio.FIRST_COMPLETED)
         grace_s = settings.shutdown_grace_s if stop.is_set() else min(settings.shutdown_grace_s, 10)
-        await wind_down(dispatcher, workers, grace_s=grace_s, hurry=hurry)
-        for task in [*mains, stopper]:
+        await wind_down(loops.dispatcher, loops.workers, grace_s=grace_s, hurry=hurry)
+        for task in [*loops.mains, stopper]:
             task.cancel()
         failure = next(
             (t.exception() for t in done if t is not stopper and not t.cancelled()), None

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from service.run_cli import download_command, run_file
 from service.state import State
 from service.worker import run_until_idle
 from tests.conftest import ROOT, Caller, submit
-from tests.live import live_server
 from tests.manifests.helpers import finished_batch
 
+pytest_plugins = ("tests.cli_fixtures",)  # api_url, env
 DARKROOM = [sys.executable, "-m", "service.cli"]
 CSV = (
     "sku,name,prompt,output_name,format,width,height\n"
@@ -56,23 +55,6 @@ FILES = {
     ),
     "covers.json": json.dumps(BATCH),
 }
-
-
-@pytest.fixture
-def api_url(state: State) -> Iterator[str]:
-    with live_server(state.settings) as url:
-        yield url
-
-
-@pytest.fixture
-def env(api_url: str, caller: Caller, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DARKROOM_API_URL": api_url,
-        "DARKROOM_API_KEY": caller.key,
-        "DARKROOM_DATA_DIR": str(tmp_path / "cli-data"),
-        "COLUMNS": "200",
-    }
 
 
 async def darkroom(

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +18,11 @@ from service.run_template import BatchOptions
 from service.state import State
 from tests.batches.files.posting import counts, stored_batch, stored_jobs
 from tests.conftest import Caller
-from tests.live import live_server
 from tests.test_cli_run import assert_folder_matches_manifest, assert_one_line, darkroom, in_process
 
+pytest_plugins = ("tests.cli_fixtures",)  # api_url, env
 PROMPT = "E-commerce photo: {{ name }}, {{ color }}, studio lighting, white background"
 PRODUCTS = 'sku,name,color\nA-1,Mug,red\nA-2,"Cup, large",blue\nA-3,Bowl,green\n'
-
-
-@pytest.fixture
-def api_url(state: State) -> Iterator[str]:
-    with live_server(state.settings) as url:
-        yield url
-
-
-@pytest.fixture
-def env(api_url: str, caller: Caller, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DARKROOM_API_URL": api_url,
-        "DARKROOM_API_KEY": caller.key,
-        "DARKROOM_DATA_DIR": str(tmp_path / "cli-data"),
-        "COLUMNS": "200",
-    }
 
 
 async def test_a_csv_of_columns_renders_through_inline_templates_to_named_files(

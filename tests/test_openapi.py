@@ -39,11 +39,11 @@ from sqlalchemy import text
 from service.app import create_app
 from service.config import Settings
 from service.state import State, build_state, close_state
+from service.worker import running_worker
 from tests.conftest import ROOT, Caller
 from tests.fuzz_inputs import UPLOAD_IMAGE, runnable_models, unsound_bodies, within_reach
 from tests.jobs.scripted import run_attempt
 from tests.live import live_server
-from tests.openai_compat.conftest import running_worker
 
 SCHEMA_PATH = ROOT / "openapi" / "openapi.json"
 CHECKS = [

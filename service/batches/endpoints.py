@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import Field
 
 from service.batches import repository, service
-from service.batches.actions import cancel_and_notify, retry_and_enqueue
+from service.batches.actions import cancel_and_notify, enqueue_submitted, retry_and_enqueue
 from service.batches.files.read import read_batch_file, relocate
 from service.batches.files.route import FileRoute, openapi_request_body
 from service.batches.schemas import (
@@ -23,7 +23,6 @@ from service.batches.schemas import (
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
-from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import ERROR_RESPONSES, ApiError, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -154,7 +153,7 @@ async def _accept(
     if not submitted.created:
         response.status_code = 200
         return await service.present_batch(session, batch)
-    await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
+    await enqueue_submitted(state, submitted)
     return submitted.created_out()
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from arq.connections import ArqRedis as Redis
+from redis.asyncio.client import Pipeline
 
 from service.models import Priority
 from service.providers.account import Limits
@@ -342,13 +343,16 @@ class DispatchQueue:
         return [score is not None and float(score) > now for score in scores]
 
     async def queued_by_priority(self) -> dict[Priority, int]:
-        keys = [
-            self.keys.ring(Priority.realtime),
-            self.keys.ring(Priority.bulk),
-            self.keys.delayed,
-        ]
-        realtime, bulk = await self._queued(keys=keys, args=[self.keys.flow_prefix])
+        realtime, bulk = await self._queued(keys=self._queued_keys(), args=[self.keys.flow_prefix])
         return {Priority.realtime: int(realtime), Priority.bulk: int(bulk)}
+
+    async def queued_by_priority_in(self, pipe: Pipeline) -> None:
+        """The same count, added to `pipe` (its result there: [realtime, bulk]), so that
+        a reader of many accounts (the /metrics snapshot) pays one round trip for all."""
+        await self._queued(keys=self._queued_keys(), args=[self.keys.flow_prefix], client=pipe)
+
+    def _queued_keys(self) -> list[str]:
+        return [self.keys.ring(Priority.realtime), self.keys.ring(Priority.bulk), self.keys.delayed]
 
     async def backlog(self) -> int:
         return int(await cast(Awaitable[int], self.redis.scard(self.keys.waiting)))

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 
+from service.batches.actions import enqueue_submitted
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.integrations import ingest, repository, service
 from service.integrations.kinds.base import InboundRequest
@@ -23,7 +24,6 @@ from service.integrations.schemas import (
     PreviewIn,
     PreviewOut,
 )
-from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import (
     ERROR_RESPONSES,
     ErrorDetail,
@@ -201,8 +201,8 @@ async def receive_hook(integration_id: uuid.UUID, request: Request) -> HookAnswe
             log.info("hook_rejected", integration_id=str(exc.integration_id), reason=exc.reason)
             raise Unauthorized(f"signature check failed: {exc.reason}") from None
         await session.commit()
-    if outcome.batch is not None:
-        await enqueue_jobs(state, outcome.batch.id, outcome.batch.priority, outcome.jobs)
+    if outcome.submitted is not None:
+        await enqueue_submitted(state, outcome.submitted)
     if outcome.failure is not None:
         failure = outcome.failure
         raise InvalidInput(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import MAX_PROMPT, BatchCreate
-from service.batches.service import submit_batch
+from service.batches.service import SubmittedBatch, submit_batch
 from service.config import Settings
 from service.integrations import repository
 from service.integrations.kinds import KINDS
@@ -43,7 +43,7 @@ from service.integrations.render import RenderedJob, RenderFailed, render_job
 from service.integrations.schemas import HookAnswer
 from service.kit.base import utcnow
 from service.kit.errors import ErrorDetail, InvalidInput, NotFound
-from service.models import ApiKey, Batch, Integration, Verdict
+from service.models import ApiKey, Integration, Verdict
 from service.providers.registry import ProviderRegistry
 
 MAX_STORED_BODY = 256 * 1024
@@ -67,8 +67,8 @@ class SignatureRejected(Exception):
 @dataclass
 class HookOutcome:
     answer: HookAnswer
-    batch: Batch | None = None
-    jobs: list[tuple[uuid.UUID, str]] = field(default_factory=list)
+    # The batch made, to enqueue after commit.
+    submitted: SubmittedBatch | None = None
     # The event was stored as failed: answer 422 with this, after commit.
     failure: RenderFailed | None = None
 
@@ -210,9 +210,7 @@ async def _make_job(
         },
     )
     return HookOutcome(
-        HookAnswer(event_id=event_id, job_id=job_id, status="accepted"),
-        batch=submitted.batch,
-        jobs=submitted.jobs,
+        HookAnswer(event_id=event_id, job_id=job_id, status="accepted"), submitted=submitted
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.dispatch.queue import _QUEUED
 from service.logging import get_logger
 from service.metrics import repository
 from service.models import Priority
@@ -86,21 +85,17 @@ async def _read_postgres(
 
 async def _read_redis(state: State) -> tuple[list[AccountState], dict[str, int]]:
     names = state.dispatch.accounts()
-    queued = state.redis.register_script(_QUEUED)
     settings = state.settings
     cancel_queue = f"{settings.queue_name}:cancel"  # service.jobs.tasks.cancel_queue_name
     task_queues = [settings.queue_name, settings.webhook_queue_name, cancel_queue]
     now = now_ms()
     async with state.redis.pipeline(transaction=False) as pipe:
         for name in names:
-            keys = state.dispatch.queue(name).keys
+            dispatch_queue = state.dispatch.queue(name)
+            keys = dispatch_queue.keys
             pipe.hmget(keys.limiter, ["rate", "blocked_until"])
             pipe.zcount(keys.slots, now, "+inf")
-            await queued(
-                keys=[keys.ring(Priority.realtime), keys.ring(Priority.bulk), keys.delayed],
-                args=[keys.flow_prefix],
-                client=pipe,
-            )
+            await dispatch_queue.queued_by_priority_in(pipe)
         for queue in task_queues:
             pipe.zcard(queue)
         results = await pipe.execute()

@@ -10,9 +10,9 @@ from fastapi import APIRouter, File, Form, Header, Query, UploadFile
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
+from service.batches.actions import enqueue_submitted
 from service.batches.schemas import MAX_PROMPT
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.jobs.tasks import enqueue_jobs
 from service.kit.text import Text, VisibleText
 from service.models import JobStatus
 from service.openai_compat import images, repository
@@ -69,11 +69,10 @@ async def _run(
         idempotency_key=idempotency_key or None,
     )
     await session.commit()  # lets go of the connection for the wait
-    batch = submitted.batch
-    if submitted.created:
-        await enqueue_jobs(state, batch.id, batch.priority, submitted.jobs)
-    jobs = await images.wait_for_jobs(state, batch.id, state.settings.openai_wait_timeout_s)
-    return await images.present(state, batch.id, jobs, params.response_format or "b64_json")
+    await enqueue_submitted(state, submitted)
+    batch_id = submitted.batch.id
+    jobs = await images.wait_for_jobs(state, batch_id, state.settings.openai_wait_timeout_s)
+    return await images.present(state, batch_id, jobs, params.response_format or "b64_json")
 
 
 @router.post("/images/generations", responses=_WAIT_RESPONSES)

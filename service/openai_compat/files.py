@@ -10,9 +10,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.batches import repository as batches_repository
-from service.batches.actions import cancel_and_notify
+from service.batches.actions import cancel_and_notify, enqueue_submitted
 from service.deps import ApiKeyDep, SessionDep, StateDep
-from service.jobs.tasks import enqueue_jobs
 from service.kit.errors import Conflict
 from service.kit.text import Text, _NamesAreText
 from service.models import FINAL_BATCH_STATUSES
@@ -113,9 +112,8 @@ async def create_batch(
         metadata=body.metadata,
     )
     await session.commit()
-    batch = created.submitted.batch
-    await enqueue_jobs(state, batch.id, batch.priority, created.submitted.jobs)
-    return await svc.present(session, created.openai_batch, batch)
+    await enqueue_submitted(state, created.submitted)
+    return await svc.present(session, created.openai_batch, created.submitted.batch)
 
 
 async def _look(

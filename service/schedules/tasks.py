@@ -12,9 +12,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from service.batches.actions import enqueue_submitted
 from service.config import Settings
 from service.db import session_scope
-from service.jobs.tasks import enqueue_jobs
 from service.kit.base import utcnow
 from service.logging import get_logger
 from service.schedules import repository
@@ -75,9 +75,9 @@ async def run_schedules(state: State, *, now: datetime | None = None) -> int:
         if ran is None:
             break
         handled += 1
-        if ran.submitted is not None:
+        if ran.submitted is not None:  # committed by the scope above
             batch = ran.submitted.batch
-            await enqueue_jobs(state, batch.id, batch.priority, ran.submitted.jobs)
+            await enqueue_submitted(state, ran.submitted)
             log.info(
                 "schedule_ran",
                 schedule_id=str(ran.schedule_id),

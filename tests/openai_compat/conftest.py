@@ -4,39 +4,17 @@ in the test's event loop against the same Postgres and Redis, on the built-in re
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
 from openai import AsyncOpenAI
 
 from service.config import Settings
-from service.jobs.polls import stop_on_time_polls
 from service.state import State
-from service.worker import build_dispatcher, build_workers
+from service.worker import running_worker
 from tests.conftest import Caller
 from tests.live import live_server
-
-
-@asynccontextmanager
-async def running_worker(state: State) -> AsyncIterator[None]:
-    """A worker process's loops, until the block ends."""
-    workers = build_workers(state)
-    dispatcher = build_dispatcher(state)
-    mains = [asyncio.create_task(worker.main()) for worker in workers]
-    dispatcher.start()
-    try:
-        yield
-    finally:
-        await dispatcher.stop(grace_s=5)
-        await stop_on_time_polls(grace_s=5)
-        for main in mains:
-            main.cancel()
-        await asyncio.gather(*mains, return_exceptions=True)
-        for worker in workers:
-            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
 
 
 @dataclass(frozen=True)

@@ -4,20 +4,16 @@ test's event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
-from service.jobs.polls import stop_on_time_polls
 from service.state import State
-from service.worker import build_dispatcher, build_workers
 from simulators import SimConfig, SimulatorHandle, run_simulator
 from tests.conftest import ROOT
 from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
@@ -72,28 +68,9 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     """The API on a live port with an OpenAI account at the simulator (model `gpt-sim`).
     Jobs take a little while there, two at a time, so progress can be watched; they run
-    only inside `running_worker`."""
+    only inside `service.worker.running_worker`."""
     monkeypatch.setenv(SIM_TOKEN_ENV, "sim-token")
     async with run_simulator(SimConfig(latency={"kind": "fixed", "s": 0.3})) as sim:
         await use_config(state, sim_config(sim.url, openai_limits={"max_concurrent": 2}), tmp_path)
         with live_server(state.settings) as url:
             yield Stack(url, state, sim)
-
-
-@asynccontextmanager
-async def running_worker(state: State) -> AsyncIterator[None]:
-    """A worker (dispatcher and arq workers) in this loop until the block ends."""
-    workers = build_workers(state)
-    dispatcher = build_dispatcher(state)
-    mains = [asyncio.create_task(worker.main()) for worker in workers]
-    dispatcher.start()
-    try:
-        yield
-    finally:
-        await dispatcher.stop(grace_s=5)
-        await stop_on_time_polls(grace_s=5)
-        for main in mains:
-            main.cancel()
-        await asyncio.gather(*mains, return_exceptions=True)
-        for worker in workers:
-            await asyncio.gather(*worker.tasks.values(), return_exceptions=True)

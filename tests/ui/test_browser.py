@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 from playwright.async_api import Browser, BrowserContext, Page, expect
 
+from service.worker import running_worker
 from tests.conftest import Caller
-from tests.ui.conftest import WAIT_MS, Stack, running_worker
+from tests.ui.conftest import WAIT_MS, Stack
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
