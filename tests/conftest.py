@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.app import create_app
 from service.auth.service import create_key
@@ -24,13 +24,10 @@ from service.devenv import RunningServices, drop_database, ensure_services
 from service.devenv.redis_dbs import claim_redis_db, release_redis_db, with_db
 from service.events.publish import settle_counts
 from service.migrate import upgrade_to_head
+from service.models import Base
 from service.state import State, build_state, close_state
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = (
-    "inbound_events, webhook_attempts, webhook_events, job_attempts, jobs, batches, "
-    "integrations, budget_ledgers, api_keys, schedule_clock"
-)
 
 
 @dataclass(frozen=True)
@@ -80,11 +77,19 @@ async def state(settings: Settings) -> AsyncIterator[State]:
     try:
         yield state
     finally:
-        await settle_counts(state)  # its query beside the TRUNCATE could deadlock
+        await settle_counts(state)  # its query would race the emptying
         async with state.engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+            await empty_tables(connection)
         await state.redis.flushdb()
         await close_state(state)
+
+
+async def empty_tables(connection: AsyncConnection) -> None:
+    """Every table emptied, children first. DELETE rather than TRUNCATE: on tables this
+    small a DELETE takes a few milliseconds, and TRUNCATE's new files 70 to 300 (before
+    every test, that was minutes of a run)."""
+    for table in reversed(Base.metadata.sorted_tables):
+        await connection.execute(table.delete())
 
 
 @pytest.fixture

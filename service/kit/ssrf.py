@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from service.kit.tls import tls_context
+
 if TYPE_CHECKING:
     from service.config import Settings
 
@@ -304,10 +306,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         limits: httpx.Limits | None = None,
     ) -> None:
         limits = limits if limits is not None else httpx.Limits(max_connections=100)
-        super().__init__(verify=verify, trust_env=False, limits=limits)
+        tls = tls_context(verify, trust_env=False)
+        super().__init__(verify=tls, trust_env=False, limits=limits)
         self.backend = backend
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=tls,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

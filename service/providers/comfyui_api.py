@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from service.kit.tls import tls_context
 from service.providers.account import AccountConfig
 from service.providers.base import ProviderPermanentError
 from service.providers.http import (
@@ -41,7 +42,9 @@ class ComfyAPI:
         self._deadline_s = CONNECT_TIMEOUT_S + account.timeout_s
         self._owns_client = client is None
         # The base URL is the operator's (often loopback): no SSRF guard, no redirects.
-        self._client = client or httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._client = client or httpx.AsyncClient(
+            timeout=self._timeout, follow_redirects=False, verify=tls_context()
+        )
 
     def headers(self) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}

@@ -18,9 +18,7 @@ import base64
 import binascii
 import json
 import os
-import ssl
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +28,7 @@ from service.config import get_settings
 from service.kit.jsonpath import JsonPathNotFound
 from service.kit.ssrf import guarded_client
 from service.kit.templating import TemplateError, render_value
+from service.kit.tls import tls_context
 from service.providers.base import (
     CONTENT_TYPES,
     AsyncProvider,
@@ -72,13 +71,6 @@ __all__ = ["KIND", "DeclarativeAsyncProvider", "DeclarativeSyncProvider", "HttpC
 # Request text and provider ids go into paths quoted (no '/', '?', '#' of their own);
 # the model's ref may hold '/' (an operator writes it: `fal-ai/flux/dev`).
 _PATH_SAFE = {"ref": "/"}
-
-
-@lru_cache(maxsize=1)
-def _tls() -> ssl.SSLContext:
-    """One TLS context for every account's client: loading the CA bundle takes a good
-    part of a second, which each account (and each test) would pay again."""
-    return httpx.create_ssl_context()
 
 
 def request_variables(request: GenerationRequest) -> dict[str, Any]:
@@ -177,7 +169,7 @@ class _Declarative:
         self.name = name
         self.config = config
         self._deps = deps
-        self._client = deps.http or httpx.AsyncClient(follow_redirects=False, verify=_tls())
+        self._client = deps.http or httpx.AsyncClient(follow_redirects=False, verify=tls_context())
         self._owns_client = deps.http is None
         # Output URLs are the provider's choice: ProviderHTTP fetches them through the
         # SSRF guard (an injected client, a test's, serves both). Made on first use.

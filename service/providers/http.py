@@ -20,6 +20,7 @@ import httpx
 
 from service.config import Settings, get_settings
 from service.kit.ssrf import guarded_client
+from service.kit.tls import tls_context
 from service.providers.account import AccountConfig
 from service.providers.base import (
     ProviderError,
@@ -59,6 +60,7 @@ def build_client(account: AccountConfig, token: str | None = None) -> httpx.Asyn
         headers=headers,
         timeout=account_timeout(account),
         follow_redirects=False,
+        verify=tls_context(),
     )
 
 

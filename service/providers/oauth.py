@@ -36,6 +36,7 @@ import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from service.kit.tls import tls_context
 from service.logging import get_logger, redact_httpx_urls
 from service.providers.base import ProviderError, ProviderPermanentError, ProviderRetryableError
 from service.providers.oauth_endpoint import (
@@ -132,7 +133,11 @@ class TokenSource:
         self.account = account
         self.auth = auth
         self._redis = redis
-        self._client = client if client is not None else httpx.AsyncClient(follow_redirects=False)
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(follow_redirects=False, verify=tls_context())
+        )
         self._owns_client = client is None
         self._timeout_s = timeout_s
         self._clock = clock

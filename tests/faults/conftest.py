@@ -9,12 +9,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 
 from service.devenv import create_database_if_missing
 from service.devenv.probes import free_port
 from service.migrate import upgrade_to_head
-from tests.conftest import TABLES
+from tests.conftest import empty_tables
 from tests.faults.servers import PostgresServer, RedisServer
 from tests.faults.stack import Servers, Stack
 
@@ -50,7 +49,7 @@ async def stack(servers: Servers, tmp_path: Path) -> AsyncIterator[Stack]:
     try:
         await stack.redis.flushall()
         async with stack.db.engine.begin() as connection:
-            await connection.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+            await empty_tables(connection)
         yield stack
     finally:
         await stack.close()
