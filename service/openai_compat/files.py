@@ -35,8 +35,8 @@ router = APIRouter(
     responses=OPENAI_ERROR_RESPONSES,
 )
 
-FileId = Annotated[str, Field(max_length=100)]
-BatchId = Annotated[str, Field(max_length=100)]
+FileId = Annotated[Text, Field(max_length=100)]
+BatchId = Annotated[Text, Field(max_length=100)]
 _CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": OpenAIErrorResponse, "description": "The batch already finished"}
 }

@@ -3,7 +3,8 @@ the wait, and OpenAI's answer.
 
 The batch goes through `batches.service.submit_batch` like any other, so the registry,
 routes, limits, fallbacks and budgets all apply. The wait holds no database connection:
-each look at the jobs is a short session of its own, spaced by a growing pause.
+each look at the jobs is a short session of its own, taken when the batch's live events
+say something changed.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.batches.schemas import BatchCreate
 from service.batches.service import SubmittedBatch, submit_batch
+from service.events.hub import Listener, hub_for
 from service.kit.errors import ApiError
 from service.kit.json_guard import unstorable
+from service.logging import get_logger
 from service.models import FINAL_JOB_STATUSES, ApiKey, Job, JobStatus
 from service.openai_compat import repository
 from service.openai_compat.errors import NO_RETRY, OpenAIError, bad_request, from_validation
@@ -32,6 +36,7 @@ from service.openai_compat.schemas import ImageData, ImagesResponse
 from service.state import State
 from service.storage.base import StorageError
 
+log = get_logger(__name__)
 FIRST_LOOK_S = 0.05
 LONGEST_PAUSE_S = 1.0
 
@@ -131,28 +136,50 @@ async def submit_images(
 
 async def wait_for_jobs(state: State, batch_id: uuid.UUID, timeout_s: float) -> Sequence[Job]:
     """The batch's jobs once every one has finished; OpenAIError 504 naming the batch when
-    they have not within `timeout_s` (the work goes on and is not lost)."""
+    they have not within `timeout_s` (the work goes on and is not lost).
+
+    Postgres decides; the batch's live events (events.hub) say when to look again, so an
+    image is answered as soon as it is stored. Redis may lose an event or be away: a look
+    at least every LONGEST_PAUSE_S, growing from FIRST_LOOK_S, covers both."""
     deadline = time.monotonic() + timeout_s
+    listener = await _listen(state, batch_id)
     pause = FIRST_LOOK_S
-    while True:
-        async with state.sessionmaker() as session:
-            jobs = await repository.batch_jobs(session, batch_id)
-        if jobs and all(job.status in FINAL_JOB_STATUSES for job in jobs):
-            return jobs
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise OpenAIError(
-                504,
-                f"The images were not ready within {timeout_s:g} s. They are still being "
-                f"made in Darkroom batch {batch_id}: GET /v1/batches/{batch_id}/jobs "
-                "returns them when done.",
-                type="timeout",
-                code="timeout",
-                headers=NO_RETRY,
-                extra={"batch_id": str(batch_id)},
-            )
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 1.5, LONGEST_PAUSE_S)
+    try:
+        while True:
+            async with state.sessionmaker() as session:
+                jobs = await repository.batch_jobs(session, batch_id)
+            if jobs and all(job.status in FINAL_JOB_STATUSES for job in jobs):
+                return jobs
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise OpenAIError(
+                    504,
+                    f"The images were not ready within {timeout_s:g} s. They are still being "
+                    f"made in Darkroom batch {batch_id}: GET /v1/batches/{batch_id}/jobs "
+                    "returns them when done.",
+                    type="timeout",
+                    code="timeout",
+                    headers=NO_RETRY,
+                    extra={"batch_id": str(batch_id)},
+                )
+            if listener is not None and not listener.dropped:
+                await listener.wait(min(LONGEST_PAUSE_S, left))
+            else:  # no events (Redis away, or the stream ended): the growing pause alone
+                await asyncio.sleep(min(pause, left))
+                pause = min(pause * 1.5, LONGEST_PAUSE_S)
+    finally:
+        if listener is not None:
+            hub_for(state).unsubscribe(listener)
+
+
+async def _listen(state: State, batch_id: uuid.UUID) -> Listener | None:
+    """A listener on the batch's events, taken before the first look so that nothing
+    falls between; None when Redis cannot be read (the pauses still find the jobs)."""
+    try:
+        return await hub_for(state).subscribe(batch_id)
+    except (RedisError, OSError) as exc:
+        log.warning("openai_wait_without_events", batch_id=str(batch_id), error=repr(exc))
+        return None
 
 
 def job_failure(job: Job, batch_id: uuid.UUID) -> OpenAIError:
