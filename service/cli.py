@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import uvicorn
@@ -25,6 +25,8 @@ EXIT_CODES_HELP = (
     "cancelled jobs; 4 some outputs could not be downloaded (run `darkroom download` "
     "again); 5 the batch is not finished; 130 interrupted."
 )
+
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts")]
 
 app = typer.Typer(help="Darkroom: images in bulk for other software.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -160,12 +162,34 @@ async def grace_warning(settings: Settings, config: DarkroomConfig) -> str | Non
 
 
 @app.command()
-def migrate() -> None:
+def migrate(as_json: JsonOption = False) -> None:
     """Apply the database migrations (Alembic upgrade head)."""
-    from service.migrate import upgrade_to_head
+    from service.migrate import head_revision, upgrade_to_head
 
-    upgrade_to_head(get_settings().database_url)
-    typer.echo("database is at the latest migration")
+    settings = get_settings()
+    try:
+        upgrade_to_head(settings.database_url)
+    except Exception as exc:
+        _database_failed("migrate", settings.database_url, exc)
+    revision = head_revision()
+    if as_json:
+        typer.echo(json.dumps({"revision": revision}))
+    else:
+        typer.echo(f"database is at the latest migration ({revision})")
+
+
+def _database_failed(what: str, database_url: str, exc: Exception) -> NoReturn:
+    """A database that cannot be reached (or refuses) as one line naming it, password
+    hidden, instead of a traceback; anything else is a bug and keeps its traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, OSError | DBAPIError):
+        raise exc
+    where = make_url(database_url).render_as_string(hide_password=True)
+    reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    typer.echo(f"darkroom: cannot {what} {where}: {reason}", err=True)
+    raise typer.Exit(1) from None
 
 
 @keys_app.command("create")
@@ -174,9 +198,6 @@ def keys_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print {key, webhook_secret}")] = False,
 ) -> None:
     """Create an API key. The key and its webhook signing secret are shown once."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import DBAPIError
-
     from service.dev_key import create_key_now
 
     settings = get_settings()
@@ -184,11 +205,8 @@ def keys_create(
         created = asyncio.run(
             create_key_now(settings.database_url, name, pepper=settings.secret_key)
         )
-    except (OSError, DBAPIError) as exc:
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
-        typer.echo(f"darkroom: cannot create a key in {where}: {reason}", err=True)
-        raise typer.Exit(1) from None
+    except Exception as exc:
+        _database_failed("create a key in", settings.database_url, exc)
     if as_json:
         typer.echo(json.dumps(created))
     else:
@@ -226,7 +244,6 @@ UrlOption = Annotated[
 KeyOption = Annotated[
     str | None, typer.Option(envvar="DARKROOM_API_KEY", help="Default: the dev key")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object on stdout, for scripts")]
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -298,6 +315,7 @@ def download(
 @app.command()
 def openapi(
     output: Annotated[Path, typer.Option(help="Where to write it")] = Path("openapi/openapi.json"),
+    as_json: JsonOption = False,
 ) -> None:
     """Write the OpenAPI document the app serves."""
     from service.app import create_app
@@ -305,7 +323,11 @@ def openapi(
     document = create_app().openapi()
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    typer.echo(f"wrote {output}")
+    if as_json:
+        operations = sum(len(methods) for methods in document["paths"].values())
+        typer.echo(json.dumps({"output": str(output), "operations": operations}))
+    else:
+        typer.echo(f"wrote {output}")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -40,3 +41,10 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
+
+
+def head_revision() -> str:
+    """The revision `upgrade_to_head` brings a database to."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None  # the history is linear and never empty
+    return head

@@ -113,11 +113,17 @@ def test_keys_create_json_prints_key_and_secret_once(cli_env: dict[str, str]) ->
     assert created["webhook_secret"].startswith("whsec_")
 
 
-def test_keys_create_without_a_database_says_so_in_one_line(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [(["keys", "create", "--name", "ci"], "create a key in"), (["migrate"], "migrate")],
+)
+def test_a_command_without_a_database_says_so_in_one_line(
+    cli_env: dict[str, str], command: list[str], says: str
+) -> None:
     closed = free_port()
     env = {**cli_env, "DARKROOM_DATABASE_URL": f"postgresql+asyncpg://u:pw@127.0.0.1:{closed}/x"}
     result = subprocess.run(
-        [*DARKROOM, "keys", "create", "--name", "ci"],
+        [*DARKROOM, *command],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -128,9 +134,29 @@ def test_keys_create_without_a_database_says_so_in_one_line(cli_env: dict[str, s
     assert result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith(
-        f"darkroom: cannot create a key in postgresql+asyncpg://u:***@127.0.0.1:{closed}/x"
+        f"darkroom: cannot {says} postgresql+asyncpg://u:***@127.0.0.1:{closed}/x: "
     )
     assert "pw" not in line
+
+
+def test_openapi_json_names_what_it_wrote(cli_env: dict[str, str], tmp_path: Path) -> None:
+    output = tmp_path / "doc" / "openapi.json"
+    result = subprocess.run(
+        [*DARKROOM, "openapi", "--output", str(output), "--json"],
+        env=cli_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    answer = json.loads(result.stdout)
+    document = json.loads(output.read_text())
+    assert answer == {
+        "output": str(output),
+        "operations": sum(len(methods) for methods in document["paths"].values()),
+    }
+    assert answer["operations"] > 50
 
 
 def test_serve_worker_and_submit_wait(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -5,26 +5,20 @@ The installed wheel itself is exercised end to end by scripts/check_wheel.py (ru
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic.script import ScriptDirectory
 
 from service.devenv import create_database_if_missing, drop_database
 from service.devenv.probes import asyncpg_url, postgres_engine, run_sync
-from service.migrate import alembic_config
+from service.migrate import head_revision
 from tests.conftest import ROOT, ServiceUrls
 
 BIN = Path(sys.executable).parent
-
-
-def head_revision(database_url: str) -> str:
-    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
-    assert head is not None
-    return head
 
 
 async def current_revision(database_url: str) -> str | None:
@@ -46,7 +40,7 @@ def test_migrate_works_from_a_folder_without_project_files(
     create_database_if_missing(fresh)
     try:
         result = subprocess.run(
-            [BIN / "darkroom", "migrate"],
+            [BIN / "darkroom", "migrate", "--json"],
             cwd=tmp_path,
             env={"DARKROOM_DATABASE_URL": fresh, "PATH": str(BIN)},
             capture_output=True,
@@ -54,7 +48,8 @@ def test_migrate_works_from_a_folder_without_project_files(
             check=False,
         )
         assert result.returncode == 0, result.stderr
-        assert run_sync(current_revision(fresh)) == head_revision(fresh)
+        assert json.loads(result.stdout) == {"revision": head_revision()}
+        assert run_sync(current_revision(fresh)) == head_revision()
     finally:
         drop_database(fresh)
 
@@ -63,4 +58,4 @@ def test_alembic_ini_still_serves_the_alembic_command() -> None:
     result = subprocess.run(
         [BIN / "alembic", "heads"], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert result.stdout.split()[0] == head_revision("postgresql+asyncpg://unused/unused")
+    assert result.stdout.split()[0] == head_revision()
