@@ -23,6 +23,7 @@ from service.batches.schemas import (
 from service.deps import ApiKeyDep, SessionDep, StateDep
 from service.jobs.presenter import job_out
 from service.jobs.schemas import JobPage, JobStatusName
+from service.kit.collector import collection_paused
 from service.kit.errors import ERROR_RESPONSES, ApiError, ErrorResponse, NotFound
 from service.kit.pagination import (
     DEFAULT_LIMIT,
@@ -98,7 +99,8 @@ async def submit_batch(
     """Accept up to 10,000 jobs as JSON, or up to 100,000 rows as a file (CSV, JSONL or
     YAML: the raw body with its Content-Type, or a multipart form's `file`; a 422 names
     the line and column). They are durable when this returns."""
-    return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
+    with collection_paused():  # kit.collector: bulk work on a body already read
+        return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
 
 
 @files_router.post("", status_code=202, response_model=None, include_in_schema=False)
@@ -114,7 +116,8 @@ async def submit_batch_file(
     """The same submit, from a file (documented on the JSON route)."""
     body, rows = await read_batch_file(request)
     try:
-        return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
+        with collection_paused():
+            return await _accept(body, response, state, session, api_key, idempotency_key, dry_run)
     except ApiError as exc:
         raise relocate(exc, rows) from None
 

@@ -20,6 +20,7 @@ from service.batches.files.rows import FileRows, build_batch, invalid, locate
 from service.batches.files.source import text_lines
 from service.batches.files.yaml_file import parse_yaml
 from service.batches.schemas import FileBatchCreate
+from service.kit.collector import collection_paused
 from service.kit.errors import ApiError, ErrorDetail
 from service.kit.json_guard import unstorable
 
@@ -69,7 +70,8 @@ async def read_batch_file(request: Request) -> tuple[FileBatchCreate, FileRows]:
             rows = await _parse_stream(CONTENT_TYPES[kind], request.stream())
     except ClientDisconnect:
         raise ApiError("the client went away before the file was read") from None
-    return build_batch(rows), rows
+    with collection_paused():  # the body is in: what is left is CPU-bound
+        return build_batch(rows), rows
 
 
 def relocate(error: ApiError, rows: FileRows) -> ApiError:
