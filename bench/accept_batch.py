@@ -24,65 +24,24 @@ import json
 import pstats
 import statistics
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import httpx
 from sqlalchemy import text
 
-from bench._harness import BenchEnv, bench_env, log
-from bench._machine import BusyMeter, machine, wait_for_quiet
+from bench._accept import timed_posts
+from bench._harness import BenchEnv, bench_env
+from bench._machine import machine, wait_for_quiet
 from bench._payload import batch_body
 from service.app import create_app
 from service.auth.service import find_key
 from service.batches import repository, service
 from service.batches.schemas import BatchCreate
-from service.dispatch.queue import AccountKeys
 from service.jobs.tasks import enqueue_jobs
 from service.state import build_state, close_state
 
 TARGET_S = 1.0
-
-
-async def _http_runs(
-    env: BenchEnv, key: str, bodies: list[bytes], warmup: int, jobs: int
-) -> list[dict[str, Any]]:
-    base = env.start_api()
-    log(f"API up at {base}")
-    redis = env.redis()
-    scard: Any = redis.scard
-    waiting = AccountKeys("local").waiting  # the batches here all use the local renderer
-    pg = await asyncpg.connect(env.pg_dsn)
-    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
-    results = []
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
-            for number, body in enumerate(bodies):
-                queued_before = scard(waiting)
-                meter = BusyMeter()
-                meter.start()
-                began = time.perf_counter()
-                response = await client.post("/v1/batches", content=body, headers=headers)
-                elapsed = time.perf_counter() - began
-                busy = meter.stop()
-                if response.status_code != 202:
-                    raise RuntimeError(f"POST returned {response.status_code}: {response.text}")
-                batch_id = uuid.UUID(response.json()["id"])
-                stored = await pg.fetchval(
-                    "SELECT count(*) FROM jobs WHERE batch_id = $1", batch_id
-                )
-                enqueued = scard(waiting) - queued_before
-                if stored != jobs or enqueued != jobs:
-                    raise RuntimeError(f"batch {batch_id}: {stored} rows, {enqueued} enqueued")
-                kind = "warmup" if number < warmup else "measured"
-                log(f"{kind} run {number}: {elapsed:.3f} s, {stored} rows, +{enqueued} queued")
-                results.append({"kind": kind, "s": elapsed, "cpu_busy_all_cores": busy})
-    finally:
-        await pg.close()
-        redis.close()
-    return results
 
 
 class GcClock:
@@ -218,7 +177,11 @@ def main() -> None:
 
 async def _measure(env: BenchEnv, args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
     key = await env.create_api_key()
-    runs = await _http_runs(env, key, bodies[: args.warmup + args.runs], args.warmup, args.jobs)
+    json_type = {"content-type": "application/json"}
+    requests = [{"content": body, "headers": json_type} for body in bodies]
+    runs = await timed_posts(
+        env, key, requests[: args.warmup + args.runs], warmup=args.warmup, jobs=args.jobs
+    )
     measured = sorted(r["s"] for r in runs if r["kind"] == "measured")
     p50 = statistics.median(measured)
     figures: dict[str, Any] = {

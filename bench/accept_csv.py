@@ -24,17 +24,14 @@ import io
 import json
 import pstats
 import statistics
-import time
-import uuid
 from typing import Any
 
-import asyncpg
 import httpx
 
-from bench._harness import BenchEnv, bench_env, log
-from bench._machine import BusyMeter, machine, wait_for_quiet
+from bench._accept import timed_posts
+from bench._harness import BenchEnv, bench_env
+from bench._machine import machine, wait_for_quiet
 from service.app import create_app
-from service.dispatch.queue import AccountKeys
 from service.state import build_state, close_state
 
 TARGET_S = 5.0
@@ -66,46 +63,6 @@ def request_parts(body: bytes, raw: bool) -> dict[str, Any]:
         "files": {"file": ("catalogue.csv", body, "text/csv")},
         "data": {"batch": json.dumps({"name": "catalogue", "template": TEMPLATE})},
     }
-
-
-async def _http_runs(
-    env: BenchEnv, key: str, bodies: list[bytes], warmup: int, rows: int, raw: bool
-) -> list[dict[str, Any]]:
-    base = env.start_api()
-    log(f"API up at {base}")
-    redis = env.redis()
-    scard: Any = redis.scard
-    waiting = AccountKeys("local").waiting
-    pg = await asyncpg.connect(env.pg_dsn)
-    results = []
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=300) as client:
-            for number, body in enumerate(bodies):
-                parts = request_parts(body, raw)
-                headers = {"authorization": f"Bearer {key}", **parts.pop("headers", {})}
-                queued_before = scard(waiting)
-                meter = BusyMeter()
-                meter.start()
-                began = time.perf_counter()
-                response = await client.post("/v1/batches", headers=headers, **parts)
-                elapsed = time.perf_counter() - began
-                busy = meter.stop()
-                if response.status_code != 202:
-                    raise RuntimeError(f"POST returned {response.status_code}: {response.text}")
-                batch_id = uuid.UUID(response.json()["id"])
-                stored = await pg.fetchval(
-                    "SELECT count(*) FROM jobs WHERE batch_id = $1", batch_id
-                )
-                enqueued = scard(waiting) - queued_before
-                if stored != rows or enqueued != rows:
-                    raise RuntimeError(f"batch {batch_id}: {stored} rows, {enqueued} enqueued")
-                kind = "warmup" if number < warmup else "measured"
-                log(f"{kind} run {number}: {elapsed:.3f} s, {stored} rows, +{enqueued} queued")
-                results.append({"kind": kind, "s": elapsed, "cpu_busy_all_cores": busy})
-    finally:
-        await pg.close()
-        redis.close()
-    return results
 
 
 async def _profile_once(env: BenchEnv, key: str, body: bytes, raw: bool) -> str:
@@ -149,7 +106,8 @@ def main() -> None:
 async def _measure(env: BenchEnv, args: argparse.Namespace, bodies: list[bytes]) -> dict[str, Any]:
     key = await env.create_api_key()
     count = args.warmup + args.runs
-    runs = await _http_runs(env, key, bodies[:count], args.warmup, args.rows, args.raw)
+    requests = [request_parts(body, args.raw) for body in bodies[:count]]
+    runs = await timed_posts(env, key, requests, warmup=args.warmup, jobs=args.rows)
     measured = sorted(r["s"] for r in runs if r["kind"] == "measured")
     p50 = statistics.median(measured)
     figures: dict[str, Any] = {
