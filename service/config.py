@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     worker_poll_delay_s: float = Field(default=0.05, gt=0)
     # How long the reconciler cron and other arq tasks may run before arq gives up on them.
     job_timeout_s: int = Field(default=60, ge=1)
+    # A failed attempt's job is tried again after a full-jitter exponential backoff: up to
+    # this long before the second attempt, doubling each time, at most 120 s.
+    job_retry_base_s: float = Field(default=2.0, gt=0, le=120)
     reconcile_interval_s: int = Field(default=15, ge=1)
     # A queued or running job untouched this long is checked against Redis and re-enqueued if lost.
     reconcile_stale_after_s: int = Field(default=30, ge=1)

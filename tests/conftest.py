@@ -71,6 +71,14 @@ def settings(services: ServiceUrls, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def quick_retries(settings: Settings) -> None:
+    """A failed attempt's retry waits up to 0.2 s (doubling) instead of 2 s: for tests that
+    retry jobs several times and wait for the end anyway. Not the default: a test that
+    looks at a job waiting out its backoff needs the backoff to outlast its look."""
+    settings.job_retry_base_s = 0.2
+
+
+@pytest.fixture
 async def state(settings: Settings) -> AsyncIterator[State]:
     state = await build_state(settings)
     await state.redis.flushdb()

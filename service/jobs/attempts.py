@@ -46,7 +46,6 @@ from service.webhooks.tasks import enqueue_deliveries
 
 log = get_logger(__name__)
 
-RETRY_BASE_S = 2.0
 RETRY_CAP_S = 120.0
 # How long a job waiting at an asynchronous provider holds its slot without a poll or
 # callback renewing it, before the slot counts as free again.
@@ -55,8 +54,8 @@ REMOTE_LEASE_S = 180.0
 FETCH_RETRY_S = 5.0
 
 
-def retry_delay_s(attempt: int) -> float:
-    return exponential_backoff(attempt, base_s=RETRY_BASE_S, cap_s=RETRY_CAP_S)
+def retry_delay_s(attempt: int, base_s: float) -> float:
+    return exponential_backoff(attempt, base_s=base_s, cap_s=RETRY_CAP_S)
 
 
 async def submitted(
@@ -159,7 +158,7 @@ async def record_error(
     if isinstance(error, ProviderRateLimited) and sent_at_ms is not None:
         outcome = RateLimited(started, error, latency_ms or 0, price)
     else:
-        retry_in_s = retry_delay_s(started.attempt)
+        retry_in_s = retry_delay_s(started.attempt, state.settings.job_retry_base_s)
         if cost is None:
             cost = pricing.failed(spec, started.params, error)
         outcome = Failed(started, error, latency_ms, spec.max_attempts, retry_in_s, price, cost)

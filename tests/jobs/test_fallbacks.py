@@ -29,6 +29,9 @@ from tests.conftest import Caller, submit
 from tests.jobs.recovery import create_then_die, job_and_attempts
 from tests.jobs.sim_accounts import FAL_KEY_ENV, SIM_TOKEN_ENV, fal_account, use_config
 
+# Their jobs are retried several times and waited for to the end.
+pytestmark = pytest.mark.usefixtures("quick_retries")
+
 GPT, FLUX, FAL = "gpt-fb", "flux-fb", "fal-fb"
 PRICES = {GPT: "0.04", FLUX: "0.003", FAL: "0.025"}
 SIZE = {"width": 1024, "height": 1024}

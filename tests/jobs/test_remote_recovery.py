@@ -18,6 +18,9 @@ from tests.conftest import Caller, submit
 from tests.jobs.recovery import create_then_die, job_and_attempts
 from tests.jobs.sim_accounts import SIM_TOKEN_ENV, sim_config, use_config
 
+# Their jobs are retried several times and waited for to the end.
+pytestmark = pytest.mark.usefixtures("quick_retries")
+
 LISTING = "GET /v1/predictions"
 
 

@@ -20,6 +20,9 @@ from simulators.atlas_control import AtlasHandle, AtlasSimConfig
 from tests.conftest import Caller, submit
 from tests.jobs.sim_accounts import account_config, use_config
 
+# Their jobs are retried several times and waited for to the end.
+pytestmark = pytest.mark.usefixtures("quick_retries")
+
 TOKEN_ENV = "DARKROOM_TEST_ATLAS_ENGINE_KEY"
 IMAGE_REF = "bytedance/seedream-v4"
 
