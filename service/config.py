@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -201,31 +202,15 @@ class Settings(BaseSettings):
     @field_validator("ssrf_allow_cidrs", mode="before")
     @classmethod
     def _split_cidrs(cls, value: Any) -> Any:
-        """The environment gives a string: a JSON list, or CIDRs separated by commas."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError as exc:
-                raise ValueError(f"DARKROOM_SSRF_ALLOW_CIDRS is not a JSON list: {exc}") from None
-        return [part.strip() for part in text.split(",") if part.strip()]
+        return _env_list(value, "DARKROOM_SSRF_ALLOW_CIDRS")
 
     @field_validator("notify_schemes", mode="before")
     @classmethod
     def _split_schemes(cls, value: Any) -> Any:
-        """The environment gives a string: a JSON list, or schemes separated by commas."""
-        if not isinstance(value, str):
-            return value
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                return json.loads(text)
-            except ValueError as exc:
-                raise ValueError(f"DARKROOM_NOTIFY_SCHEMES is not a JSON list: {exc}") from None
-        parts = (part.strip().lower().removesuffix("://") for part in text.split(","))
-        return [part for part in parts if part]
+        # "Slack://" is "slack".
+        return _env_list(
+            value, "DARKROOM_NOTIFY_SCHEMES", lambda item: item.lower().removesuffix("://")
+        )
 
     @field_validator("ssrf_allow_cidrs")
     @classmethod
@@ -280,3 +265,19 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def _env_list(value: Any, name: str, clean: Callable[[str], str] = str) -> Any:
+    """A list setting as the environment gives it, a string: a JSON list, or items
+    separated by commas (each stripped, then `clean`ed; empty ones dropped). Anything else
+    (a list from code) is left to the field's validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"{name} is not a JSON list: {exc}") from None
+    items = (clean(part.strip()) for part in text.split(","))
+    return [item for item in items if item]

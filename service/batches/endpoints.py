@@ -29,11 +29,12 @@ from service.kit.pagination import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    after_created,
     bad_cursor,
     decode_cursor,
     decode_time_uuid_cursor,
     encode_cursor,
-    encode_time_cursor,
+    keyset_page,
 )
 from service.kit.text import VisibleText
 from service.logging import get_logger
@@ -170,9 +171,8 @@ async def list_batches(
     """The key's batches, newest first."""
     after = decode_time_uuid_cursor(cursor)
     batches = await repository.list_batches(session, api_key.id, limit=limit + 1, after=after)
-    page, more = batches[:limit], len(batches) > limit
+    page, next_cursor = keyset_page(batches, limit, after_created)
     totals = await repository.totals_for(session, [b.id for b in page])
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
     return BatchPage(
         items=[service.batch_out(b, totals[b.id]) for b in page], next_cursor=next_cursor
     )
@@ -209,10 +209,10 @@ async def list_batch_jobs(
         limit=limit + 1,
         after_index=after_index,
     )
-    page, more = jobs[:limit], len(jobs) > limit
+    page, next_cursor = keyset_page(jobs, limit, lambda job: encode_cursor([job.index]))
     return JobPage(
         items=[job_out(job, state.settings.public_url, state.storage) for job in page],
-        next_cursor=encode_cursor([page[-1].index]) if more else None,
+        next_cursor=next_cursor,
     )
 
 

@@ -36,9 +36,11 @@ from service.kit.pagination import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    after_created,
     decode_time_cursor,
     decode_time_uuid_cursor,
     encode_time_cursor,
+    keyset_page,
 )
 from service.logging import get_logger
 from service.models import InboundEvent, Integration
@@ -73,8 +75,7 @@ async def list_integrations(
     """The key's integrations, newest first."""
     after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_integrations(session, api_key.id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = keyset_page(rows, limit, after_created)
     public_url = state.settings.public_url
     return IntegrationPage(
         items=[service.integration_out(i, public_url) for i in page], next_cursor=next_cursor
@@ -129,8 +130,9 @@ async def list_events(
     await _own(session, integration_id, api_key.id)
     after = decode_time_cursor(cursor)
     rows = await repository.list_events(session, integration_id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1].received_at, page[-1].id) if more else None
+    page, next_cursor = keyset_page(
+        rows, limit, lambda event: encode_time_cursor(event.received_at, event.id)
+    )
     return InboundEventPage(items=[_event_out(e) for e in page], next_cursor=next_cursor)
 
 

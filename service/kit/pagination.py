@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Query
 
@@ -17,6 +18,30 @@ MAX_LIMIT = 500
 # The query parameters of every listing.
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str | None, Query(max_length=200)]
+Row = TypeVar("Row")
+
+
+class Created(Protocol):
+    """A row listed newest (or oldest) first by (created_at, id)."""
+
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> uuid.UUID | str: ...
+
+
+def keyset_page(
+    rows: Sequence[Row], limit: int, cursor_after: Callable[[Row], str]
+) -> tuple[Sequence[Row], str | None]:
+    """A listing's page from the `limit + 1` rows its query fetched (the extra one says
+    whether there is more), and the cursor after its last row, or None at the end."""
+    page = rows[:limit]
+    return page, cursor_after(page[-1]) if len(rows) > limit else None
+
+
+def after_created(row: Created) -> str:
+    """The cursor after a row listed by (created_at, id)."""
+    return encode_time_cursor(row.created_at, row.id)
 
 
 def encode_cursor(values: list[Any]) -> str:

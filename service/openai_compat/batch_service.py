@@ -36,7 +36,7 @@ from service.models import (
     OpenAIFile,
 )
 from service.openai_compat import repository
-from service.openai_compat.batch_lines import ReadLines, read_lines
+from service.openai_compat.batch_lines import ReadLines, line_error, read_lines
 from service.openai_compat.errors import OpenAIError, bad_request, from_validation, openai_param
 from service.openai_compat.images import job_failure
 from service.openai_compat.outputs import BATCH_URL_TTL_S, output_url
@@ -147,15 +147,7 @@ def _at_line(read: ReadLines, field: str | None, message: str) -> OpenAIError | 
     index = int(field[5 : field.index("]")])
     if index >= len(read.line_of_job):
         return None
-    line = read.line_of_job[index]
-    param = f"body.{openai_param(field)}"
-    return OpenAIError(
-        400,
-        f"line {line}, {param}: {message}",
-        param="input_file_id",
-        code="invalid_batch_line",
-        extra={"line": line, "field": param},
-    )
+    return line_error(read.line_of_job[index], message, f"body.{openai_param(field)}")
 
 
 def _batch_body(read: ReadLines, input_file_id: str, endpoint: str) -> BatchCreate:
@@ -319,31 +311,30 @@ async def finalize(session: AsyncSession, state: State, row: OpenAIBatch, batch:
     for custom_id, line_jobs in _line_jobs(row, jobs):
         ok, line = _result_line(state, row, custom_id, line_jobs, created)
         (outputs if ok else errors).append(line)
-    name = batch_id(row)
-    if outputs:
-        output = await store_file(
-            session,
-            state,
-            api_key_id=row.api_key_id,
-            data=_jsonl(outputs),
-            filename=f"{name}_output.jsonl",
-            purpose="batch_output",
-        )
-        row.output_file_id = output.id
-    if errors:
-        error = await store_file(
-            session,
-            state,
-            api_key_id=row.api_key_id,
-            data=_jsonl(errors),
-            filename=f"{name}_error.jsonl",
-            purpose="batch_output",
-        )
-        row.error_file_id = error.id
+    row.output_file_id = await _result_file(session, state, row, outputs, "output")
+    row.error_file_id = await _result_file(session, state, row, errors, "error")
     row.completed_count = len(outputs)
     row.failed_count = len(errors)
     row.finalized_at = utcnow()
     await session.flush()
+
+
+async def _result_file(
+    session: AsyncSession, state: State, row: OpenAIBatch, lines: list[dict[str, Any]], kind: str
+) -> uuid.UUID | None:
+    """A batch's `output` or `error` JSONL file, stored; its id, or None when no line is
+    one (OpenAI leaves the file id unset then)."""
+    if not lines:
+        return None
+    stored = await store_file(
+        session,
+        state,
+        api_key_id=row.api_key_id,
+        data=_jsonl(lines),
+        filename=f"{batch_id(row)}_{kind}.jsonl",
+        purpose="batch_output",
+    )
+    return stored.id
 
 
 async def present(session: AsyncSession, row: OpenAIBatch, batch: Batch) -> BatchObject:

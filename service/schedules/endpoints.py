@@ -13,8 +13,10 @@ from service.kit.pagination import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    after_created,
     decode_time_uuid_cursor,
     encode_time_cursor,
+    keyset_page,
 )
 from service.models import Schedule
 from service.schedules import repository, service
@@ -58,8 +60,7 @@ async def list_schedules(
     """The key's schedules, newest first."""
     after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_schedules(session, api_key.id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = keyset_page(rows, limit, after_created)
     return SchedulePage(items=[service.present(s) for s in page], next_cursor=next_cursor)
 
 
@@ -107,8 +108,9 @@ async def list_runs(
     await _own(session, api_key.id, schedule_id)
     after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_runs(session, schedule_id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1][0].due_at, page[-1][0].id) if more else None
+    page, next_cursor = keyset_page(
+        rows, limit, lambda row: encode_time_cursor(row[0].due_at, row[0].id)
+    )
     items = [service.present_run(run, status.value if status else None) for run, status in page]
     return ScheduleRunPage(items=items, next_cursor=next_cursor)
 

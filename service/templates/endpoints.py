@@ -15,6 +15,7 @@ from service.kit.pagination import (
     bad_cursor,
     decode_cursor,
     encode_cursor,
+    keyset_page,
 )
 from service.templates import repository, service
 from service.templates.schemas import (
@@ -52,11 +53,8 @@ async def list_templates(
         if not isinstance(after, str):
             raise bad_cursor()
     rows = await repository.list_latest(session, api_key.id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    return TemplatePage(
-        items=[service.template_out(t) for t in page],
-        next_cursor=encode_cursor([page[-1].name]) if more else None,
-    )
+    page, next_cursor = keyset_page(rows, limit, lambda t: encode_cursor([t.name]))
+    return TemplatePage(items=[service.template_out(t) for t in page], next_cursor=next_cursor)
 
 
 @router.get("/{name}")

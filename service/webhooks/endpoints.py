@@ -17,10 +17,11 @@ from service.kit.pagination import (
     DEFAULT_LIMIT,
     Cursor,
     Limit,
+    after_created,
     bad_cursor,
     decode_time_cursor,
     decode_time_uuid_cursor,
-    encode_time_cursor,
+    keyset_page,
 )
 from service.models import DeliveryStatus, WebhookEndpoint, WebhookEvent
 from service.webhooks import repository, service
@@ -45,8 +46,7 @@ async def list_endpoints(
     """The key's endpoints (one per callback URL it used), oldest first."""
     after = decode_time_uuid_cursor(cursor)
     rows = await repository.list_endpoints(session, api_key.id, limit=limit + 1, after=after)
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = keyset_page(rows, limit, after_created)
     return EndpointPage(items=[EndpointOut.of(e) for e in page], next_cursor=next_cursor)
 
 
@@ -81,8 +81,7 @@ async def list_events(
         limit=limit + 1,
         after=after,
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_time_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = keyset_page(rows, limit, after_created)
     return EventPage(items=[EventOut.of(e) for e in page], next_cursor=next_cursor)
 
 

@@ -104,11 +104,7 @@ async def test_a_redis_flush_neither_repeats_nor_loses_a_run(
     assert await count_batches(state) == 1
     assert await reconcile_jobs(state) == 1  # the lost job, back in line from Postgres
     await run_until_idle(state)
-    (run,) = await runs_of(state, schedule["id"])
-    async with state.sessionmaker() as session:
-        batch = await session.get(Batch, run.batch_id)
-    assert batch is not None
-    assert batch.status.value == "succeeded"
+    assert await the_one_runs_batch_status(state, schedule["id"]) == "succeeded"
 
 
 async def test_a_crash_between_commit_and_enqueue_is_recovered_by_the_reconciler(
@@ -128,11 +124,7 @@ async def test_a_crash_between_commit_and_enqueue_is_recovered_by_the_reconciler
     state.settings.reconcile_stale_after_s = 0
     assert await reconcile_jobs(state) == 1
     await run_until_idle(state)
-    (run,) = await runs_of(state, schedule["id"])
-    async with state.sessionmaker() as session:
-        batch = await session.get(Batch, run.batch_id)
-    assert batch is not None
-    assert batch.status.value == "succeeded"
+    assert await the_one_runs_batch_status(state, schedule["id"]) == "succeeded"
 
 
 async def test_missed_due_times_are_caught_up_once(
@@ -235,3 +227,12 @@ async def test_the_worker_runs_due_schedules_by_itself(
     await run_until_idle(state)
     runs = (await client.get(f"/v1/schedules/{schedule['id']}/runs", headers=caller.headers)).json()
     assert [(r["status"], r["batch_status"]) for r in runs["items"]] == [("submitted", "succeeded")]
+
+
+async def the_one_runs_batch_status(state: State, schedule_id: str) -> str:
+    """The status of the batch made by the schedule's only run."""
+    (run,) = await runs_of(state, schedule_id)
+    async with state.sessionmaker() as session:
+        batch = await session.get(Batch, run.batch_id)
+    assert batch is not None
+    return batch.status.value

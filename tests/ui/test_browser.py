@@ -35,6 +35,8 @@ async def signed_in(browser: Browser, stack: Stack, caller: Caller, **options: o
     await page.fill("#api_key", caller.key)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(re.compile(r"/ui/batches$"))
+    # The URL changes when the navigation commits, before the new document is parsed.
+    await page.wait_for_load_state("domcontentloaded")
     return page
 
 

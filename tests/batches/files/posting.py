@@ -63,6 +63,12 @@ def rejected(response: httpx.Response, status: int = 422) -> dict[str, str]:
     return {d["field"]: d["message"] for d in error["details"]}
 
 
+def assert_details_start(details: dict[str, str], expected: dict[str, str]) -> None:
+    """Each expected place has a detail, whose message starts as expected."""
+    for field, message in expected.items():
+        assert details.get(field, "").startswith(message), details
+
+
 async def stored_jobs(state: State, batch_id: str) -> list[Job]:
     async with state.sessionmaker() as session:
         query = select(Job).where(Job.batch_id == uuid.UUID(batch_id)).order_by(Job.index)

@@ -12,6 +12,7 @@ from service.state import State
 from tests.batches.files.posting import (
     JSONL,
     YAML,
+    assert_details_start,
     counts,
     post_form,
     post_raw,
@@ -75,9 +76,7 @@ BAD_JSONL = {
 async def test_a_bad_jsonl_file_is_refused_by_line(
     client: httpx.AsyncClient, caller: Caller, state: State, body: str, expected: dict[str, str]
 ) -> None:
-    details = rejected(await post_raw(client, caller, body, JSONL))
-    for field, message in expected.items():
-        assert details.get(field, "").startswith(message), details
+    assert_details_start(rejected(await post_raw(client, caller, body, JSONL)), expected)
     assert await counts(state) == (0, 0)
 
 
